@@ -1,0 +1,222 @@
+"""The one settings object of sparkmaker.
+
+Values come, lowest priority first, from the defaults below, then
+`configuration/sparkmaker.toml`, then `configuration/local.toml` (untracked, for a
+machine's own overrides) or the file named by `SPARKMAKER_CONFIG`, then environment
+variables `SPARKMAKER_<SECTION>__<FIELD>` (e.g. `SPARKMAKER_SPARK__MASTER=local[4]`).
+
+Entry points call `load_settings()` once and pass the object (or the section they need)
+down; nothing else reads the environment. Relative paths in the files are resolved
+against the repository root so that every process agrees on where the lake is,
+whatever its working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from configuration.errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configuration"
+DEFAULT_CONFIG_FILES = (CONFIG_DIR / "sparkmaker.toml", CONFIG_DIR / "local.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def resolve_path(value: str) -> str:
+    """A local path relative to the repository root, or a URI unchanged."""
+    if _is_uri(value) or value.startswith("/"):
+        return value
+    return str((REPO_ROOT / value).resolve())
+
+
+class PathSettings(Section):
+    lake: str = Field("lake", description="Root of the data lake: a local path, file://, hdfs:// or s3a:// URI.")
+    state_dir: str = Field(".state", description="Local folder for logs, PID files, generated data and keys.")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "PathSettings":
+        object.__setattr__(self, "lake", resolve_path(self.lake))
+        object.__setattr__(self, "state_dir", resolve_path(self.state_dir))
+        return self
+
+
+class SparkSettings(Section):
+    master: str = Field("local[2]", description="Spark master URL used when the job is not launched by spark-submit.")
+    shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions; a local master wants few.")
+    driver_memory: str = Field("2g", description="spark.driver.memory (only applies when Python starts the JVM).")
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field("WARN", description="Spark's own log level.")
+    ui_enabled: bool = Field(False, description="Start the Spark web UI (port 4040).")
+    extra_conf: dict[str, str] = Field(default_factory=dict, description="Any further spark.* settings, passed as is.")
+
+
+class MetastoreSettings(Section):
+    kind: Literal["embedded", "thrift", "jdbc"] = Field(
+        "embedded",
+        description="embedded: Derby under the lake (one JVM at a time); thrift: an external Hive metastore "
+        "service; jdbc: a metastore database such as PostgreSQL.",
+    )
+    uris: str = Field("thrift://127.0.0.1:9083", description="hive.metastore.uris when kind = thrift.")
+    derby_dir: str | None = Field(
+        None, description="Folder of the embedded Derby database; default <lake>/_metastore (local lakes) "
+        "or <state_dir>/metastore (remote lakes)."
+    )
+    jdbc_url: str = Field("", description="javax.jdo.option.ConnectionURL when kind = jdbc.")
+    jdbc_driver: str = Field("org.postgresql.Driver", description="JDBC driver class when kind = jdbc.")
+    jdbc_user: str = Field("", description="Metastore database user when kind = jdbc.")
+    jdbc_password: SecretStr = Field(SecretStr(""), description="Metastore database password when kind = jdbc.")
+    jdbc_jars: str = Field("/usr/share/java/postgresql.jar", description="Driver jar(s) added to Spark's classpath.")
+    warehouse_dir: str | None = Field(None, description="spark.sql.warehouse.dir; default <lake>/_warehouse.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetastoreSettings":
+        if self.kind == "jdbc" and not self.jdbc_url:
+            raise ValueError("metastore.kind is 'jdbc' but metastore.jdbc_url is empty: set it to the database URL")
+        if self.derby_dir:
+            object.__setattr__(self, "derby_dir", resolve_path(self.derby_dir))
+        return self
+
+
+class FeatureSettings(Section):
+    database: str = Field("credit_risk", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive database of the tables.")
+    dataset: str = Field("credit_risk", pattern=r"^[a-z_][a-z0-9_]*$", description="Folder of the snapshots under the lake.")
+    max_reject_share: float = Field(0.05, ge=0.0, le=1.0, description="A run whose rejects exceed this share of the input fails.")
+    materialize: bool = Field(True, description="Materialize the latest features into the online store after a run.")
+
+
+class OnlineStoreSettings(Section):
+    kind: Literal["sqlite", "redis"] = Field("sqlite", description="Backend of the online feature store.")
+    sqlite_path: str | None = Field(None, description="SQLite file; default <lake>/online/features.sqlite (local lakes).")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server when kind = redis.")
+    key_prefix: str = Field("sparkmaker", description="Prefix of every key the store writes (Redis).")
+
+
+class TrainingSettings(Section):
+    registry_dir: str | None = Field(None, description="Local model registry; default <lake>/registry.")
+    image_uri: str = Field("", description="Training image for SageMaker jobs.")
+    role_arn: str = Field("", description="IAM role SageMaker training jobs run as.")
+    instance_type: str = Field("ml.m5.large", description="SageMaker training instance type.")
+
+
+class ServingSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the local model server binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the local model server.")
+    workers: int = Field(1, ge=1, description="Model server worker processes.")
+    admin_token: SecretStr = Field(SecretStr(""), description="Bearer token of the admin routes (model swap).")
+    endpoint_name: str = Field("sparkmaker-credit-risk", description="SageMaker endpoint name.")
+    instance_type: str = Field("ml.m5.large", description="SageMaker endpoint instance type.")
+
+
+class ApiSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the prediction API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the prediction API.")
+    model_endpoint: Literal["http", "sagemaker"] = Field("http", description="How the API reaches the model.")
+    model_url: str = Field("http://127.0.0.1:8080", description="Model server base URL when model_endpoint = http.")
+    timeout_seconds: float = Field(2.0, gt=0, description="Model call timeout; slower answers are 504.")
+    max_batch: int = Field(100, ge=1, description="Most ids one POST /predict may ask for.")
+    api_key_hashes: list[str] = Field(default_factory=list, description="sha256 hex digests of the accepted API keys.")
+    auth_enabled: bool = Field(True, description="Require Authorization: Bearer <key>.")
+    prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")
+    prediction_log_sqlite: str | None = Field(None, description="SQLite file of the log; default <state_dir>/predictions.sqlite.")
+    prediction_log_dsn: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN of the log.")
+
+
+class AwsSettings(Section):
+    region: str = Field("us-east-1", description="AWS region.")
+    endpoint_url: str | None = Field(None, description="AWS API endpoint override (a local emulator such as moto).")
+    s3_bucket: str = Field("", description="Bucket for model artifacts and published snapshots.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPARKMAKER_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    paths: PathSettings = PathSettings()
+    spark: SparkSettings = SparkSettings()
+    metastore: MetastoreSettings = MetastoreSettings()
+    features: FeatureSettings = FeatureSettings()
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+    api: ApiSettings = ApiSettings()
+    aws: AwsSettings = AwsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_files()))
+
+    # Derived locations: one place decides where each thing lives under the lake.
+    @property
+    def lake_is_local(self) -> bool:
+        return not _is_uri(self.paths.lake) or self.paths.lake.startswith("file://")
+
+    def local_lake_path(self) -> Path | None:
+        if not self.lake_is_local:
+            return None
+        return Path(self.paths.lake.removeprefix("file://"))
+
+    def registry_dir(self) -> Path:
+        if self.training.registry_dir:
+            return Path(resolve_path(self.training.registry_dir))
+        return (self.local_lake_path() or Path(self.paths.state_dir)) / "registry"
+
+    def online_sqlite_path(self) -> Path:
+        if self.online_store.sqlite_path:
+            return Path(resolve_path(self.online_store.sqlite_path))
+        return (self.local_lake_path() or Path(self.paths.state_dir)) / "online" / "features.sqlite"
+
+
+class ConfigurationError(UserError):
+    """The settings are invalid; the message says which value and why, in one line."""
+
+
+def config_files() -> list[Path]:
+    override = os.environ.get("SPARKMAKER_CONFIG")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise ConfigurationError(f"SPARKMAKER_CONFIG names {path}, which is not a file: fix the path or unset it")
+        return [DEFAULT_CONFIG_FILES[0], path]
+    return [p for p in DEFAULT_CONFIG_FILES if p.is_file()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; raise ConfigurationError with a one-line reason."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigurationError(
+            f"invalid configuration: {where}: {first['msg']} (check configuration/*.toml and SPARKMAKER_* variables)"
+        ) from None
+    except (OSError, ValueError) as exc:  # a malformed TOML file
+        raise ConfigurationError(f"cannot read the configuration: {exc}") from None

@@ -1,0 +1,161 @@
+"""Small file operations on the lake, for local paths (plain Python) and Hadoop URIs (Spark's FileSystem).
+
+The feature job needs only a handful: write a manifest, switch the CURRENT pointer
+atomically, read them back, delete a failed snapshot. Components that run without
+Spark (training, the API) use `LocalLake` on local lakes.
+
+Lake layout (one dataset):
+    <lake>/<dataset>/CURRENT.json                         the current snapshot: run_id, as_of, manifest URI
+    <lake>/<dataset>/snapshots/<run_id>/manifest.json     the run manifest (contract section 5)
+    <lake>/<dataset>/snapshots/<run_id>/{training,latest,rejects}/   Parquet
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from configuration.errors import UserError
+from configuration.settings import Settings
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+class Lake(Protocol):
+    def exists(self, uri: str) -> bool: ...
+    def read_text(self, uri: str) -> str: ...
+    def write_text_atomic(self, uri: str, text: str) -> None: ...
+    def delete(self, uri: str) -> None: ...
+
+
+class LocalLake:
+    def exists(self, uri: str) -> bool:
+        return local_path(uri).exists()
+
+    def read_text(self, uri: str) -> str:
+        return local_path(uri).read_text(encoding="utf-8")
+
+    def write_text_atomic(self, uri: str, text: str) -> None:
+        target = local_path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self, uri: str) -> None:
+        path = local_path(uri)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+class HadoopLake:
+    """Through the JVM's Hadoop FileSystem: hdfs://, s3a:// and anything else Spark can reach."""
+
+    def __init__(self, spark) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._gateway = spark.sparkContext._gateway
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _path(self, uri: str):
+        return self._jvm.org.apache.hadoop.fs.Path(uri)
+
+    def _fs(self, uri: str):
+        return self._path(uri).getFileSystem(self._conf)
+
+    def exists(self, uri: str) -> bool:
+        return bool(self._fs(uri).exists(self._path(uri)))
+
+    def read_text(self, uri: str) -> str:
+        stream = self._fs(uri).open(self._path(uri))
+        try:
+            return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
+    def write_text_atomic(self, uri: str, text: str) -> None:
+        # A rename with OVERWRITE through FileContext is atomic on HDFS; an object store's
+        # single PUT of a small object is atomic by itself.
+        jvm = self._jvm
+        tmp = self._path(uri + ".tmp")
+        stream = self._fs(uri).create(tmp, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(self._path(uri).toUri(), self._conf)
+        rename_options = self._gateway.new_array(jvm.org.apache.hadoop.fs.Options.Rename, 1)
+        rename_options[0] = jvm.org.apache.hadoop.fs.Options.Rename.OVERWRITE
+        context.rename(tmp, self._path(uri), rename_options)
+
+    def delete(self, uri: str) -> None:
+        self._fs(uri).delete(self._path(uri), True)
+
+
+def lake_for(uri: str, spark=None) -> Lake:
+    if is_local(uri):
+        return LocalLake()
+    if spark is None:
+        raise UserError(f"the lake {uri} is not a local path: this command needs Spark to reach it")
+    return HadoopLake(spark)
+
+
+# Where things are, for every component.
+
+def dataset_uri(settings: Settings) -> str:
+    return join(settings.paths.lake, settings.features.dataset)
+
+
+def snapshot_uri(settings: Settings, run_id: str) -> str:
+    return join(dataset_uri(settings), "snapshots", run_id)
+
+
+def current_pointer_uri(settings: Settings) -> str:
+    return join(dataset_uri(settings), "CURRENT.json")
+
+
+def read_current(settings: Settings, spark=None) -> dict | None:
+    """The CURRENT pointer ({run_id, as_of, manifest}) or None before the first successful run."""
+    uri = current_pointer_uri(settings)
+    lake = lake_for(uri, spark)
+    if not lake.exists(uri):
+        return None
+    return json.loads(lake.read_text(uri))
+
+
+def read_manifest(settings: Settings, run_id: str | None = None, spark=None) -> dict:
+    """The manifest of a snapshot (default: the current one). UserError if there is none."""
+    if run_id is None:
+        current = read_current(settings, spark)
+        if current is None:
+            raise UserError(
+                f"no feature snapshot in {dataset_uri(settings)} yet: run the feature job first (python -m features --input CSV)"
+            )
+        run_id = current["run_id"]
+    uri = join(snapshot_uri(settings, run_id), "manifest.json")
+    lake = lake_for(uri, spark)
+    if not lake.exists(uri):
+        raise UserError(f"no snapshot {run_id} in {dataset_uri(settings)}: list them with python -m features snapshots")
+    return json.loads(lake.read_text(uri))

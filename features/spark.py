@@ -1,0 +1,151 @@
+"""Building the SparkSession: Java check, local defaults, Hive metastore and lake connectors.
+
+The one place that turns settings into Spark configuration, so the feature job, the
+`sql` command, batch scoring and the tests all see the same metastore.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from configuration.errors import UserError
+from configuration.settings import Settings
+
+JAVA_MISSING = (
+    "Java 17 is required by Spark and was not found: install it "
+    "(Debian: apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME"
+)
+
+_DERBY_IN_USE = ("Another instance of Derby may have already booted the database", "XSDB6")
+
+
+def require_java() -> None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and Path(java_home, "bin", "java").exists():
+        return
+    if shutil.which("java") is None:
+        raise UserError(JAVA_MISSING)
+
+
+def derby_dir(settings: Settings) -> Path:
+    if settings.metastore.derby_dir:
+        return Path(settings.metastore.derby_dir)
+    local = settings.local_lake_path()
+    return local / "_metastore" if local else Path(settings.paths.state_dir) / "metastore"
+
+
+def warehouse_dir(settings: Settings) -> str:
+    if settings.metastore.warehouse_dir:
+        return settings.metastore.warehouse_dir
+    return settings.paths.lake.rstrip("/") + "/_warehouse"
+
+
+def metastore_conf(settings: Settings) -> dict[str, str]:
+    """spark.* settings that point Spark's Hive catalog at the configured metastore."""
+    ms = settings.metastore
+    conf = {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": warehouse_dir(settings),
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+    }
+    if ms.kind == "embedded":
+        folder = derby_dir(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true"
+        )
+        # derby.log goes beside the database instead of the working directory.
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={folder}"
+    elif ms.kind == "thrift":
+        conf["spark.hadoop.hive.metastore.uris"] = ms.uris
+    else:
+        conf.update(
+            {
+                "spark.hadoop.javax.jdo.option.ConnectionURL": ms.jdbc_url,
+                "spark.hadoop.javax.jdo.option.ConnectionDriverName": ms.jdbc_driver,
+                "spark.hadoop.javax.jdo.option.ConnectionUserName": ms.jdbc_user,
+                "spark.hadoop.javax.jdo.option.ConnectionPassword": ms.jdbc_password.get_secret_value(),
+                "spark.jars": ms.jdbc_jars,
+            }
+        )
+    return conf
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    sp = settings.spark
+    conf = {
+        "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
+        "spark.driver.memory": sp.driver_memory,
+        "spark.ui.enabled": str(sp.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        # Parquet timestamps and dates as every other reader (pyarrow, DuckDB, Hive) expects them.
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    }
+    conf.update(metastore_conf(settings))
+    conf.update(sp.extra_conf)
+    return conf
+
+
+def build_session(settings: Settings, app_name: str, master: str | None = None):
+    """Start (or join, under spark-submit) a Hive-enabled SparkSession configured from settings."""
+    require_java()
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    launched_by_submit = SparkConf().contains("spark.master")
+    chosen_master = master or (None if launched_by_submit else settings.spark.master)
+    if chosen_master and chosen_master.startswith("local"):
+        # Spark would otherwise bind its driver to the machine's first non-loopback address.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+    builder = SparkSession.builder.appName(app_name)
+    if chosen_master:
+        builder = builder.master(chosen_master)
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.enableHiveSupport().getOrCreate()
+    except Exception as exc:  # the JVM failed to start: say why in one line
+        raise UserError(f"cannot start Spark: {str(exc).splitlines()[0]}") from None
+    spark.sparkContext.setLogLevel(settings.spark.log_level)
+    return spark
+
+
+def explain_metastore_error(exc: BaseException, settings: Settings) -> UserError | None:
+    """A one-line UserError for a metastore that cannot be opened, or None if exc is something else."""
+    text = str(exc)
+    if any(marker in text for marker in _DERBY_IN_USE) or (
+        settings.metastore.kind == "embedded" and "Unable to instantiate" in text
+    ):
+        return UserError(
+            f"the embedded Hive metastore in {derby_dir(settings)} is in use by another Spark process "
+            "(a Thrift server or a notebook?): stop it, or run a metastore service and set metastore.kind = thrift"
+        )
+    if settings.metastore.kind == "thrift" and ("Could not connect to meta store" in text or "TTransportException" in text):
+        return UserError(f"cannot reach the Hive metastore at {settings.metastore.uris}: start it or fix metastore.uris")
+    return None
+
+
+def require_filesystem(spark, uri: str) -> None:
+    """Fail before any work when Spark has no connector for the URI's scheme (s3a without hadoop-aws)."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme == "file":
+        return
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, hadoop_conf)
+    except Exception:
+        hint = ""
+        if scheme in ("s3a", "s3", "s3n"):
+            version = jvm.org.apache.hadoop.util.VersionInfo.getVersion()
+            hint = (
+                f": Spark has no S3A connector on its classpath; add it with "
+                f"spark.extra_conf.\"spark.jars.packages\" = \"org.apache.hadoop:hadoop-aws:{version}\" "
+                "(needs Maven access) or put hadoop-aws and the AWS SDK bundle jars in spark.jars"
+            )
+        raise UserError(f"no filesystem connector for {scheme}:// ({uri}){hint}") from None

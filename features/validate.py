@@ -1,0 +1,119 @@
+"""Contract section 2: classify every raw row as accepted, rejected (with a reason) or a dropped exact copy.
+
+Pure DataFrame -> DataFrame functions. They never raise on a bad value, so they run
+unchanged under Spark 4's ANSI mode: every parse is a `try_` function or a regex test.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+CORRUPT_COLUMN = "_corrupt_record"
+REASON = "reason"
+DROPPED_COPY = "_dropped_copy"
+
+_INTEGER = r"^[+-]?[0-9]+$"
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def parse_integer(raw: Column) -> Column:
+    """An integer written in decimal digits (surrounding spaces allowed), else NULL. `1.0` is not an integer."""
+    text = F.trim(raw)
+    return F.when(text.rlike(_INTEGER), text.try_cast("bigint"))
+
+
+def parse_date(raw: Column) -> Column:
+    """A real calendar date written YYYY-MM-DD, else NULL (`2019-02-30` is NULL)."""
+    text = F.trim(raw)
+    return F.when(text.rlike(_ISO_DATE), F.try_to_date(text, "yyyy-MM-dd"))
+
+
+def parse_amount(raw: Column) -> Column:
+    """A finite number, else NULL (NaN and infinities are not amounts)."""
+    value = F.trim(raw).try_cast("double")
+    return F.when(~F.isnan(value) & (F.abs(value) != float("inf")), value)
+
+
+def parse_flag(raw: Column) -> Column:
+    """`Y` -> 1, `N` -> 0, anything else NULL."""
+    text = F.trim(raw)
+    return F.when(text == "Y", 1).when(text == "N", 0).cast("int")
+
+
+def with_parsed_columns(raw: DataFrame) -> DataFrame:
+    """Add the typed columns the rules and the features need, prefixed `_`, beside the raw strings."""
+    return raw.select(
+        "*",
+        parse_integer(F.col("id")).alias("_id"),
+        parse_integer(F.col("loan_id")).alias("_loan_id"),
+        parse_date(F.col("loan_date")).alias("_loan_date"),
+        parse_amount(F.col("loan_amount")).alias("_loan_amount"),
+        F.trim(F.col("status")).alias("_status_text"),
+        parse_date(F.col("birthday")).alias("_birthday"),
+        parse_date(F.col("job_start_date")).alias("_job_start_date"),
+        parse_flag(F.col("flag_own_car")).alias("_flag_own_car"),
+    )
+
+
+def with_row_reason(parsed: DataFrame) -> DataFrame:
+    """The first row-level rule a row breaks (contract order), or NULL."""
+    malformed = F.col(CORRUPT_COLUMN).isNotNull() if CORRUPT_COLUMN in parsed.columns else F.lit(False)
+    reason = (
+        F.when(malformed, "malformed_row")
+        .when(F.col("_id").isNull(), "bad_id")
+        .when(F.col("_loan_id").isNull(), "bad_loan_id")
+        .when(F.col("_loan_date").isNull(), "bad_loan_date")
+        .when(F.col("_loan_amount").isNull() | (F.col("_loan_amount") < 0), "bad_loan_amount")
+        .when(~F.coalesce(F.col("_status_text").isin("0", "1"), F.lit(False)), "bad_status")
+    )
+    return parsed.withColumn(REASON, reason).withColumn("_status", F.col("_status_text").try_cast("int"))
+
+
+def with_duplicate_resolution(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
+    """Reject every row of a loan_id whose rows differ; mark all but one of exact copies as dropped.
+
+    Only rows that passed the row-level rules take part: the window is keyed by the
+    parsed loan_id for them and by NULL for the others, whose results are ignored.
+    """
+    as_read = F.struct(*[F.col(c) for c in raw_columns])
+    key = F.when(F.col(REASON).isNull(), F.col("_loan_id"))
+    by_loan = Window.partitionBy(key)
+    ordered = by_loan.orderBy(key)
+    differs = ~F.min(as_read).over(by_loan).eqNullSafe(F.max(as_read).over(by_loan))
+    copy_number = F.row_number().over(ordered)
+    passed = F.col(REASON).isNull()
+    return rows.select(
+        "*",
+        F.when(passed & differs, "duplicate_loan_id").alias("_duplicate_reason"),
+        (passed & ~differs & (copy_number > 1)).alias(DROPPED_COPY),
+    ).select(
+        *[c for c in rows.columns if c != REASON],
+        F.coalesce(F.col(REASON), F.col("_duplicate_reason")).alias(REASON),
+        DROPPED_COPY,
+    )
+
+
+def classify(raw: DataFrame, raw_columns: list[str]) -> DataFrame:
+    """Raw string rows -> the same rows with typed `_` columns, `reason` and `_dropped_copy`."""
+    return with_duplicate_resolution(with_row_reason(with_parsed_columns(raw)), raw_columns)
+
+
+def accepted(classified: DataFrame) -> DataFrame:
+    """The accepted loans, typed, one row per loan_id."""
+    return classified.where(F.col(REASON).isNull() & ~F.col(DROPPED_COPY)).select(
+        F.col("_id").alias("id"),
+        F.col("_loan_id").alias("loan_id"),
+        F.col("_loan_date").alias("loan_date"),
+        F.col("_loan_amount").alias("loan_amount"),
+        F.col("_birthday").alias("birthday"),
+        F.col("_job_start_date").alias("job_start_date"),
+        F.col("_flag_own_car").alias("flag_own_car"),
+        F.col("_status").alias("status"),
+    )
+
+
+def rejects(classified: DataFrame, raw_columns: list[str]) -> DataFrame:
+    """The rejected rows with their original values as strings, the whole line when it was malformed, and the reason."""
+    line = F.col(CORRUPT_COLUMN) if CORRUPT_COLUMN in classified.columns else F.lit(None).cast("string")
+    return classified.where(F.col(REASON).isNotNull()).select(*raw_columns, line.alias("raw_line"), REASON)
