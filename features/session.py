@@ -6,18 +6,20 @@ The one place that turns settings into Spark configuration, so the feature job, 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from configuration.errors import UserError
-from configuration.settings import Settings
+from configuration.settings import REPO_ROOT, Settings
 
 JAVA_MISSING = (
     "Java 17 is required by Spark and was not found: install it "
     "(Debian: apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME"
 )
 
+LOG4J_OPTION = f"-Dlog4j2.configurationFile={REPO_ROOT / 'configuration' / 'log4j2.properties'}"
 _DERBY_IN_USE = ("Another instance of Derby may have already booted the database", "XSDB6")
 
 
@@ -46,6 +48,7 @@ def metastore_conf(settings: Settings) -> dict[str, str]:
     """spark.* settings that point Spark's Hive catalog at the configured metastore."""
     ms = settings.metastore
     conf = {
+        "spark.driver.extraJavaOptions": LOG4J_OPTION,
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": warehouse_dir(settings),
         "spark.hadoop.hive.metastore.schema.verification": "false",
@@ -58,7 +61,7 @@ def metastore_conf(settings: Settings) -> dict[str, str]:
             f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true"
         )
         # derby.log goes beside the database instead of the working directory.
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={folder}"
+        conf["spark.driver.extraJavaOptions"] = f"{LOG4J_OPTION} -Dderby.system.home={folder}"
     elif ms.kind == "thrift":
         conf["spark.hadoop.hive.metastore.uris"] = ms.uris
     else:
@@ -112,6 +115,8 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     except Exception as exc:  # the JVM failed to start: say why in one line
         raise UserError(f"cannot start Spark: {str(exc).splitlines()[0]}") from None
     spark.sparkContext.setLogLevel(settings.spark.log_level)
+    # PySpark logs every failed query with its JVM stack trace; callers turn those into one line.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     return spark
 
 

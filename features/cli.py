@@ -1,0 +1,135 @@
+"""Command line of the feature pipeline.
+
+    python -m features --input URI [--lake URI] [--as-of YYYY-MM-DD] [--master URL] [--manifest PATH]
+    python -m features sql [--lake URI] "SELECT ..."
+    python -m features snapshots [--lake URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from configuration.errors import UserError
+from configuration.settings import Settings, load_settings
+
+COMMANDS = ("run", "sql", "snapshots")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write it YYYY-MM-DD") from None
+
+
+def _lake_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", help="lake root: a local path, file://, hdfs:// or s3a:// URI (default: paths.lake setting)")
+    parser.add_argument("--master", help="Spark master URL, e.g. local[4] or spark://host:7077 (default: spark.master setting)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m features",
+        description="Turn the raw loans CSV into validated, point-in-time features (Parquet + Hive tables).",
+        epilog="Without a command, runs the feature job. Settings: configuration/sparkmaker.toml and SPARKMAKER_* variables.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots}")
+
+    run = commands.add_parser("run", help="run the feature job (the default command)")
+    run.add_argument("--input", required=True, help="raw CSV: a file or folder path or URI")
+    _lake_option(run)
+    run.add_argument("--as-of", type=_date, help="date of the latest-features snapshot (default: today, UTC)")
+    run.add_argument("--manifest", type=Path, help="also write the run manifest to this local file")
+
+    sql = commands.add_parser("sql", help="run a SQL query against the feature tables, print CSV with a header")
+    _lake_option(sql)
+    sql.add_argument("query", help='e.g. "SELECT * FROM credit_risk.latest_features LIMIT 5"')
+
+    snapshots = commands.add_parser("snapshots", help="show the current snapshot's manifest")
+    snapshots.add_argument("--lake", help="lake root (default: paths.lake setting)")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict = {}
+    if getattr(args, "lake", None):
+        lake_root = args.lake if "://" in args.lake else str(Path(args.lake).resolve())
+        overrides["paths"] = {"lake": lake_root}
+    settings = load_settings()
+    if overrides:
+        settings = settings.model_copy(update={"paths": settings.paths.model_copy(update=overrides["paths"])})
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = _settings(args)
+    if args.command == "snapshots":
+        from features import lake
+
+        print(json.dumps(lake.read_manifest(settings), indent=2))
+        return 0
+
+    from features import session
+
+    spark = session.build_session(settings, f"sparkmaker-features-{args.command}", master=args.master)
+    try:
+        if args.command == "sql":
+            return run_sql(spark, settings, args.query)
+        return run_job(spark, settings, args)
+    except UserError:
+        raise
+    except Exception as exc:
+        explained = session.explain_metastore_error(exc, settings)
+        if explained:
+            raise explained from None
+        raise
+    finally:
+        spark.stop()
+
+
+def run_job(spark, settings: Settings, args: argparse.Namespace) -> int:
+    from features import job
+
+    input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
+    params = job.JobParams(
+        input_uri=input_uri,
+        as_of=args.as_of or dt.datetime.now(dt.timezone.utc).date(),
+        manifest_path=args.manifest.resolve() if args.manifest else None,
+    )
+    manifest = job.run(spark, settings, params)
+    outputs = manifest["outputs"]
+    print(f"snapshot {manifest['run_id']} (as of {manifest['as_of']}) is current")
+    for name, output in outputs.items():
+        print(f"  {name:<9} {output['rows']:>10,} rows  {output['table']:<32} {output['uri']}")
+    print(f"  manifest  {outputs['training']['uri'].rsplit('/', 1)[0]}/manifest.json")
+    print(f'query it:  python -m features sql "SELECT * FROM {outputs["latest"]["table"]} LIMIT 5"')
+    return 0
+
+
+def run_sql(spark, settings: Settings, query: str) -> int:
+    from pyspark.errors import AnalysisException, ParseException
+
+    if spark.catalog.databaseExists(settings.features.database):
+        spark.catalog.setCurrentDatabase(settings.features.database)
+    try:
+        frame = spark.sql(query)
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"the query failed: {first}") from None
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(frame.columns)
+    for row in frame.toLocalIterator():
+        writer.writerow(["" if value is None else value for value in row])
+    return 0

@@ -1,0 +1,209 @@
+"""The feature job: raw CSV -> validated, point-in-time features, published as one new snapshot.
+
+Stages (each logged with its time):
+  1. check   connectors for the input and the lake, the input's size and sha256, its header
+  2. classify  read every row once, validate it, resolve duplicate loan ids -> staged Parquet
+  3. count   rows in / accepted / rejected per reason; refuse the run over the reject limit
+  4. write   training, latest and rejects Parquet under snapshots/<run_id>/
+  5. publish manifest, Hive tables repointed, CURRENT switched (the one step readers notice)
+
+Nothing a reader uses changes before stage 5; a failure before it deletes the new snapshot
+folder and leaves the previous snapshot current. A run killed outright leaves at most an
+orphan snapshot folder that no pointer names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from configuration.errors import UserError
+from configuration.settings import REPO_ROOT, Settings
+from features import hive, lake, read, session, transform, validate
+from features.contract import REJECT_REASONS
+from features.progress import Progress
+
+TABLES = {"training": "training_features", "latest": "latest_features", "rejects": "rejects"}
+
+
+@dataclass(frozen=True)
+class JobParams:
+    input_uri: str
+    as_of: dt.date
+    manifest_path: Path | None = None
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def describe_input(spark: SparkSession, uri: str) -> dict:
+    """Size and sha256 of the input file (or of a folder's files, in name order), through Hadoop's FileSystem."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        raise UserError(f"the input {uri} does not exist: check the --input path")
+    status = fs.getFileStatus(path)
+    if status.isDirectory():
+        files = sorted(
+            (s for s in fs.listStatus(path) if s.isFile() and not s.getPath().getName().startswith(("_", "."))),
+            key=lambda s: s.getPath().getName(),
+        )
+    else:
+        files = [status]
+    if not files:
+        raise UserError(f"the input folder {uri} holds no files")
+    digests = []
+    for file_status in files:
+        stream = fs.open(file_status.getPath())
+        try:
+            digests.append(jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream))
+        finally:
+            stream.close()
+    sha256 = digests[0] if len(digests) == 1 else jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(
+        "\n".join(digests)
+    )
+    return {"uri": uri, "size_bytes": int(sum(s.getLen() for s in files)), "sha256": sha256, "files": len(files)}
+
+
+def run(spark: SparkSession, settings: Settings, params: JobParams, progress: Progress | None = None) -> dict:
+    """Run the whole job; return the manifest of the new, now current, snapshot."""
+    progress = progress or Progress("features")
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = new_run_id(started)
+    snapshot = lake.snapshot_uri(settings, run_id)
+    store = lake.lake_for(snapshot, spark)
+    previous = lake.read_current(settings, spark)
+    tables = {name: f"{settings.features.database}.{table}" for name, table in TABLES.items()}
+    published = False
+    try:
+        with progress.stage("check") as note:
+            spark.sparkContext.setJobGroup(run_id, f"features {run_id}")
+            session.require_filesystem(spark, params.input_uri)
+            session.require_filesystem(spark, settings.paths.lake)
+            input_meta = describe_input(spark, params.input_uri)
+            columns = read.read_header(spark, params.input_uri)
+            note(f"{input_meta['size_bytes'] / 1e6:.1f} MB, {len(columns)} columns, run {run_id}, as of {params.as_of}")
+
+        staged_uri = lake.join(snapshot, "classified.staging")
+        with progress.stage("classify") as note:
+            raw = read.read_raw(spark, params.input_uri, columns)
+            validate.classify(raw, columns).write.mode("errorifexists").parquet(staged_uri)
+            classified = spark.read.parquet(staged_uri)
+
+        with progress.stage("count") as note:
+            counts = count_rows(classified)
+            note(
+                f"{counts['rows_in']:,} rows read, {counts['rows_accepted']:,} accepted, "
+                f"{sum(counts['rejects'].values()):,} rejected "
+                + (", ".join(f"{r} {n:,}" for r, n in counts["rejects"].items() if n) or "")
+                + f", {counts['exact_duplicates_removed']:,} exact copies dropped"
+            )
+            check_reject_share(counts, settings.features.max_reject_share)
+
+        outputs: dict[str, dict] = {}
+        with progress.stage("write") as note:
+            loans = validate.accepted(classified)
+            frames = {
+                "training": transform.training_features(loans),
+                "latest": transform.latest_features(loans, params.as_of),
+                "rejects": validate.rejects(classified, columns),
+            }
+            for name, frame in frames.items():
+                uri = lake.join(snapshot, name)
+                frame.write.mode("errorifexists").parquet(uri)
+                outputs[name] = {"uri": uri, "rows": spark.read.parquet(uri).count(), "table": tables[name]}
+            note(", ".join(f"{name} {o['rows']:,} rows" for name, o in outputs.items()))
+            store.delete(staged_uri)
+
+        with progress.stage("publish") as note:
+            manifest = {
+                "run_id": run_id,
+                "as_of": params.as_of.isoformat(),
+                "started_at": started.isoformat(),
+                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "input": input_meta,
+                **counts,
+                "max_reject_share": settings.features.max_reject_share,
+                "outputs": outputs,
+                "spark": {"version": spark.version, "master": spark.sparkContext.master},
+                "code_version": code_version(),
+                "stage_seconds": progress.durations(),
+            }
+            manifest_uri = lake.join(snapshot, "manifest.json")
+            store.write_text_atomic(manifest_uri, json.dumps(manifest, indent=2))
+            hive.register(spark, settings.features.database, {o["table"]: o["uri"] for o in outputs.values()})
+            pointer = {"run_id": run_id, "as_of": manifest["as_of"], "manifest": manifest_uri}
+            store.write_text_atomic(lake.current_pointer_uri(settings), json.dumps(pointer, indent=2))
+            published = True
+            if params.manifest_path:
+                lake.LocalLake().write_text_atomic(str(params.manifest_path), json.dumps(manifest, indent=2))
+            note(f"snapshot {run_id} is current; tables {', '.join(tables.values())}")
+        return manifest
+    except BaseException:
+        if not published:
+            _roll_back(spark, settings, store, snapshot, previous)
+        raise
+
+
+def _roll_back(spark: SparkSession, settings: Settings, store: lake.Lake, snapshot: str, previous: dict | None) -> None:
+    """Leave the previous snapshot current: its Hive locations back, the new folder gone."""
+    try:
+        if previous:
+            manifest = lake.read_manifest(settings, previous["run_id"], spark)
+            hive.register(
+                spark, settings.features.database, {o["table"]: o["uri"] for o in manifest["outputs"].values()}
+            )
+    finally:
+        store.delete(snapshot)
+
+
+def count_rows(classified) -> dict:
+    """rows_in, rows_accepted, rejects per reason (every reason present, zeros included), exact copies dropped."""
+    grouped = classified.groupBy(validate.REASON, validate.DROPPED_COPY).count().collect()
+    rejects = {reason: 0 for reason in REJECT_REASONS}
+    accepted = dropped = 0
+    for row in grouped:
+        if row[validate.REASON] is not None:
+            rejects[row[validate.REASON]] += row["count"]
+        elif row[validate.DROPPED_COPY]:
+            dropped += row["count"]
+        else:
+            accepted += row["count"]
+    return {
+        "rows_in": accepted + dropped + sum(rejects.values()),
+        "rows_accepted": accepted,
+        "rejects": rejects,
+        "exact_duplicates_removed": dropped,
+    }
+
+
+def check_reject_share(counts: dict, limit: float) -> None:
+    rejected = sum(counts["rejects"].values())
+    if counts["rows_in"] == 0:
+        raise UserError("the input has a header but no rows: nothing to compute")
+    share = rejected / counts["rows_in"]
+    if share > limit:
+        worst = max(counts["rejects"], key=counts["rejects"].get)
+        raise UserError(
+            f"{rejected:,} of {counts['rows_in']:,} rows ({share:.1%}) were rejected, over the limit of {limit:.1%} "
+            f"(most: {worst} {counts['rejects'][worst]:,}); nothing was published: fix the input or raise "
+            "features.max_reject_share"
+        )
