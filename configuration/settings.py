@@ -121,6 +121,29 @@ class ServingSettings(Section):
     admin_token: SecretStr = Field(SecretStr(""), description="Bearer token of the admin routes (model swap).")
     endpoint_name: str = Field("sparkmaker-credit-risk", description="SageMaker endpoint name.")
     instance_type: str = Field("ml.m5.large", description="SageMaker endpoint instance type.")
+    instance_count: int = Field(1, ge=1, description="SageMaker endpoint instance count.")
+    image_uri: str = Field("", description="The serving image in ECR that `serving sagemaker deploy` hosts (bring your own container).")
+    role_arn: str = Field("", description="IAM role of the SageMaker model; empty: training.role_arn.")
+    s3_prefix: str = Field("sparkmaker/models", description="Key prefix of model.tar.gz uploads in aws.s3_bucket.")
+    model_dir: str | None = Field(
+        None, description="Serve this model directory instead of the registry's production model (the container serves /opt/ml/model)."
+    )
+    model_version: str | None = Field(
+        None, description="Version reported for a model served from a directory (deploy sets it in the container); default: from its sha256."
+    )
+    control_dir: str | None = Field(
+        None, description="Folder where an admin swap leaves the desired model for every worker; default <state_dir>/serving/port-<port>."
+    )
+    watch_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often workers look at the production alias and the desired model.")
+    batch_table: str = Field("batch_predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive table of batch scoring, in features.database.")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "ServingSettings":
+        for name in ("model_dir", "control_dir"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, resolve_path(value))
+        return self
 
 
 class ApiSettings(Section):
