@@ -1,0 +1,1 @@
+"""The model server (SageMaker's container contract), SageMaker deployment and batch scoring."""

@@ -1,0 +1,291 @@
+"""The HTTP server: SageMaker's container routes, the SageMaker Runtime route and the admin swap.
+
+Routes:
+    GET  /ping                              200 (empty) once a model answers, 503 before
+    POST /invocations                       text/csv or application/json rows -> one probability per row
+    POST /endpoints/{name}/invocations      the same behind SageMaker Runtime's error shapes (boto3 invoke_endpoint)
+    GET  /execution-parameters              what batch transform asks a container
+    GET  /admin/model, POST /admin/model    the served model / swap to another one (Authorization: Bearer <token>)
+
+Every prediction carries `X-Model-Version` (and SageMaker's custom-attributes header with
+the version and the decision threshold); the runtime route also carries
+`x-Amzn-Invoked-Production-Variant`. The app is built by `create_app(settings)`; nothing is
+loaded at import time: the model is loaded by the watcher started in the lifespan.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from configuration.settings import Settings, load_settings
+from serving.content_types import negotiate
+from serving.decoder import decode, request_media_type
+from serving.encoder import encode
+from serving.environment import PAYLOAD_LIMIT_BYTES
+from serving.errors import BadRequest, InferenceError, ModelNotReady, PayloadTooLarge
+from serving.model import FAST_PATH_MAX_ROWS, LoadedModel, ModelRefused, ModelSource
+from serving import runtime_api
+from serving.swap import ModelHolder, ModelResolver, Watcher, write_desired
+
+log = logging.getLogger("serving")
+
+# Bodies larger than this are decoded off the event loop, so that one big request does not
+# hold up the small ones queued behind it.
+_INLINE_BODY_BYTES = 64 * 1024
+
+
+def default_control_dir(settings: Settings) -> Path:
+    if settings.serving.control_dir:
+        return Path(settings.serving.control_dir)
+    return Path(settings.paths.state_dir) / "serving" / f"port-{settings.serving.port}"
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    holder: ModelHolder
+    resolver: ModelResolver
+    watcher: Watcher
+    control_dir: Path
+    endpoint_name: str
+    admin_token: str
+
+
+def build_state(settings: Settings) -> ServerState:
+    from training.registry import PRODUCTION, LocalRegistry, open_registry
+
+    serving = settings.serving
+    control_dir = default_control_dir(settings)
+    control_dir.mkdir(parents=True, exist_ok=True)
+    if serving.model_dir:
+        base: ModelSource | None = ModelSource("dir", path=str(serving.model_dir))
+        alias_path = None
+        # A registry, when there is one, lets the admin call swap to a registered version too.
+        registry_root = settings.registry_dir()
+        registry = LocalRegistry(registry_root) if (registry_root / "index.json").is_file() else None
+    else:
+        base = None
+        registry = open_registry(settings)
+        alias_path = registry.alias_path(PRODUCTION) if hasattr(registry, "alias_path") else None
+    holder = ModelHolder()
+    resolver = ModelResolver(registry=registry, directory_version=serving.model_version)
+    watcher = Watcher(holder, resolver, control_dir, base, alias_path, serving.watch_interval_seconds)
+    return ServerState(
+        settings=settings,
+        holder=holder,
+        resolver=resolver,
+        watcher=watcher,
+        control_dir=control_dir,
+        endpoint_name=serving.endpoint_name,
+        admin_token=serving.admin_token.get_secret_value(),
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("the Content-Length header is not a number") from None
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the body is {size} bytes, over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
+            )
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the body is over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _predict(model: LoadedModel, request: Request) -> tuple[bytes, str]:
+    """Negotiate, read, decode, predict, encode: every client problem is an InferenceError."""
+    media_type = request_media_type(request.headers.get("content-type"))  # 415
+    answer_type = negotiate(request.headers.get("accept"))  # 406, before any model work
+    body = await _read_body(request, PAYLOAD_LIMIT_BYTES)  # 413
+    if len(body) <= _INLINE_BODY_BYTES:
+        matrix = decode(body, media_type, model.feature_names)  # 400
+    else:
+        matrix = await run_in_threadpool(decode, body, media_type, model.feature_names)
+    try:
+        if matrix.shape[0] <= FAST_PATH_MAX_ROWS:
+            probabilities = model.predict(matrix)
+        else:
+            probabilities = await run_in_threadpool(model.predict, matrix)
+    except Exception as exc:  # a model that passed its probe should not fail; say so without internals
+        log.exception("prediction failed with version %s", model.version)
+        raise InferenceError(f"the model failed to predict ({type(exc).__name__}); see the server log") from None
+    return encode(np.asarray(probabilities), answer_type), answer_type
+
+
+def _plain_error(error: InferenceError) -> Response:
+    return Response(error.message + "\n", status_code=error.status_code, media_type="text/plain")
+
+
+def create_app(settings: Settings, state: ServerState | None = None) -> Starlette:
+    state = state or build_state(settings)
+    holder = state.holder
+
+    async def ping(request: Request) -> Response:
+        if holder.current is None:
+            return Response("no model loaded yet\n", status_code=503, media_type="text/plain")
+        return Response(b"", status_code=200)
+
+    async def invocations(request: Request) -> Response:
+        model = holder.current  # read once: this model answers, and its version is reported
+        if model is None:
+            return _plain_error(ModelNotReady("no model loaded yet: retry when GET /ping answers 200"))
+        try:
+            content, media_type = await _predict(model, request)
+        except InferenceError as error:
+            return _plain_error(error)
+        return Response(content, media_type=media_type, headers=model.headers)
+
+    async def runtime_invocations(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != state.endpoint_name:
+            return runtime_api.endpoint_not_found(name)
+        model = holder.current
+        if model is None:
+            return runtime_api.model_not_ready(f"Endpoint {name} has no model loaded yet: retry in a few seconds.")
+        try:
+            content, media_type = await _predict(model, request)
+        except PayloadTooLarge:
+            return runtime_api.oversize_body(PAYLOAD_LIMIT_BYTES)
+        except InferenceError as error:
+            return runtime_api.model_error(error)
+        return Response(content, media_type=media_type, headers=model.runtime_headers)
+
+    async def execution_parameters(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "MaxConcurrentTransforms": state.settings.serving.workers,
+                "BatchStrategy": "MULTI_RECORD",
+                "MaxPayloadInMB": PAYLOAD_LIMIT_BYTES // (1024 * 1024),
+            }
+        )
+
+    def _admin_denied(request: Request) -> Response | None:
+        if not state.admin_token:
+            return JSONResponse(
+                {"error": "the admin routes are disabled: set serving.admin_token (SPARKMAKER_SERVING__ADMIN_TOKEN)"},
+                status_code=403,
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.admin_token.encode()):
+            return JSONResponse(
+                {"error": "missing or wrong admin token: send Authorization: Bearer <serving.admin_token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
+
+    async def admin_model(request: Request) -> Response:
+        denied = _admin_denied(request)
+        if denied is not None:
+            return denied
+        if request.method == "GET":
+            model = holder.current
+            return JSONResponse(
+                {
+                    "pid": os.getpid(),
+                    "model": model.describe() if model else None,
+                    "last_refusal": state.watcher.last_error,
+                }
+            )
+        try:
+            source = _admin_source(await request.body())
+        except BadRequest as error:
+            return JSONResponse({"error": error.message}, status_code=400)
+        try:
+            loaded, previous = await run_in_threadpool(holder.swap, lambda: state.resolver.load(source))
+        except ModelRefused as exc:
+            current = holder.current
+            return JSONResponse(
+                {
+                    "error": f"refused {source.describe()}: {exc}",
+                    "serving": current.version if current else None,
+                },
+                status_code=409,
+            )
+        # The other workers follow this file within one poll (serving.swap).
+        write_desired(state.control_dir, source)
+        log.info("admin swap: serving version %s (%s)", loaded.version, source.describe())
+        return JSONResponse(
+            {
+                "version": loaded.version,
+                "previous": previous.version if previous else None,
+                "model_sha256": loaded.sha256,
+                "pid": os.getpid(),
+                "other_workers": f"follow within {state.settings.serving.watch_interval_seconds:g} s",
+            }
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        # Loading happens on the watcher's thread: the port answers at once (503 on /ping)
+        # while the model loads, as SageMaker expects of a starting container.
+        state.watcher.start()
+        try:
+            yield
+        finally:
+            state.watcher.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/endpoints/{name}/invocations", runtime_invocations, methods=["POST"]),
+            Route("/execution-parameters", execution_parameters, methods=["GET"]),
+            Route("/admin/model", admin_model, methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    return app
+
+
+def _admin_source(body: bytes) -> ModelSource:
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        raise BadRequest('the body is not JSON: send {"version": "3"} or {"model_dir": "/path/to/model"}') from None
+    if not isinstance(document, dict) or len(document) != 1 or not ({"version", "model_dir"} & set(document)):
+        raise BadRequest('send exactly one of {"version": "3"} (a registry version) or {"model_dir": "/path/to/model"}')
+    if "version" in document:
+        version = str(document["version"]).strip()
+        if not version:
+            raise BadRequest("version is empty")
+        return ModelSource("registry", version=version)
+    path = str(document["model_dir"])
+    if not os.path.isabs(path):
+        raise BadRequest(f"model_dir {path!r} is not an absolute path on the server")
+    return ModelSource("dir", path=path)
+
+
+def app_from_settings() -> Starlette:
+    """uvicorn's factory (`serving.app:app_from_settings`): each worker process reads the settings itself."""
+    from serving.logs import configure_logging
+
+    configure_logging()
+    return create_app(load_settings())

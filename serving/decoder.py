@@ -1,0 +1,179 @@
+"""Request bodies to a float32 feature matrix, in the model's recorded feature order.
+
+Decoders are data (`DECODERS`, by media type) as in SageMaker's inference toolkit. Missing
+values become NaN, which XGBoost treats as missing. Every problem is a BadRequest naming the
+row and the feature, so a client can fix its payload from the message alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from serving.content_types import CSV, DEFAULT_CONTENT_TYPE, JSON, parse_media_type
+from serving.errors import BadRequest, UnsupportedMediaType
+
+NAN = math.nan
+_TEXT_CHARSETS = frozenset(("utf-8", "utf8", "us-ascii", "ascii"))
+_MAX_SHOWN = 40  # characters of an offending value quoted back in a message
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
+
+
+def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        hint = ""
+        if row == 1 and text.strip('"').lower() in features:
+            hint = " (this looks like a header: send rows without one)"
+        raise BadRequest(
+            f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} is not a number{hint}"
+        ) from None
+    if math.isinf(value):
+        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} is not a finite number")
+    return value
+
+
+def decode_csv(body: bytes, features: Sequence[str]) -> np.ndarray:
+    """One row per line, no header, fields in the model's order; an empty field is a missing value."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the CSV body is not UTF-8 text (byte {exc.start}): send plain UTF-8 CSV") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise BadRequest(f"the body holds no rows: send one line of {len(features)} comma-separated features per row")
+    width = len(features)
+    rows: list[list[float]] = []
+    for number, line in enumerate(lines, start=1):
+        # Quotes are legal CSV but rare for numbers: only pay for the csv module when present.
+        fields = next(csv.reader([line])) if '"' in line else line.split(",")
+        if len(fields) != width:
+            what = "is empty" if not line.strip() else f"has {len(fields)} fields"
+            raise BadRequest(
+                f"row {number} {what}, the model takes {width}: {','.join(features)} "
+                "(no header; an empty field is a missing value)"
+            )
+        row = []
+        for column, field in enumerate(fields):
+            field = field.strip()
+            row.append(_number(field, number, column, features) if field else NAN)
+        rows.append(row)
+    return _as_matrix(rows, features, "row", offset=1)
+
+
+def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
+    """{"instances": [{name: value, ...}, ...]} or a list of rows ([[v1, ..., v5], ...]); null is a missing value."""
+    try:
+        document = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("the JSON body is not UTF-8 text: send UTF-8 JSON") from None
+    except ValueError as exc:
+        reason = getattr(exc, "msg", str(exc))
+        raise BadRequest(f"the body is not valid JSON ({reason}): send {{\"instances\": [{{...}}]}}") from None
+    if isinstance(document, dict):
+        extra = sorted(set(document) - {"instances"})
+        if "instances" not in document or extra:
+            raise BadRequest(
+                'the JSON object must hold only "instances" '
+                f"({'unexpected key ' + _shown(extra[0]) if extra else 'it is missing'}): "
+                'send {"instances": [{"' + features[0] + '": ..., ...}]}'
+            )
+        instances = document["instances"]
+    elif isinstance(document, list):
+        instances = document
+    else:
+        raise BadRequest('the JSON body must be {"instances": [...]} or a list of rows')
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("instances must be a non-empty list of rows (objects by feature name, or lists of values)")
+    width = len(features)
+    position = {name: index for index, name in enumerate(features)}
+    rows: list[list[float]] = []
+    for number, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            for name in instance:
+                if name not in position:
+                    raise BadRequest(
+                        f"instance {number}: unknown feature {_shown(name)}: the model takes {', '.join(features)}"
+                    )
+            if len(instance) != width:
+                absent = [name for name in features if name not in instance]
+                raise BadRequest(
+                    f"instance {number} lacks {', '.join(absent)}: give every feature (null for a missing value)"
+                )
+            values = [instance[name] for name in features]
+        elif isinstance(instance, list):
+            if len(instance) != width:
+                raise BadRequest(
+                    f"instance {number} has {len(instance)} values, the model takes {width}: {', '.join(features)}"
+                )
+            values = instance
+        else:
+            raise BadRequest(
+                f"instance {number} is {_shown(instance)}, not an object by feature name or a list of {width} values"
+                " (a single row is [[...]])"
+            )
+        row = []
+        for column, value in enumerate(values):
+            if value is None:
+                row.append(NAN)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BadRequest(
+                    f"instance {number}, feature {features[column]}: {_shown(value)} is not a number "
+                    "(null for a missing value)"
+                )
+            else:
+                try:
+                    number_value = float(value)
+                except OverflowError:
+                    number_value = math.inf
+                if math.isinf(number_value):
+                    raise BadRequest(f"instance {number}, feature {features[column]}: {_shown(value)} is not a finite number")
+                row.append(number_value)
+        rows.append(row)
+    return _as_matrix(rows, features, "instance", offset=0)
+
+
+def _as_matrix(rows: list[list[float]], features: Sequence[str], what: str, offset: int) -> np.ndarray:
+    matrix = np.array(rows, dtype=np.float32)
+    # Finite in float64 but beyond float32's range: XGBoost would see infinity.
+    if np.isinf(matrix).any():
+        row, column = (int(i) for i in np.argwhere(np.isinf(matrix))[0])
+        raise BadRequest(
+            f"{what} {row + offset}, feature {features[column]}: {rows[row][column]!r} is out of range (beyond ±3.4e38)"
+        )
+    return matrix
+
+
+Decoder = Callable[[bytes, Sequence[str]], np.ndarray]
+DECODERS: dict[str, Decoder] = {CSV: decode_csv, JSON: decode_json}
+
+
+def request_media_type(content_type_header: str | None) -> str:
+    """The decodable media type of a request, or UnsupportedMediaType (415) before the body is read."""
+    media, params = parse_media_type(content_type_header)
+    media = media or DEFAULT_CONTENT_TYPE
+    if media not in DECODERS:
+        raise UnsupportedMediaType(
+            f"cannot read Content-Type {_shown(content_type_header)[1:-1]}: send {' or '.join(DECODERS)}"
+        )
+    charset = params.get("charset")
+    if charset is not None and charset not in _TEXT_CHARSETS:
+        raise UnsupportedMediaType(f"cannot read charset {_shown(charset)[1:-1]}: send UTF-8")
+    return media
+
+
+def decode(body: bytes, media_type: str, features: Sequence[str]) -> np.ndarray:
+    if not body:
+        raise BadRequest(f"the body is empty: send one row of {len(features)} features ({','.join(features)})")
+    return DECODERS[media_type](body, features)
