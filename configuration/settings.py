@@ -104,7 +104,11 @@ class OnlineStoreSettings(Section):
     kind: Literal["sqlite", "redis"] = Field("sqlite", description="Backend of the online feature store.")
     sqlite_path: str | None = Field(None, description="SQLite file; default <lake>/online/features.sqlite (local lakes).")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server when kind = redis.")
-    key_prefix: str = Field("sparkmaker", description="Prefix of every key the store writes (Redis).")
+    key_prefix: str = Field(
+        "sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every key the store writes (Redis)."
+    )
+    write_batch_rows: int = Field(5000, ge=1, description="Rows per write batch when materializing a snapshot.")
+    timeout_seconds: float = Field(1.0, gt=0, description="Connect and read timeout of a store call (Redis, SQLite busy wait).")
 
 
 class TrainingSettings(Section):
@@ -158,6 +162,28 @@ class ApiSettings(Section):
     prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")
     prediction_log_sqlite: str | None = Field(None, description="SQLite file of the log; default <state_dir>/predictions.sqlite.")
     prediction_log_dsn: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN of the log.")
+    prediction_log_table: str = Field(
+        "predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Table of the prediction log (created if absent)."
+    )
+    log_flush_entries: int = Field(200, ge=1, description="The log writer flushes once this many entries wait.")
+    log_flush_ms: int = Field(200, ge=1, description="The log writer flushes at least this often (ms): the loss window on a crash.")
+    log_queue_max: int = Field(
+        20000, ge=1, description="Entries waiting for the log writer; beyond this, new entries are dropped and counted."
+    )
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503 (model endpoint or feature store unreachable).")
+    http_pool_size: int = Field(64, ge=1, description="Keep-alive connections to the model server (http endpoint).")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
+
+    @model_validator(mode="after")
+    def _check_hashes(self) -> "ApiSettings":
+        for digest in self.api_key_hashes:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise ValueError(
+                    "api.api_key_hashes must hold sha256 hex digests (64 hex characters), not keys: "
+                    "create one with python -m api keygen"
+                )
+        object.__setattr__(self, "api_key_hashes", [d.lower() for d in self.api_key_hashes])
+        return self
 
 
 class AwsSettings(Section):
