@@ -111,7 +111,12 @@ class RunningServer:
 
 
 def server_env(tmp: Path, registry_dir: Path | None = None, **serving: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SPARKMAKER_"))}
+    # Hermetic like the rest of the suite: tests/conftest.py points SPARKMAKER_CONFIG at the tracked file.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SAGEMAKER_") and (not k.startswith("SPARKMAKER_") or k == "SPARKMAKER_CONFIG")
+    }
     env.update(
         {
             "PYTHONPATH": str(REPO_ROOT),
