@@ -3,6 +3,7 @@
     python -m features --input URI [--lake URI] [--as-of YYYY-MM-DD] [--master URL] [--manifest PATH]
     python -m features sql [--lake URI] "SELECT ..."
     python -m features snapshots [--lake URI]
+    python -m features materialize [--snapshot RUN_ID] [--lake URI]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from configuration.errors import UserError
 from configuration.settings import Settings, load_settings
 
-COMMANDS = ("run", "sql", "snapshots")
+COMMANDS = ("run", "sql", "snapshots", "materialize")
 
 
 def _date(text: str) -> dt.date:
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn the raw loans CSV into validated, point-in-time features (Parquet + Hive tables).",
         epilog="Without a command, runs the feature job. Settings: configuration/sparkmaker.toml and SPARKMAKER_* variables.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots,materialize}")
 
     run = commands.add_parser("run", help="run the feature job (the default command)")
     run.add_argument("--input", required=True, help="raw CSV: a file or folder path or URI")
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     snapshots = commands.add_parser("snapshots", help="show the current snapshot's manifest")
     snapshots.add_argument("--lake", help="lake root (default: paths.lake setting)")
+
+    materialize = commands.add_parser(
+        "materialize",
+        help="load a snapshot's latest features into the online store (settings.online_store) and switch to it",
+    )
+    materialize.add_argument("--snapshot", metavar="RUN_ID", help="run id of the snapshot (default: the current one)")
+    _lake_option(materialize)
     return parser
 
 
@@ -80,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(lake.read_manifest(settings), indent=2))
         return 0
+    if args.command == "materialize" and settings.lake_is_local:
+        return run_materialize(settings, args.snapshot)  # pyarrow reads a local lake: no Spark to start
 
     from features import session
 
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sql":
             return run_sql(spark, settings, args.query)
+        if args.command == "materialize":
+            return run_materialize(settings, args.snapshot, spark)
         return run_job(spark, settings, args)
     except UserError:
         raise
@@ -115,6 +127,18 @@ def run_job(spark, settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {name:<9} {output['rows']:>10,} rows  {output['table']:<32} {output['uri']}")
     print(f"  manifest  {outputs['training']['uri'].rsplit('/', 1)[0]}/manifest.json")
     print(f'query it:  python -m features sql "SELECT * FROM {outputs["latest"]["table"]} LIMIT 5"')
+    return 0
+
+
+def run_materialize(settings: Settings, run_id: str | None, spark=None) -> int:
+    from features.online.materialize import materialize
+
+    result = materialize(settings, run_id, spark=spark)
+    snapshot = result.snapshot
+    print(
+        f"online store: snapshot {snapshot.run_id} (as of {snapshot.as_of}) is current, "
+        f"{snapshot.rows:,} customers in {result.seconds:.1f} s ({result.store})"
+    )
     return 0
 
 
