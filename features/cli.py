@@ -127,6 +127,14 @@ def run_job(spark, settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {name:<9} {output['rows']:>10,} rows  {output['table']:<32} {output['uri']}")
     print(f"  manifest  {outputs['training']['uri'].rsplit('/', 1)[0]}/manifest.json")
     print(f'query it:  python -m features sql "SELECT * FROM {outputs["latest"]["table"]} LIMIT 5"')
+    if settings.features.materialize:
+        try:
+            run_materialize(settings, manifest["run_id"], spark)
+        except UserError as exc:
+            raise UserError(
+                f"snapshot {manifest['run_id']} is current in the lake, but the online store was not updated ({exc}); "
+                f"retry with: python -m features materialize --snapshot {manifest['run_id']}"
+            ) from None
     return 0
 
 
