@@ -69,6 +69,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is read by other users (the server, a container)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
