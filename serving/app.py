@@ -10,7 +10,7 @@ Routes:
 Every prediction carries `X-Model-Version` (and SageMaker's custom-attributes header with
 the version and the decision threshold); the runtime route also carries
 `x-Amzn-Invoked-Production-Variant`. The app is built by `create_app(settings)`; nothing is
-loaded at import time: the model is loaded by the watcher started in the lifespan.
+loaded at import time: the model is loaded in the lifespan, then followed by the watcher.
 """
 
 from __future__ import annotations
@@ -243,8 +243,11 @@ def create_app(settings: Settings, state: ServerState | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        # Loading happens on the watcher's thread: the port answers at once (503 on /ping)
-        # while the model loads, as SageMaker expects of a starting container.
+        # The first load happens before this worker takes connections (as the SageMaker
+        # containers' post_worker_init does), so that with several workers no connection
+        # lands on one without a model. Connections wait in the listen backlog meanwhile.
+        # Only a server waiting for a first promotion answers /ping with 503.
+        await run_in_threadpool(state.watcher.check)
         state.watcher.start()
         try:
             yield
