@@ -105,8 +105,11 @@ def run(spark: SparkSession, settings: Settings, params: JobParams, progress: Pr
         staged_uri = lake.join(snapshot, "classified.staging")
         with progress.stage("classify") as note:
             raw = read.read_raw(spark, params.input_uri, columns)
-            validate.classify(raw, columns).write.mode("errorifexists").parquet(staged_uri)
-            classified = spark.read.parquet(staged_uri)
+            validate.row_checked(raw).write.mode("errorifexists").parquet(staged_uri)
+            staged = spark.read.parquet(staged_uri)
+            # Small (repeated loan ids only) and used by every later stage: computed once.
+            verdicts = validate.duplicate_verdicts(staged, columns).cache()
+            classified = validate.apply_duplicate_verdicts(staged, verdicts)
 
         with progress.stage("count") as note:
             counts = count_rows(classified)
@@ -131,6 +134,7 @@ def run(spark: SparkSession, settings: Settings, params: JobParams, progress: Pr
                 frame.write.mode("errorifexists").parquet(uri)
                 outputs[name] = {"uri": uri, "rows": spark.read.parquet(uri).count(), "table": tables[name]}
             note(", ".join(f"{name} {o['rows']:,} rows" for name, o in outputs.items()))
+            verdicts.unpersist()
             store.delete(staged_uri)
 
         with progress.stage("publish") as note:

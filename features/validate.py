@@ -6,7 +6,7 @@ unchanged under Spark 4's ANSI mode: every parse is a `try_` function or a regex
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 CORRUPT_COLUMN = "_corrupt_record"
@@ -70,33 +70,57 @@ def with_row_reason(parsed: DataFrame) -> DataFrame:
     return parsed.withColumn(REASON, reason).withColumn("_status", F.col("_status_text").try_cast("int"))
 
 
-def with_duplicate_resolution(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
-    """Reject every row of a loan_id whose rows differ; mark all but one of exact copies as dropped.
+def duplicate_verdicts(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
+    """One row per loan_id repeated among the rows that passed the row-level rules:
+    `_loan_id`, `_kept_row` (the `_row_id` of the copy to keep) and `_differs`.
 
-    Only rows that passed the row-level rules take part: the window is keyed by the
-    parsed loan_id for them and by NULL for the others, whose results are ignored.
+    Most loan ids occur once, so the rows are never shuffled by loan_id: a count per
+    loan_id (a shuffle of two longs per row) finds the repeated ones, and only their few
+    rows are compared exactly as read.
     """
-    as_read = F.struct(*[F.col(c) for c in raw_columns])
-    key = F.when(F.col(REASON).isNull(), F.col("_loan_id"))
-    by_loan = Window.partitionBy(key)
-    ordered = by_loan.orderBy(key)
-    differs = ~F.min(as_read).over(by_loan).eqNullSafe(F.max(as_read).over(by_loan))
-    copy_number = F.row_number().over(ordered)
-    passed = F.col(REASON).isNull()
-    return rows.select(
-        "*",
-        F.when(passed & differs, "duplicate_loan_id").alias("_duplicate_reason"),
-        (passed & ~differs & (copy_number > 1)).alias(DROPPED_COPY),
-    ).select(
-        *[c for c in rows.columns if c != REASON],
-        F.coalesce(F.col(REASON), F.col("_duplicate_reason")).alias(REASON),
-        DROPPED_COPY,
+    passed = rows.where(F.col(REASON).isNull())
+    repeated = (
+        passed.groupBy("_loan_id")
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min("_row_id").alias("_kept_row"))
+        .where(F.col("_copies") > 1)
     )
+    as_read = F.struct(*[F.col(c) for c in raw_columns])
+    return (
+        passed.join(F.broadcast(repeated), "_loan_id")
+        .groupBy("_loan_id", "_kept_row")
+        .agg((~F.min(as_read).eqNullSafe(F.max(as_read))).alias("_differs"))
+    )
+
+
+def apply_duplicate_verdicts(rows: DataFrame, verdicts: DataFrame) -> DataFrame:
+    """Reject every row of a loan_id whose rows differ; mark all but one of exact copies as dropped."""
+    joined = rows.join(F.broadcast(verdicts), "_loan_id", "left")
+    in_group = F.col(REASON).isNull() & F.col("_differs").isNotNull()
+    return joined.select(
+        *[c for c in rows.columns if c != REASON],
+        F.when(in_group & F.col("_differs"), F.lit("duplicate_loan_id")).otherwise(F.col(REASON)).alias(REASON),
+        (in_group & ~F.col("_differs") & (F.col("_row_id") != F.col("_kept_row"))).alias(DROPPED_COPY),
+    )
+
+
+def with_duplicate_resolution(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
+    """Both duplicate steps at once (needs the `_row_id` of `with_row_id`)."""
+    return apply_duplicate_verdicts(rows, duplicate_verdicts(rows, raw_columns))
+
+
+def with_row_id(rows: DataFrame) -> DataFrame:
+    """A unique id per row, fixed once the rows are written (the job stages them before resolving duplicates)."""
+    return rows.withColumn("_row_id", F.monotonically_increasing_id())
+
+
+def row_checked(raw: DataFrame) -> DataFrame:
+    """Raw string rows -> typed `_` columns, the row-level `reason` and a `_row_id`: no shuffle."""
+    return with_row_id(with_row_reason(with_parsed_columns(raw)))
 
 
 def classify(raw: DataFrame, raw_columns: list[str]) -> DataFrame:
     """Raw string rows -> the same rows with typed `_` columns, `reason` and `_dropped_copy`."""
-    return with_duplicate_resolution(with_row_reason(with_parsed_columns(raw)), raw_columns)
+    return with_duplicate_resolution(row_checked(raw), raw_columns)
 
 
 def accepted(classified: DataFrame) -> DataFrame:
