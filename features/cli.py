@@ -4,6 +4,7 @@
     python -m features sql [--lake URI] "SELECT ..."
     python -m features snapshots [--lake URI]
     python -m features materialize [--snapshot RUN_ID] [--lake URI]
+    python -m features metastore [--port 9083] [--lake URI]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from configuration.errors import UserError
 from configuration.settings import Settings, load_settings
 
-COMMANDS = ("run", "sql", "snapshots", "materialize")
+COMMANDS = ("run", "sql", "snapshots", "materialize", "metastore")
 
 
 def _date(text: str) -> dt.date:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn the raw loans CSV into validated, point-in-time features (Parquet + Hive tables).",
         epilog="Without a command, runs the feature job. Settings: configuration/sparkmaker.toml and SPARKMAKER_* variables.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots,materialize}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots,materialize,metastore}")
 
     run = commands.add_parser("run", help="run the feature job (the default command)")
     run.add_argument("--input", required=True, help="raw CSV: a file or folder path or URI")
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     materialize.add_argument("--snapshot", metavar="RUN_ID", help="run id of the snapshot (default: the current one)")
     _lake_option(materialize)
+
+    metastore = commands.add_parser(
+        "metastore", help="run a Hive Metastore service over the lake's metastore database (foreground)"
+    )
+    metastore.add_argument("--lake", help="lake root (default: paths.lake setting)")
+    metastore.add_argument("--port", type=int, default=9083, help="Thrift port (default 9083)")
     return parser
 
 
@@ -90,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "materialize" and settings.lake_is_local:
         return run_materialize(settings, args.snapshot)  # pyarrow reads a local lake: no Spark to start
+
+    if args.command == "metastore":
+        import os
+
+        from features.metastore import service_command
+
+        command = service_command(settings, args.port, Path(settings.paths.state_dir) / "metastore-conf")
+        print(f"Hive metastore on thrift://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+        os.execvp(command[0], command)
 
     from features import session
 
