@@ -57,3 +57,104 @@ def model_tar(tmp_path, make_model_dir):
         return tar, artifact.read_metadata(directory)
 
     return build
+
+
+# Training tables in the feature job's exact schema (shared/FEATURE-CONTRACT.md section 3).
+
+
+def training_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.int64()), ("loan_id", pa.int64()), ("loan_date", pa.date32()),
+        ("nb_previous_loans", pa.int32()), ("avg_amount_loans_previous", pa.float64()), ("age", pa.int32()),
+        ("years_on_the_job", pa.int32()), ("flag_own_car", pa.int32()), ("status", pa.int32()),
+    ])
+
+
+def synthetic_training(rows: int = 4000, seed: int = 0, base_rate: float = 0.08, start: str = "2019-01-01", days: int = 700):
+    """(pyarrow Table, truth Table): a planted logistic signal on the five features, NULLs included."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    nb = rng.poisson(3, rows).astype(np.int32)
+    avg = np.where(nb > 0, rng.lognormal(8.5, 0.5, rows), np.nan)
+    age = rng.integers(21, 70, rows).astype(np.int32)
+    age_null = rng.random(rows) < 0.05
+    years = rng.integers(0, 30, rows).astype(np.int32)
+    years_null = rng.random(rows) < 0.15
+    car = rng.integers(0, 2, rows).astype(np.int32)
+    car_null = rng.random(rows) < 0.03
+    logit = (np.log(base_rate / (1 - base_rate)) + 1.2 * (nb == 0) - 0.04 * (age - 40) + 0.9 * years_null
+             - 0.6 * car + 0.3 * np.where(np.isnan(avg), 0, (np.log(np.nan_to_num(avg, nan=1.0)) - 8.5)))
+    p_true = 1 / (1 + np.exp(-logit))
+    status = (rng.random(rows) < p_true).astype(np.int32)
+    dates = np.datetime64(start) + rng.integers(0, days, rows).astype("timedelta64[D]")
+    loan_id = rng.permutation(rows).astype(np.int64) + 1
+    table = pa.table({
+        "id": pa.array(rng.integers(5_008_804, 5_150_487, rows), pa.int64()),
+        "loan_id": pa.array(loan_id, pa.int64()),
+        "loan_date": pa.array(dates.astype("datetime64[D]"), pa.date32()),
+        "nb_previous_loans": pa.array(nb, pa.int32()),
+        "avg_amount_loans_previous": pa.array(avg, pa.float64(), from_pandas=True),
+        "age": pa.array(age, pa.int32(), mask=age_null),
+        "years_on_the_job": pa.array(years, pa.int32(), mask=years_null),
+        "flag_own_car": pa.array(car, pa.int32(), mask=car_null),
+        "status": pa.array(status, pa.int32()),
+    }, schema=training_schema())
+    truth = pa.table({"loan_id": pa.array(loan_id, pa.int64()), "p_true": pa.array(p_true, pa.float64())})
+    return table, truth
+
+
+def write_parts(table, folder: Path, parts: int = 2) -> Path:
+    """Write a table as Spark does: part files plus _SUCCESS and .crc companions."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = -(-table.num_rows // parts)
+    for index in range(parts):
+        piece = table.slice(index * step, step)
+        name = f"part-{index:05d}-abc.snappy.parquet"
+        pq.write_table(piece, folder / name)
+        (folder / f".{name}.crc").write_bytes(b"crc")
+    (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def training_data(tmp_path_factory):
+    """A Spark-layout training folder (4,000 rows) and its truth file."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("training-data")
+    table, truth = synthetic_training()
+    write_parts(table, root / "training")
+    pq.write_table(truth, root / "data.truth.parquet")
+    return {"train": root / "training", "truth": root / "data.truth.parquet", "table": table, "truth_table": truth}
+
+
+@pytest.fixture
+def ml_tree(tmp_path, monkeypatch):
+    """An /opt/ml-shaped tree with the toolkit's SM_* variables pointing at it; returns its root."""
+    root = tmp_path / "opt" / "ml"
+    for folder in ("input/config", "input/data", "model", "output/data"):
+        (root / folder).mkdir(parents=True)
+    for name in [k for k in __import__("os").environ if k.startswith("SM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SM_INPUT_DIR", str(root / "input"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(root / "model"))
+    monkeypatch.setenv("SM_OUTPUT_DIR", str(root / "output"))
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(root / "output" / "data"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """The synthetic_training(rows, seed, ...) -> (table, truth) helper, as a fixture (no imports of conftest)."""
+    return synthetic_training
+
+
+@pytest.fixture(scope="session")
+def parts_writer():
+    """The write_parts(table, folder, parts) helper, as a fixture."""
+    return write_parts
