@@ -1,0 +1,104 @@
+"""The serving image: built from serving/Dockerfile and run as SageMaker runs it (`docker run IMAGE serve`).
+
+Needs a container engine (Docker, or podman's Docker API: shared/containers/engine-up.sh);
+skips, naming what is missing, when none answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.serving.conftest import REPO_ROOT, free_port, reference_predict, synthetic_features
+
+PODMAN_SOCKET = Path("/run/podman/podman.sock")
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[re.sub(r"\[.*\]", "", name).strip().lower()] = version.strip()
+    return pins
+
+
+def test_image_requirements_are_pinned_as_in_the_repository():
+    image = _pins(REPO_ROOT / "serving" / "requirements.txt")
+    root = _pins(REPO_ROOT / "requirements.txt")
+    assert image, "serving/requirements.txt pins nothing"
+    for name, version in image.items():
+        assert root.get(name) == version, f"{name}=={version} in serving/requirements.txt, {root.get(name)} in requirements.txt"
+
+
+@pytest.fixture(scope="module")
+def engine_env():
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI on PATH: install docker (or podman's docker CLI) to test the serving image")
+    env = dict(os.environ)
+    if not env.get("DOCKER_HOST") and PODMAN_SOCKET.exists():
+        env["DOCKER_HOST"] = f"unix://{PODMAN_SOCKET}"
+    env.setdefault("DOCKER_BUILDKIT", "0")
+    probe = subprocess.run(["docker", "info"], env=env, capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        where = env.get("DOCKER_HOST", "the default Docker socket")
+        pytest.skip(f"no container engine answers at {where}: start one (shared/containers/engine-up.sh) to test the serving image")
+    return env
+
+
+@pytest.fixture(scope="module")
+def image(engine_env):
+    tag = "sparkmaker-serving:test"
+    built = subprocess.run(
+        [str(REPO_ROOT / "serving" / "build-image.sh"), tag], env=engine_env, capture_output=True, text=True, timeout=1200
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return tag
+
+
+@pytest.mark.slow
+def test_image_serves_the_model_as_sagemaker_runs_it(engine_env, image, model_a, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(model_a, model)
+    for path in [model, *model.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's non-root user
+    port = free_port()
+    name = f"sparkmaker-serving-test-{uuid.uuid4().hex[:8]}"
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/opt/ml/model:ro",
+         "-e", "SPARKMAKER_SERVING__MODEL_VERSION=5", image, "serve"],
+        env=engine_env, capture_output=True, text=True, timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], env=engine_env, capture_output=True, text=True).stderr
+            time.sleep(0.5)
+        matrix = synthetic_features(20, seed=61)
+        body = "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in matrix)
+        answer = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "text/csv"})
+        assert answer.status_code == 200 and answer.headers["x-model-version"] == "5"
+        np.testing.assert_allclose([float(v) for v in answer.text.split()], reference_predict(model_a, matrix), atol=1e-6)
+        user = subprocess.run(["docker", "exec", name, "id", "-u"], env=engine_env, capture_output=True, text=True)
+        assert user.stdout.strip() not in ("", "0"), "the server must not run as root"
+        stopped = subprocess.run(["docker", "stop", "-t", "10", name], env=engine_env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], env=engine_env, capture_output=True, timeout=60)
