@@ -158,3 +158,40 @@ def synthetic():
 def parts_writer():
     """The write_parts(table, folder, parts) helper, as a fixture."""
     return write_parts
+
+
+@pytest.fixture
+def moto_url(monkeypatch):
+    """A moto server (a real HTTP server, in a thread) on 127.0.0.1 at a free port; fake credentials."""
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    yield url
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).read()
+    server.stop()
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    """Factory: settings with the lake under tmp_path and, optionally, AWS pointed at an emulator."""
+    from configuration.settings import load_settings
+
+    def build(endpoint_url: str | None = None, lake: Path | None = None):
+        overrides: dict = {"paths": {"lake": str(lake or tmp_path / "lake")}}
+        if endpoint_url:
+            overrides["aws"] = {"endpoint_url": endpoint_url, "region": "us-east-1"}
+        return load_settings(**overrides)
+
+    return build

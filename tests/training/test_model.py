@@ -1,0 +1,77 @@
+"""The learning part: time cutoffs, the prior correction of class weights, early stopping on training rows only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import xgboost
+
+from features.contract import FEATURE_COLUMNS
+from training.data import Frame
+from training.hyperparameters import parse_hyperparameters
+from training.model import DataError, _correct_prior, fit, split_by_time, time_cutoff
+
+
+def _frame(rows=3000, seed=0, rate=0.1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, len(FEATURE_COLUMNS))).astype(np.float32)
+    x[rng.random(rows) < 0.1, 2] = np.nan
+    y = (rng.random(rows) < 1 / (1 + np.exp(-(np.log(rate / (1 - rate)) + 1.5 * x[:, 0])))).astype(np.int8)
+    dates = np.datetime64("2020-01-01") + rng.integers(0, 365, rows).astype("timedelta64[D]")
+    return Frame(features=x, label=y, loan_date=dates, loan_id=np.arange(rows, dtype=np.int64))
+
+
+def test_time_cutoff_by_hand():
+    dates = np.array(["2020-01-01", "2020-01-02", "2020-01-02", "2020-01-03", "2020-01-04"], dtype="datetime64[D]")
+    # The latest 40 % of 5 rows starts at the 4th row by date; a date on the cutoff goes to validation.
+    assert time_cutoff(dates, 0.4) == np.datetime64("2020-01-03")
+    assert time_cutoff(dates, 0.7) == np.datetime64("2020-01-02")
+
+
+def test_split_puts_every_later_loan_in_validation():
+    frame = _frame()
+    split = split_by_time(frame, parse_hyperparameters({"validation_fraction": "0.25"}))
+    assert split.train.loan_date.max() < split.validation.loan_date.min()
+    assert len(split.train) + len(split.validation) == len(frame)
+    assert abs(len(split.validation) / len(frame) - 0.25) < 0.02
+    assert split.cutoff == str(split.validation.loan_date.min())
+
+
+def test_split_with_a_date_outside_the_data():
+    with pytest.raises(DataError, match="one side would be empty; set split_date inside that range or give a validation channel"):
+        split_by_time(_frame(), parse_hyperparameters({"split_date": "2019-01-01"}))
+
+
+def test_prior_correction_shifts_every_margin_by_log_weight():
+    frame = _frame()
+    params = {"objective": "binary:logistic", "tree_method": "hist", "scale_pos_weight": 9.0, "max_depth": 2}
+    dm = xgboost.DMatrix(frame.features, label=frame.label, feature_names=list(FEATURE_COLUMNS))
+    booster = xgboost.train(params, dm, 10)
+    corrected = _correct_prior(booster, 9.0)
+    before = booster.predict(dm, output_margin=True)
+    after = corrected.predict(dm, output_margin=True)
+    np.testing.assert_allclose(before - after, math.log(9.0), atol=1e-5)
+    assert _correct_prior(booster, 1.0) is booster
+
+
+def test_weighted_and_corrected_probabilities_are_calibrated_on_average():
+    frame = _frame(rows=6000, rate=0.05)
+    hps = parse_hyperparameters({"scale_pos_weight": "auto", "num_round": "40", "early_stopping_rounds": "0"})
+    result = fit(frame, hps, nthread=1)
+    negatives, positives = float((frame.label == 0).sum()), float(frame.label.sum())
+    assert result.positive_weight == pytest.approx(negatives / positives)
+    p = result.booster.predict(xgboost.DMatrix(frame.features, feature_names=list(FEATURE_COLUMNS)))
+    assert p.mean() == pytest.approx(frame.label.mean(), rel=0.3)
+
+
+def test_early_stopping_watches_the_latest_training_rows():
+    frame = _frame(rows=4000)
+    hps = parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3"})
+    result = fit(frame, hps, nthread=1)
+    assert result.rounds < 400
+    assert result.booster.num_boosted_rounds() == result.rounds
+    assert "on training rows dated >=" in result.early_stopping and "refit" in result.early_stopping
+    no_refit = fit(frame, parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3", "refit": "false"}), 1)
+    assert no_refit.booster.num_boosted_rounds() == no_refit.rounds == result.rounds
