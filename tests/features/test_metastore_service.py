@@ -1,0 +1,68 @@
+"""Several Spark processes at once through a standalone Hive Metastore service (metastore.kind = thrift)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configuration.settings import REPO_ROOT
+from features.sample_data import generate, write
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def metastore_service(tmp_path):
+    port = free_port()
+    env = {**os.environ, "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "features", "metastore", "--lake", str(tmp_path / "lake"), "--port", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the metastore service exited: {proc.stderr.read()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the metastore service did not listen within 120 s")
+    yield {**env, "SPARKMAKER_METASTORE__KIND": "thrift", "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{port}"}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def features_cli(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "features", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_job_and_two_concurrent_queries_share_the_metastore(metastore_service, tmp_path):
+    csv = tmp_path / "loans.csv"
+    raw, truth = generate(4_000, seed=21)
+    write(raw, truth, csv)
+    lake = str(tmp_path / "lake")
+    run = features_cli(metastore_service, "--input", str(csv), "--lake", lake, "--as-of", "2021-09-18")
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+
+    queries = [features_cli(metastore_service, "sql", "--lake", lake, "SELECT count(*) AS n FROM training_features")
+               for _ in range(2)]
+    for query in queries:
+        out, err = query.communicate(timeout=300)
+        assert query.returncode == 0, err
+        assert out.splitlines() == ["n", "4000"]
