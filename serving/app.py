@@ -94,8 +94,11 @@ def build_state(settings: Settings) -> ServerState:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+class ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to answer."""
+
+
+async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
     if declared is not None:
         try:
             size = int(declared)
@@ -105,24 +108,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(
                 f"the body is {size} bytes, over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
             )
-        return await request.body()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(
                 f"the body is over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
             )
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _predict(model: LoadedModel, request: Request) -> tuple[bytes, str]:
+async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> tuple[bytes, str]:
     """Negotiate, read, decode, predict, encode: every client problem is an InferenceError."""
-    media_type = request_media_type(request.headers.get("content-type"))  # 415
-    answer_type = negotiate(request.headers.get("accept"))  # 406, before any model work
-    body = await _read_body(request, PAYLOAD_LIMIT_BYTES)  # 413
+    content_type = headers.get(b"content-type")
+    accept = headers.get(b"accept")
+    media_type = request_media_type(content_type.decode("latin-1") if content_type else None)  # 415
+    answer_type = negotiate(accept.decode("latin-1") if accept else None)  # 406, before any model work
+    body = await _receive_body(receive, headers.get(b"content-length"), PAYLOAD_LIMIT_BYTES)  # 413
     if len(body) <= _INLINE_BODY_BYTES:
         matrix = decode(body, media_type, model.feature_names)  # 400
     else:
@@ -138,11 +147,26 @@ async def _predict(model: LoadedModel, request: Request) -> tuple[bytes, str]:
     return encode(np.asarray(probabilities), answer_type), answer_type
 
 
+async def _send(send, status: int, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", media_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode("latin-1")),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def _plain_error(error: InferenceError) -> Response:
     return Response(error.message + "\n", status_code=error.status_code, media_type="text/plain")
 
 
-def create_app(settings: Settings, state: ServerState | None = None) -> Starlette:
+def create_app(settings: Settings, state: ServerState | None = None) -> "PredictionRoutes":
     state = state or build_state(settings)
     holder = state.holder
 
@@ -150,31 +174,6 @@ def create_app(settings: Settings, state: ServerState | None = None) -> Starlett
         if holder.current is None:
             return Response("no model loaded yet\n", status_code=503, media_type="text/plain")
         return Response(b"", status_code=200)
-
-    async def invocations(request: Request) -> Response:
-        model = holder.current  # read once: this model answers, and its version is reported
-        if model is None:
-            return _plain_error(ModelNotReady("no model loaded yet: retry when GET /ping answers 200"))
-        try:
-            content, media_type = await _predict(model, request)
-        except InferenceError as error:
-            return _plain_error(error)
-        return Response(content, media_type=media_type, headers=model.headers)
-
-    async def runtime_invocations(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name != state.endpoint_name:
-            return runtime_api.endpoint_not_found(name)
-        model = holder.current
-        if model is None:
-            return runtime_api.model_not_ready(f"Endpoint {name} has no model loaded yet: retry in a few seconds.")
-        try:
-            content, media_type = await _predict(model, request)
-        except PayloadTooLarge:
-            return runtime_api.oversize_body(PAYLOAD_LIMIT_BYTES)
-        except InferenceError as error:
-            return runtime_api.model_error(error)
-        return Response(content, media_type=media_type, headers=model.runtime_headers)
 
     async def execution_parameters(request: Request) -> Response:
         return JSONResponse(
@@ -257,15 +256,63 @@ def create_app(settings: Settings, state: ServerState | None = None) -> Starlett
     app = Starlette(
         routes=[
             Route("/ping", ping, methods=["GET"]),
-            Route("/invocations", invocations, methods=["POST"]),
-            Route("/endpoints/{name}/invocations", runtime_invocations, methods=["POST"]),
             Route("/execution-parameters", execution_parameters, methods=["GET"]),
             Route("/admin/model", admin_model, methods=["GET", "POST"]),
         ],
         lifespan=lifespan,
     )
     app.state.server = state
-    return app
+    return PredictionRoutes(app, state)
+
+
+class PredictionRoutes:
+    """The two prediction routes as plain ASGI in front of the Starlette app (which has the rest).
+
+    They are the hot path: answering them without Starlette's request, routing and response
+    objects roughly halves the server's own time per single-row request. The logic is
+    the same functions either way (content types, decoder, encoder, runtime_api).
+    """
+
+    def __init__(self, app: Starlette, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == "/invocations":
+                return await self._invocations(scope, receive, send, runtime=None)
+            if path.startswith("/endpoints/") and path.endswith("/invocations"):
+                name = path[len("/endpoints/") : -len("/invocations")]
+                if name and "/" not in name:
+                    return await self._invocations(scope, receive, send, runtime=name)
+        await self.app(scope, receive, send)
+
+    async def _invocations(self, scope, receive, send, runtime: str | None) -> None:
+        if scope["method"] != "POST":
+            return await Response("use POST\n", status_code=405, media_type="text/plain", headers={"Allow": "POST"})(
+                scope, receive, send
+            )
+        if runtime is not None and runtime != self.state.endpoint_name:
+            return await runtime_api.endpoint_not_found(runtime)(scope, receive, send)
+        model = self.state.holder.current  # read once: this model answers, and its version is reported
+        if model is None:
+            if runtime is not None:
+                answer = runtime_api.model_not_ready(f"Endpoint {runtime} has no model loaded yet: retry in a few seconds.")
+            else:
+                answer = _plain_error(ModelNotReady("no model loaded yet: retry when GET /ping answers 200"))
+            return await answer(scope, receive, send)
+        try:
+            content, media_type = await _predict(model, dict(scope["headers"]), receive)
+        except ClientGone:
+            return None
+        except PayloadTooLarge as error:
+            answer = runtime_api.oversize_body(PAYLOAD_LIMIT_BYTES) if runtime is not None else _plain_error(error)
+            return await answer(scope, receive, send)
+        except InferenceError as error:
+            answer = runtime_api.model_error(error) if runtime is not None else _plain_error(error)
+            return await answer(scope, receive, send)
+        await _send(send, 200, content, media_type, model.raw_runtime_headers if runtime is not None else model.raw_headers)
 
 
 def _admin_source(body: bytes) -> ModelSource:
@@ -286,7 +333,7 @@ def _admin_source(body: bytes) -> ModelSource:
     return ModelSource("dir", path=path)
 
 
-def app_from_settings() -> Starlette:
+def app_from_settings() -> "PredictionRoutes":
     """uvicorn's factory (`serving.app:app_from_settings`): each worker process reads the settings itself."""
     from serving.logs import configure_logging
 

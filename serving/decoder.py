@@ -145,7 +145,8 @@ def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
 
 
 def _as_matrix(rows: list[list[float]], features: Sequence[str], what: str, offset: int) -> np.ndarray:
-    matrix = np.array(rows, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        matrix = np.array(rows, dtype=np.float32)
     # Finite in float64 but beyond float32's range: XGBoost would see infinity.
     if np.isinf(matrix).any():
         row, column = (int(i) for i in np.argwhere(np.isinf(matrix))[0])

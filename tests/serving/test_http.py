@@ -10,6 +10,7 @@ import pytest
 
 from features.contract import FEATURE_COLUMNS
 from serving.environment import PAYLOAD_LIMIT_BYTES
+from serving.model import FAST_PATH_MAX_ROWS
 from tests.serving.conftest import reference_predict, synthetic_features
 
 
@@ -49,7 +50,7 @@ def test_single_csv_row_matches_xgboost_and_carries_the_version(client, model_a)
     np.testing.assert_allclose(_values(answer.text), reference_predict(model_a, row), atol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [3, 64, 65, 2000])
+@pytest.mark.parametrize("rows", [3, FAST_PATH_MAX_ROWS, FAST_PATH_MAX_ROWS + 1, 2000])
 def test_many_csv_rows_one_value_per_line_in_order(client, model_a, rows):
     matrix = synthetic_features(rows, seed=rows)
     answer = client.post("/invocations", content=_csv(matrix), headers={"Content-Type": "text/csv"})

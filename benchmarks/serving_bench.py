@@ -1,0 +1,375 @@
+"""Model server and batch scoring speed, each beside a reference measured in the same run.
+
+HTTP (single-row POST /invocations, text/csv):
+  - the model server (`python -m serving`, 1 worker) and, as the HTTP floor of this machine,
+    a bare uvicorn ASGI app that reads the body and returns a constant, with the same
+    uvicorn options (httptools, uvloop, no access log), each pinned to CPU 0;
+  - load generator in a separate process pinned to CPU 1:
+      * `wrk` (Debian's wrk 4.1, closed loop: each connection sends its next request when
+        the answer arrives) for throughput and latency at several connection counts;
+      * an open-loop generator in Python (this file, `--loadgen`: requests scheduled at a
+        fixed rate over many connections, latency counted from the scheduled send time, so
+        a stall is not hidden) at half of the model server's best wrk throughput.
+Batch scoring: `serving batch` (Spark local[2], mapInPandas) on a latest-features-like
+Parquet table of 777,715 rows, beside plain pandas + XGBoost on the same file.
+
+    .venv/bin/python benchmarks/serving_bench.py [--duration 8] [--rows 777715] [--skip-batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW = b"3,2500.5,41,7,1\n"
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+# The HTTP floor: uvicorn with nothing behind it but reading the body.
+async def floor_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"0.5\n"})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else command
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            if httpx.post(url, content=ROW, headers={"Content-Type": "text/csv"}, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout} s")
+
+
+def start_floor(port: int, log) -> subprocess.Popen:
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "serving_bench:floor_app",
+               "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+               "--no-access-log", "--log-level", "warning"]
+    return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_model_server(port: int, model_dir: Path, state: Path, log) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKMAKER_", "SAGEMAKER_"))}
+    env.update(PYTHONPATH=str(ROOT), SPARKMAKER_PATHS__STATE_DIR=str(state), SPARKMAKER_SERVING__MODEL_VERSION="bench")
+    command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port), "--workers", "1"]
+    return subprocess.Popen(pinned(SERVER_CPU, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = "3,2500.5,41,7,1\n"
+wrk.headers["Content-Type"] = "text/csv"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
+    output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
+    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    seconds = result["duration_us"] / 1e6
+    return {"connections": connections, "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"]}
+
+
+# Open-loop generator (runs in its own process: `serving_bench.py --loadgen HOST PORT RATE SECONDS CONNECTIONS`).
+async def _open_loop(host: str, port: int, rate: float, seconds: float, connections: int) -> dict:
+    request = (f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/csv\r\n"
+               f"Content-Length: {len(ROW)}\r\n\r\n").encode() + ROW
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while True:
+            scheduled = await queue.get()
+            if scheduled is None:
+                writer.close()
+                return
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            latencies.append(loop.time() - scheduled)
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.2)
+    start = loop.time()
+    total = int(rate * seconds)
+    for index in range(total):
+        due = start + index / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(due)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = loop.time() - start
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
+            "p999_ms": pct(99.9), "errors": errors, "requests": len(latencies)}
+
+
+def run_open_loop(port: int, rate: float, seconds: float, connections: int = 64) -> dict:
+    command = [sys.executable, __file__, "--loadgen", "127.0.0.1", str(port), str(rate), str(seconds), str(connections)]
+    output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=seconds + 120)
+    if output.returncode != 0:
+        raise SystemExit(output.stderr)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def make_model(path: Path, rounds: int, depth: int) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.serving.conftest import make_model_dir
+
+    return make_model_dir(path, seed=7, rounds=rounds, depth=depth, threshold=0.2)
+
+
+def micro(model_dir: Path) -> dict:
+    """In-process single-row prediction: the numpy fast path and XGBoost's inplace_predict."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+
+    from serving.model import ModelSource, load_model
+
+    model = load_model(model_dir, ModelSource("dir", path=str(model_dir)), "bench")
+    row = np.array([[3, 2500.5, 41, 7, 1]], dtype=np.float32)
+    result = {}
+    for name, call in (("fast_path_us", lambda: model.fast.predict(row)),
+                       ("xgboost_inplace_us", lambda: model.booster.inplace_predict(row, validate_features=False))):
+        for _ in range(200):
+            call()
+        started = time.perf_counter()
+        for _ in range(3000):
+            call()
+        result[name] = (time.perf_counter() - started) / 3000 * 1e6
+    return result
+
+
+def bench_http(args, work: Path) -> dict:
+    """Both servers up at once (idle while the other is measured); runs alternate floor/model and
+    each figure is the best of `--repeat` runs, so that other load on a shared machine
+    penalizes neither side more than the other."""
+    model_dir = args.model_dir or make_model(work / "model", rounds=args.rounds, depth=args.depth)
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    results: dict = {"model": str(model_dir), "micro": micro(model_dir), "floor": [], "model": []}
+    ports = {"floor": free_port(), "model": free_port()}
+    processes = {}
+    with open(work / "floor.log", "wb") as floor_log, open(work / "model.log", "wb") as model_log:
+        processes["floor"] = start_floor(ports["floor"], floor_log)
+        processes["model"] = start_model_server(ports["model"], model_dir, work / "state", model_log)
+    urls = {name: f"http://127.0.0.1:{port}/invocations" for name, port in ports.items()}
+    try:
+        for name in ("floor", "model"):
+            wait_ready(urls[name], processes[name])
+            run_wrk(urls[name], 4, 2, script)  # warm-up
+        for connections in args.connections:
+            runs = {"floor": [], "model": []}
+            for _ in range(args.repeat):
+                for name in ("floor", "model"):
+                    runs[name].append(run_wrk(urls[name], connections, args.duration, script))
+            for name in ("floor", "model"):
+                results[name].append(max(runs[name], key=lambda r: r["rps"]))
+        best = max(r["rps"] for r in results["model"])
+        results["open_loop_rate"] = round(best / 2)
+        open_runs = {"floor": [], "model": []}
+        for _ in range(args.repeat):
+            for name in ("floor", "model"):
+                open_runs[name].append(run_open_loop(ports[name], results["open_loop_rate"], args.duration))
+        for name in ("floor", "model"):
+            results[f"{name}_open_loop"] = min(open_runs[name], key=lambda r: r["p99_ms"])
+    finally:
+        for process in processes.values():
+            stop(process)
+    return results
+
+
+def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xgboost
+
+    from configuration.settings import load_settings
+    from features.contract import FEATURE_COLUMNS
+    from serving.batch import run_batch
+    from tests.serving.conftest import registry_with, synthetic_features
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    model_dir = model_dir or make_model(work / "model", rounds=args.rounds, depth=args.depth)
+    rows = args.rows
+    matrix = synthetic_features(rows, seed=3)
+    table = {"id": pa.array(np.arange(rows) + 5_000_000, pa.int64()), "as_of": pa.array([dt.date(2024, 6, 1)] * rows, pa.date32())}
+    for index, name in enumerate(FEATURE_COLUMNS):
+        column = matrix[:, index]
+        if name == "avg_amount_loans_previous":
+            table[name] = pa.array(column.astype(np.float64), pa.float64(), from_pandas=True)
+        else:
+            table[name] = pa.array(np.where(np.isnan(column), 0, column).astype(np.int32), pa.int32(), mask=np.isnan(column))
+    source = work / "latest"
+    source.mkdir()
+    pq.write_table(pa.table(table), source / "part-0.parquet")
+
+    settings = load_settings(
+        paths={"lake": str(work / "lake"), "state_dir": str(work / "state")},
+        spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g"},
+        metastore={"kind": "embedded", "derby_dir": str(work / "metastore")},
+    )
+    registry_with(settings.registry_dir(), model_dir).promote("1")
+    result = run_batch(settings, input_uri=str(source), output_uri=str(work / "scores"))
+
+    # Reference: pandas + XGBoost in this process, same file, same model.
+    started = time.perf_counter()
+    frame = pq.read_table(source).to_pandas()
+    booster = xgboost.Booster()
+    booster.load_model(bytearray((Path(model_dir) / "xgboost-model").read_bytes()))
+    probabilities = booster.inplace_predict(frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan))
+    pandas_seconds = time.perf_counter() - started
+    scored = pq.read_table(work / "scores").to_pandas().sort_values("id")
+    difference = float(np.abs(scored["probability"].to_numpy() - probabilities[np.argsort(frame["id"].to_numpy())]).max())
+    return {"rows": rows, "spark_seconds": result["seconds"], "spark_rows_per_second": result["rows_per_second"],
+            "pandas_seconds": round(pandas_seconds, 2), "pandas_rows_per_second": round(rows / pandas_seconds),
+            "max_difference": difference}
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load:.1f} at start"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
+        host, port, rate, seconds, connections = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        print(json.dumps(asyncio.run(_open_loop(host, port, rate, seconds, connections))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per load run")
+    parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64])
+    parser.add_argument("--model-dir", type=Path, help="model to serve (default: a synthetic 300-tree, depth-6 model)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per figure, alternating floor and model; the best is kept")
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--rows", type=int, default=777_715, help="rows of the batch scoring table")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_http and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (or run with --skip-http)")
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as scratch:
+        work = Path(scratch)
+        if not args.skip_http:
+            http = bench_http(args, work)
+            print(f"\nmodel: {args.model_dir or f'synthetic, {args.rounds} trees, depth {args.depth}'}")
+            print(f"in-process single-row predict: numpy fast path {http['micro']['fast_path_us']:.0f} us, "
+                  f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us")
+            print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
+            print(f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model/floor':>11} | errors")
+            for floor, model in zip(http["floor"], http["model"]):
+                print(f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} | "
+                      f"{model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} | {model['rps'] / floor['rps']:>11.2f} | "
+                      f"{floor['errors']}/{model['errors']}")
+            best_floor = max(r["rps"] for r in http["floor"])
+            best_model = max(r["rps"] for r in http["model"])
+            print(f"max throughput: floor {best_floor:.0f} rps, model {best_model:.0f} rps ({best_model / best_floor:.0%} of the floor; target >= 50%)")
+            for name in ("model", "floor"):
+                o = http[f"{name}_open_loop"]
+                print(f"open loop at {o['rate']:.0f} rps (half the model's max), {name}: achieved {o['achieved_rps']:.0f} rps, "
+                      f"p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, errors {o['errors']}"
+                      + (" (target p99 < 10 ms)" if name == "model" else ""))
+        if not args.skip_batch:
+            batch = bench_batch(args, work, args.model_dir)
+            print(f"\nbatch scoring {batch['rows']:,} rows: serving batch (Spark local[2], mapInPandas) "
+                  f"{batch['spark_seconds']:.1f} s = {batch['spark_rows_per_second']:,} rows/s; "
+                  f"pandas + XGBoost in one process {batch['pandas_seconds']:.1f} s = {batch['pandas_rows_per_second']:,} rows/s; "
+                  f"max |difference| {batch['max_difference']:.1e}")
+
+
+if __name__ == "__main__":
+    main()
