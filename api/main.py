@@ -1,0 +1,98 @@
+"""The app: settings in, routes, middleware and error handlers wired; clients made in the lifespan.
+
+    create_app(settings)            the FastAPI app (tests build it with their own settings)
+    app_from_settings()             uvicorn's factory for `python -m api` (each worker reads the settings)
+
+Nothing is connected at import or in create_app: the store, the model endpoint client and
+the prediction-log writer are created when the server starts (lifespan) and closed when
+it stops, after the log writer has written everything queued.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.auth import KeyChecker
+from api.model_endpoint import RegistryThresholds, open_model_endpoint
+from api.observability import Metrics, RequestMiddleware, configure_logging
+from api.prediction_log import LogWriter, open_prediction_log
+from api.routes import health, metrics, predict
+from api.service import settings_summary
+from configuration.errors import UserError
+from configuration.settings import Settings, load_settings
+from features.online import open_store
+
+log = logging.getLogger("api")
+
+DESCRIPTION = """\
+Credit-risk predictions by customer id: the customer's latest features from the online
+feature store, scored by the model endpoint, answered with their provenance (model
+version, feature snapshot, request id) and logged.
+
+Send `Authorization: Bearer <key>` to the /predict routes (`python -m api keygen` makes a key).
+"""
+
+
+def check_auth_settings(settings: Settings) -> None:
+    if settings.api.auth_enabled and not settings.api.api_key_hashes:
+        raise UserError(
+            "API keys are required (api.auth_enabled) but api.api_key_hashes is empty: "
+            "run python -m api keygen --write, or set api.auth_enabled = false for a local trial"
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    check_auth_settings(settings)
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        api = settings.api
+        store = open_store(settings)
+        model = open_model_endpoint(settings)
+        backend = open_prediction_log(settings)
+        writer = LogWriter(
+            backend, api.log_flush_entries, api.log_flush_ms, api.log_queue_max,
+            on_written=app_metrics.log_written.inc, on_dropped=app_metrics.log_dropped.inc,
+        ).start()
+        app.state.store, app.state.model, app.state.log_writer = store, model, writer
+        log.info(
+            "prediction API ready to serve: %s", settings_summary(settings),
+            extra={"store": store.describe(), "model_endpoint": model.describe(), "prediction_log": backend.describe()},
+        )
+        try:
+            yield
+        finally:
+            writer.close()
+            await model.aclose()
+            await store.aclose()
+            log.info("prediction API stopped", extra={"log_written": writer.written, "log_dropped": writer.dropped})
+
+    app = FastAPI(
+        title="sparkmaker prediction API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = app_metrics
+    app.state.keys = KeyChecker(settings.api.api_key_hashes, enabled=settings.api.auth_enabled)
+    app.state.thresholds = RegistryThresholds(settings)
+    app.include_router(predict.build_router(settings.api.max_batch))
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
+    app.add_middleware(RequestMiddleware, metrics=app_metrics)
+    return app
+
+
+def app_from_settings() -> FastAPI:
+    """uvicorn's factory (`api.main:app_from_settings`)."""
+    configure_logging()
+    return create_app(load_settings())

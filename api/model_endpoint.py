@@ -1,0 +1,318 @@
+"""The model endpoint behind one small interface: the project's model server over HTTP, or SageMaker.
+
+    endpoint = open_model_endpoint(settings)      # settings.api.model_endpoint: "http" | "sagemaker"
+    answer = await endpoint.predict(rows)          # rows in the contract's feature order, None = missing
+    answer.probabilities, answer.model_version, answer.threshold
+
+Both speak SageMaker's container contract: a `text/csv` body, one row per line in the
+model's feature order (`features.contract.FEATURE_COLUMNS`; `training.artifact` refuses a
+model recorded with any other order), an empty field for a missing value, and one
+probability per line back (`Accept: text/csv`). The model version and the decision
+threshold come from the answer itself, in SageMaker's custom-attributes header that the
+project's server sets on every prediction (`model_version=7; threshold=0.25`), so the
+label is always computed with the threshold of the very model that scored the row, even
+while the server swaps models. An endpoint that does not send them (AWS's managed
+XGBoost container) falls back to the registry's production model (`RegistryThresholds`).
+
+Failures are typed so the API can answer them: `ModelUnavailable` (503 + Retry-After:
+refused connection, endpoint not ready or not found), `ModelTimeout` (504: no answer
+within settings.api.timeout_seconds), `ModelFailed` (502: the endpoint answered an error).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from configuration.settings import Settings
+from features.contract import FEATURE_COLUMNS
+
+log = logging.getLogger("api.model")
+
+CSV = "text/csv"
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+VERSION_HEADER = "X-Model-Version"
+
+
+class ModelEndpointError(Exception):
+    """A model call that did not produce probabilities; `reason` is for the log, not for clients."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ModelUnavailable(ModelEndpointError):
+    pass
+
+
+class ModelTimeout(ModelEndpointError):
+    pass
+
+
+class ModelFailed(ModelEndpointError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnswer:
+    probabilities: list[float]
+    model_version: str
+    threshold: float | None
+
+
+def _field(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def to_csv(rows: Sequence[Sequence[Any]]) -> bytes:
+    """Rows -> SageMaker CSV: no header, one line per row, empty field = missing."""
+    return "".join(",".join(_field(v) for v in row) + "\n" for row in rows).encode("ascii")
+
+
+def parse_scores(body: bytes, expected: int) -> list[float]:
+    """One probability per line (text/csv answer); ModelFailed when the count or a value is wrong."""
+    try:
+        scores = [float(line) for line in body.decode("ascii").split()]
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFailed(f"the model answer is not one number per line: {body[:80]!r}") from None
+    if len(scores) != expected:
+        raise ModelFailed(f"the model answered {len(scores)} scores for {expected} rows")
+    if not all(0.0 <= s <= 1.0 for s in scores):
+        raise ModelFailed("the model answered a score outside [0, 1]: is it a binary:logistic model?")
+    return scores
+
+
+def parse_custom_attributes(text: str | None) -> dict[str, str]:
+    """'model_version=7; threshold=0.25' -> {'model_version': '7', 'threshold': '0.25'}."""
+    attributes: dict[str, str] = {}
+    for part in (text or "").split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            attributes[key.strip()] = value.strip()
+    return attributes
+
+
+def _threshold(attributes: dict[str, str]) -> float | None:
+    try:
+        value = float(attributes["threshold"])
+    except (KeyError, ValueError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+class ModelEndpoint(abc.ABC):
+    kind = "abstract"
+
+    @abc.abstractmethod
+    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
+        """Score rows (feature order of the contract); one probability per row, in order."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise ModelUnavailable unless the endpoint can answer now."""
+
+    async def aclose(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the model is, for logs and /ready (no secrets)."""
+
+
+class HttpModelEndpoint(ModelEndpoint):
+    """The project's model server (`python -m serving`): POST /invocations over pooled keep-alive connections."""
+
+    kind = "http"
+
+    def __init__(self, base_url: str, timeout_seconds: float, pool_size: int = 64) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=30.0),
+            headers={"Content-Type": CSV, "Accept": CSV},
+        )
+
+    def describe(self) -> str:
+        return f"model server {self.base_url}"
+
+    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
+        httpx = self._httpx
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await self._client.post("/invocations", content=to_csv(rows))
+        except httpx.ConnectTimeout:
+            raise ModelUnavailable(f"{self.describe()}: connection timed out") from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
+        except httpx.TransportError as exc:
+            raise ModelUnavailable(f"{self.describe()} is unreachable: {type(exc).__name__}: {exc}") from None
+        if response.status_code in (429, 503):
+            raise ModelUnavailable(f"{self.describe()} is not ready ({response.status_code}): {response.text.strip()[:200]}")
+        if response.status_code != 200:
+            raise ModelFailed(f"{self.describe()} answered {response.status_code}: {response.text.strip()[:200]}")
+        attributes = parse_custom_attributes(response.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        version = response.headers.get(VERSION_HEADER) or attributes.get("model_version") or "unknown"
+        return ModelAnswer(parse_scores(response.content, len(rows)), version, _threshold(attributes))
+
+    async def ping(self) -> None:
+        httpx = self._httpx
+        try:
+            response = await self._client.get("/ping", timeout=self.timeout_seconds)
+        except httpx.HTTPError as exc:
+            raise ModelUnavailable(f"{self.describe()} is unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise ModelUnavailable(f"{self.describe()} /ping answered {response.status_code}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# SageMaker Runtime's error codes, by what the API answers.
+_SAGEMAKER_UNAVAILABLE = frozenset(
+    {"ModelNotReadyException", "ServiceUnavailable", "ThrottlingException", "ValidationError", "InternalDependencyException"}
+)
+
+
+class SageMakerModelEndpoint(ModelEndpoint):
+    """A SageMaker endpoint through boto3's `sagemaker-runtime` `invoke_endpoint` (endpoint_url: settings.aws.endpoint_url).
+
+    boto3 is blocking: calls run on worker threads (at most `pool_size` at once, as many
+    as botocore's connection pool holds). Retries are off: the API has its own deadline.
+    """
+
+    kind = "sagemaker"
+
+    def __init__(self, endpoint_name: str, region: str, endpoint_url: str | None, timeout_seconds: float, pool_size: int = 64) -> None:
+        import anyio
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        self._errors = botocore.exceptions
+        self.endpoint_name = endpoint_name
+        self.endpoint_url = endpoint_url
+        self.timeout_seconds = timeout_seconds
+        self._limiter = anyio.CapacityLimiter(pool_size)
+        self._client = boto3.session.Session().client(
+            "sagemaker-runtime",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=botocore.config.Config(
+                connect_timeout=min(timeout_seconds, 1.0),
+                read_timeout=timeout_seconds,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=pool_size,
+            ),
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"SageMaker endpoint {self.endpoint_name}{where}"
+
+    def _invoke(self, body: bytes) -> dict:
+        errors = self._errors
+        try:
+            response = self._client.invoke_endpoint(
+                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body
+            )
+            return {**response, "Body": response["Body"].read()}
+        except errors.ConnectTimeoutError:
+            raise ModelUnavailable(f"{self.describe()}: connection timed out") from None
+        except errors.ReadTimeoutError:
+            raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
+        except (errors.EndpointConnectionError, errors.ConnectionClosedError) as exc:
+            raise ModelUnavailable(f"{self.describe()} is unreachable: {exc}") from None
+        except errors.NoCredentialsError:
+            raise ModelUnavailable(f"{self.describe()}: no AWS credentials found (configure them as for the AWS CLI)") from None
+        except errors.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            message = exc.response.get("Error", {}).get("Message", "")
+            if code in _SAGEMAKER_UNAVAILABLE:
+                raise ModelUnavailable(f"{self.describe()}: {code}: {message}") from None
+            raise ModelFailed(f"{self.describe()}: {code}: {message}") from None
+        except errors.BotoCoreError as exc:
+            raise ModelUnavailable(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
+
+    async def _call(self, body: bytes) -> dict:
+        import anyio.to_thread
+
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await anyio.to_thread.run_sync(self._invoke, body, limiter=self._limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
+
+    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
+        response = await self._call(to_csv(rows))
+        attributes = parse_custom_attributes(response.get("CustomAttributes"))
+        version = attributes.get("model_version") or response.get("InvokedProductionVariant") or "unknown"
+        return ModelAnswer(parse_scores(response["Body"], len(rows)), version, _threshold(attributes))
+
+    async def ping(self) -> None:
+        # The runtime has no ping: score one all-missing row, which every model answers.
+        try:
+            await self._call(to_csv([[None] * len(FEATURE_COLUMNS)]))
+        except ModelTimeout as exc:
+            raise ModelUnavailable(exc.reason) from None
+        except ModelFailed as exc:
+            raise ModelUnavailable(exc.reason) from None
+
+    async def aclose(self) -> None:
+        self._client.close()
+
+
+class RegistryThresholds:
+    """The decision threshold (and version) of the registry's production model, for endpoints that report neither.
+
+    Read lazily and cached by the production alias file's modification, so a promotion
+    is seen without a restart. Needs the registry on this machine (settings.registry_dir()).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: tuple[Any, str, float] | None = None
+
+    def lookup(self) -> tuple[str, float] | None:
+        try:
+            from training.registry import PRODUCTION, open_registry
+        except ImportError:
+            return None
+        registry = open_registry(self.settings)
+        try:
+            alias_path = registry.alias_path(PRODUCTION)
+            stamp = alias_path.stat().st_mtime_ns if alias_path.exists() else None
+            if self._cache and self._cache[0] == stamp:
+                return self._cache[1], self._cache[2]
+            version = registry.alias(PRODUCTION)
+            if version is None:
+                return None
+            threshold = float(registry.metadata(version)["threshold"])
+        except Exception as exc:  # a registry problem must not become a 500: the caller answers 502
+            log.warning("cannot read the production model's threshold from the registry: %s", exc)
+            return None
+        self._cache = (stamp, version, threshold)
+        return version, threshold
+
+
+def open_model_endpoint(settings: Settings) -> ModelEndpoint:
+    api = settings.api
+    if api.model_endpoint == "sagemaker":
+        return SageMakerModelEndpoint(
+            settings.serving.endpoint_name, settings.aws.region, settings.aws.endpoint_url, api.timeout_seconds, api.http_pool_size
+        )
+    return HttpModelEndpoint(api.model_url, api.timeout_seconds, api.http_pool_size)

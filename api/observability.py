@@ -1,0 +1,168 @@
+"""Request ids, structured JSON logs and Prometheus metrics, wired in by one pure-ASGI middleware.
+
+The middleware is plain ASGI rather than Starlette's BaseHTTPMiddleware, which copies
+every request through an extra task and costs more than the rest of a prediction.
+Metrics live in a registry of their own per app (not the process-global one), so two apps
+in one process (tests) do not collide. With several uvicorn workers each worker counts
+its own requests: scrape them one by one, or run one worker per container.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from starlette.datastructures import MutableHeaders
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    started: float  # time.perf_counter() when the request arrived
+
+
+CURRENT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("api_request", default=None)
+
+
+def current_request_id() -> str:
+    context = CURRENT.get()
+    return context.request_id if context else ""
+
+
+def elapsed_ms() -> float:
+    context = CURRENT.get()
+    return (time.perf_counter() - context.started) * 1000 if context else 0.0
+
+
+# Logs -------------------------------------------------------------------------------------
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)  # to the log only, never to a client
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # the middleware writes the access log
+
+
+# Metrics ----------------------------------------------------------------------------------
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("api_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r)
+        self.latency = Histogram(
+            "api_request_duration_seconds", "Time from request to response, by route.", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.model_latency = Histogram(
+            "api_model_call_duration_seconds", "Time of one call to the model endpoint.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.predictions = Counter("api_predictions", "Customers scored.", registry=r)
+        self.errors = Counter("api_prediction_errors", "Failed predictions by cause.", ["cause"], registry=r)
+        self.model = Info("api_model", "The model version that answered the last prediction.", registry=r)
+        self.snapshot = Info("api_feature_snapshot", "The feature snapshot of the last prediction.", registry=r)
+        self.log_dropped = Counter(
+            "api_prediction_log_dropped", "Prediction-log entries dropped (queue full or database unreachable too long).", registry=r
+        )
+        self.log_written = Counter("api_prediction_log_written", "Prediction-log entries written.", registry=r)
+        self.log_queue = Gauge("api_prediction_log_queue", "Prediction-log entries waiting to be written.", registry=r)
+        self._model_version: str | None = None
+        self._snapshot: tuple[str, str] | None = None
+
+    def saw_model(self, version: str) -> None:
+        if version != self._model_version:
+            self._model_version = version
+            self.model.info({"version": version})
+
+    def saw_snapshot(self, run_id: str, as_of: str) -> None:
+        if (run_id, as_of) != self._snapshot:
+            self._snapshot = (run_id, as_of)
+            self.snapshot.info({"run_id": run_id, "as_of": as_of})
+
+
+class RequestMiddleware:
+    """Request id in and out (X-Request-ID), one access-log line and the request metrics per request."""
+
+    def __init__(self, app, metrics: Metrics, logger_name: str = "api.access") -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = logging.getLogger(logger_name)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        token = CURRENT.set(RequestContext(request_id, started))
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"  # the template, never the raw path: bounded labels
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(seconds)
+            if self.log.isEnabledFor(logging.INFO):
+                self.log.info(
+                    "%s %s %d", scope["method"], scope["path"], status,
+                    extra={"method": scope["method"], "path": scope["path"], "route": template, "status": status,
+                           "ms": round(seconds * 1000, 3)},
+                )
+            CURRENT.reset(token)

@@ -1,0 +1,101 @@
+"""The prediction log in a SQLite file (the default: <state_dir>/predictions.sqlite)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from api.prediction_log.base import COLUMNS, LogEntry, LogUnavailable, PredictionLog
+
+
+class SqlitePredictionLog(PredictionLog):
+    kind = "sqlite"
+
+    def __init__(self, path: Path, table: str = "predictions", timeout_seconds: float = 5.0) -> None:
+        self.path = Path(path)
+        self.table = table  # checked by the settings' pattern: safe to put in SQL
+        self.timeout_seconds = timeout_seconds
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._insert = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+
+    def describe(self) -> str:
+        return f"sqlite prediction log {self.path} (table {self.table})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout_seconds, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    ts TEXT NOT NULL, request_id TEXT NOT NULL, customer_id INTEGER NOT NULL, features TEXT NOT NULL,
+                    probability REAL NOT NULL, label INTEGER NOT NULL, threshold REAL NOT NULL, model_version TEXT NOT NULL,
+                    snapshot_run_id TEXT NOT NULL, snapshot_as_of TEXT NOT NULL, latency_ms REAL NOT NULL
+                )"""
+            )
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts)")
+        except (OSError, sqlite3.Error) as exc:
+            raise LogUnavailable(f"cannot open the prediction log {self.path}: {exc}") from None
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def write_batch(self, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        conn = self._connect()
+        rows = [
+            (e.ts, e.request_id, e.customer_id, json.dumps(e.features), e.probability, e.label, e.threshold,
+             e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms)
+            for e in entries
+        ]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(self._insert, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"cannot write the prediction log {self.path}: {exc}") from None
+
+    def recent(self, limit: int = 100) -> list[LogEntry]:
+        rows = self._connect().execute(
+            f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
+        ).fetchall()
+        return [LogEntry(*row[:3], json.loads(row[3]), *row[4:]) for row in rows]
+
+    def count(self) -> int:
+        return self._connect().execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+
+    def ping(self) -> None:
+        try:
+            self._connect().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"cannot read the prediction log {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def teardown(self) -> None:
+        self._connect().execute(f"DROP TABLE IF EXISTS {self.table}")
+        self.close()

@@ -1,0 +1,76 @@
+"""GET /predict/{id} and POST /predict (API key required)."""
+
+# No `from __future__ import annotations` here: FastAPI must see the body model built in build_router.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path
+from fastapi.responses import JSONResponse
+
+from api import service
+from api.deps import LogDep, MetricsDep, ModelDep, StoreDep, ThresholdsDep, require_api_key
+from api.errors import ApiError
+from api.observability import current_request_id
+from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, batch_request_model
+
+RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+    502: {"model": ErrorBody, "description": "The model endpoint answered with an error."},
+    503: {"model": ErrorBody, "description": "The feature store or the model endpoint is unreachable.", "headers": RETRY},
+    504: {"model": ErrorBody, "description": "The model endpoint did not answer in time (api.timeout_seconds)."},
+}
+
+
+def build_router(max_batch: int) -> APIRouter:
+    router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+    BatchRequest = batch_request_model(max_batch)
+
+    @router.get(
+        "/predict/{id}",
+        response_model=Prediction,
+        summary="Score one customer",
+        responses={**COMMON_ERRORS, 404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."}},
+    )
+    async def predict_one(
+        id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804])],
+        store: StoreDep, model: ModelDep, thresholds: ThresholdsDep, metrics: MetricsDep, writer: LogDep,
+    ) -> JSONResponse:
+        scoring = await service.score([id], store, model, thresholds, metrics)
+        if not scoring.scored:
+            missing = await service.no_snapshot_error(store)
+            if missing:
+                raise missing
+            raise ApiError(404, f"customer {id} is not in the current feature snapshot: check the id (customers without a loan before the snapshot's date are absent)")
+        service.log_scoring(writer, scoring)
+        body = service.item(scoring.scored[0], scoring)
+        body["request_id"] = current_request_id()
+        # Built from typed values already checked on the way in: the response model documents it.
+        return JSONResponse(body)
+
+    @router.post(
+        "/predict",
+        response_model=BatchPrediction,
+        summary=f"Score up to {max_batch} customers in one model call",
+        responses={**COMMON_ERRORS, 400: {"model": ErrorBody, "description": "The body is not JSON."}},
+    )
+    async def predict_many(
+        request: Annotated[BatchRequest, Body()],  # type: ignore[valid-type]
+        store: StoreDep, model: ModelDep, thresholds: ThresholdsDep, metrics: MetricsDep, writer: LogDep,
+    ) -> JSONResponse:
+        ids = list(request.ids)
+        scoring = await service.score(ids, store, model, thresholds, metrics)
+        if not scoring.scored:
+            missing = await service.no_snapshot_error(store)
+            if missing:
+                raise missing
+        service.log_scoring(writer, scoring)
+        return JSONResponse(
+            {
+                "predictions": [service.item(s, scoring) for s in scoring.scored],
+                "not_found": scoring.not_found,
+                "request_id": current_request_id(),
+            }
+        )
+
+    return router

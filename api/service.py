@@ -1,0 +1,115 @@
+"""The prediction itself: features from the online store, one model call, labels, log entries.
+
+Routes stay thin; this module holds what a prediction is, apart from HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from api.errors import ApiError
+from api.model_endpoint import ModelAnswer, ModelEndpoint, ModelFailed, RegistryThresholds
+from api.observability import Metrics, current_request_id, elapsed_ms
+from api.prediction_log import LogEntry, LogWriter
+from configuration.settings import Settings
+from features.contract import FEATURE_COLUMNS
+from features.online.base import FeatureRecord, OnlineStore
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    record: FeatureRecord
+    probability: float
+    label: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    scored: list[Scored]
+    not_found: list[int]
+    model_version: str | None
+    threshold: float | None
+
+
+def label_of(probability: float, threshold: float) -> int:
+    """1 (bad loan) when the probability reaches the model's threshold, as training chose it."""
+    return int(probability >= threshold)
+
+
+async def no_snapshot_error(store: OnlineStore) -> ApiError | None:
+    if await store.current_snapshot_async() is None:
+        return ApiError(
+            503,
+            "no feature snapshot is in the online store yet: run the feature job, or python -m features materialize",
+            {"Retry-After": "60"},
+        )
+    return None
+
+
+def _threshold(answer: ModelAnswer, thresholds: RegistryThresholds) -> tuple[str, float]:
+    if answer.threshold is not None:
+        return answer.model_version, answer.threshold
+    fallback = thresholds.lookup()
+    if fallback is None:
+        raise ModelFailed(
+            f"the model endpoint ({answer.model_version}) reported no threshold and the registry has no production model to take it from"
+        )
+    version = answer.model_version if answer.model_version not in ("unknown", "AllTraffic") else fallback[0]
+    return version, fallback[1]
+
+
+async def score(
+    ids: Sequence[int], store: OnlineStore, model: ModelEndpoint, thresholds: RegistryThresholds, metrics: Metrics
+) -> Scoring:
+    """Read every id from one snapshot, score the ones found in one model call."""
+    records = await store.online_read_async(ids)
+    found = [r for r in records if r is not None]
+    not_found = [i for i, r in zip(ids, records) if r is None]
+    if not found:
+        return Scoring([], not_found, None, None)
+    rows = [[r.features[name] for name in FEATURE_COLUMNS] for r in found]
+    started = time.perf_counter()
+    try:
+        answer = await model.predict(rows)
+    finally:
+        metrics.model_latency.observe(time.perf_counter() - started)
+    version, threshold = _threshold(answer, thresholds)
+    metrics.saw_model(version)
+    metrics.saw_snapshot(found[0].run_id, found[0].as_of)
+    metrics.predictions.inc(len(found))
+    scored = [Scored(r, p, label_of(p, threshold)) for r, p in zip(found, answer.probabilities)]
+    return Scoring(scored, not_found, version, threshold)
+
+
+def item(s: Scored, scoring: Scoring) -> dict:
+    return {
+        "id": s.record.id,
+        "probability": s.probability,
+        "label": s.label,
+        "threshold": scoring.threshold,
+        "model_version": scoring.model_version,
+        "features": s.record.features,
+        "feature_snapshot": {"run_id": s.record.run_id, "as_of": s.record.as_of},
+    }
+
+
+def log_scoring(writer: LogWriter, scoring: Scoring) -> None:
+    """Queue one log entry per scored id (never blocks, never raises)."""
+    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    request_id = current_request_id()
+    latency = round(elapsed_ms(), 3)
+    for s in scoring.scored:
+        writer.submit(
+            LogEntry(
+                ts=ts, request_id=request_id, customer_id=s.record.id, features=s.record.features,
+                probability=s.probability, label=s.label, threshold=scoring.threshold, model_version=scoring.model_version,
+                snapshot_run_id=s.record.run_id, snapshot_as_of=s.record.as_of, latency_ms=latency,
+            )
+        )
+
+
+def settings_summary(settings: Settings) -> str:
+    return f"store {settings.online_store.kind}, model {settings.api.model_endpoint}, log {settings.api.prediction_log}"

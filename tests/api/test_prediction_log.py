@@ -1,0 +1,150 @@
+"""The shared suite of the prediction-log backends (SQLite, PostgreSQL) and of the background writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from api.prediction_log import LogEntry, LogUnavailable, LogWriter
+from tests.online.conftest import closed_port
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def make_log(kind: str, tmp_path, request, **kw):
+    table = f"predictions_{uuid.uuid4().hex[:10]}"
+    if kind == "postgres":
+        from api.prediction_log.postgres_log import PostgresPredictionLog
+
+        return PostgresPredictionLog(kw.pop("dsn", None) or request.getfixturevalue("postgres_dsn"), table, **kw)
+    from api.prediction_log.sqlite_log import SqlitePredictionLog
+
+    return SqlitePredictionLog(kw.pop("path", None) or tmp_path / "log" / "predictions.sqlite", table, **kw)
+
+
+@pytest.fixture(params=BACKENDS)
+def log_backend(request, tmp_path):
+    backend = make_log(request.param, tmp_path, request)
+    yield backend
+    try:
+        backend.teardown()
+    except LogUnavailable:
+        pass
+
+
+def entry(i: int, **kw) -> LogEntry:
+    values = dict(
+        ts=f"2026-01-02T03:04:{i % 60:02d}.{i:06d}Z", request_id=f"req-{i}", customer_id=5_008_804 + i,
+        features={"nb_previous_loans": i, "avg_amount_loans_previous": None if i % 2 else 1234.5, "age": 40, "years_on_the_job": None, "flag_own_car": 1},
+        probability=i / 1000, label=int(i % 3 == 0), threshold=0.25, model_version="7",
+        snapshot_run_id="20240131T000000Z-abc123", snapshot_as_of="2024-01-31", latency_ms=1.25 + i,
+    )
+    values.update(kw)
+    return LogEntry(**values)
+
+
+def test_a_batch_reads_back_field_for_field_in_order(log_backend):
+    entries = [entry(i) for i in range(25)]
+    log_backend.write_batch(entries[:10])
+    log_backend.write_batch(entries[10:])
+    log_backend.write_batch([])
+    assert log_backend.count() == 25
+    assert log_backend.recent(100) == entries
+    assert log_backend.recent(5) == entries[-5:]
+
+
+def test_unreachable_database_is_log_unavailable(request, tmp_path):
+    for kind in BACKENDS:
+        if kind == "postgres":
+            backend = make_log(kind, tmp_path, request, dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", timeout_seconds=1)
+        else:
+            blocker = tmp_path / "blocker"
+            blocker.write_text("x")
+            backend = make_log(kind, tmp_path, request, path=blocker / "p.sqlite")
+        with pytest.raises(LogUnavailable):
+            backend.write_batch([entry(1)])
+        with pytest.raises(LogUnavailable):
+            backend.ping()
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_writer_flushes_by_count_and_by_time(log_backend):
+    writer = LogWriter(log_backend, flush_entries=10, flush_ms=300, queue_max=1000).start()
+    try:
+        for i in range(10):
+            assert writer.submit(entry(i))
+        wait_for(lambda: log_backend.count() == 10, timeout=2)  # a full batch goes at once
+        started = time.monotonic()
+        writer.submit(entry(10))
+        wait_for(lambda: log_backend.count() == 11, timeout=5)  # a lone entry waits for the interval
+        assert time.monotonic() - started >= 0.25
+    finally:
+        writer.close()
+    assert writer.written == 11 and writer.dropped == 0
+
+
+def test_writer_close_writes_everything_queued(log_backend):
+    writer = LogWriter(log_backend, flush_entries=10_000, flush_ms=60_000, queue_max=10_000).start()
+    entries = [entry(i) for i in range(3000)]
+    for e in entries:
+        writer.submit(e)
+    writer.close()
+    assert log_backend.count() == 3000
+    assert log_backend.recent(3000) == entries
+    assert not writer.submit(entry(1))  # after close: refused and counted, not raised
+    assert writer.dropped == 1
+
+
+def test_submit_never_blocks_and_drops_when_full(log_backend):
+    gate = threading.Event()
+    original = log_backend.write_batch
+
+    def slow_write(batch):
+        gate.wait(10)
+        original(batch)
+
+    log_backend.write_batch = slow_write
+    writer = LogWriter(log_backend, flush_entries=5, flush_ms=10, queue_max=20).start()
+    try:
+        started = time.perf_counter()
+        accepted = sum(writer.submit(entry(i)) for i in range(200))
+        assert time.perf_counter() - started < 0.5  # 200 submits against a stuck database: no waiting
+        assert accepted < 200 and writer.dropped == 200 - accepted
+    finally:
+        gate.set()
+        writer.close()
+    assert log_backend.count() == accepted
+
+
+def test_writer_retries_while_the_database_is_down_and_keeps_the_entries(log_backend):
+    original = log_backend.write_batch
+    down = [True]
+
+    def flaky(batch):
+        if down[0]:
+            raise LogUnavailable("database down (test)")
+        original(batch)
+
+    log_backend.write_batch = flaky
+    writer = LogWriter(log_backend, flush_entries=5, flush_ms=20, queue_max=1000).start()
+    try:
+        for i in range(12):
+            writer.submit(entry(i))
+        wait_for(lambda: writer.failures >= 3)
+        assert log_backend.count() == 0
+        down[0] = False
+        wait_for(lambda: log_backend.count() == 12)
+    finally:
+        writer.close()
+    assert [e.request_id for e in log_backend.recent(100)] == [f"req-{i}" for i in range(12)]
+    assert writer.dropped == 0
