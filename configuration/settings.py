@@ -186,6 +186,12 @@ class ApiSettings(Section):
         return self
 
 
+class StackSettings(Section):
+    metastore_port: int = Field(9083, ge=1, le=65535, description="Port of the local stack's Hive metastore service.")
+    thrift_port: int = Field(10000, ge=1, le=65535, description="Port of the Spark Thrift server (HiveServer2 protocol).")
+    sample_rows: int = Field(777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given.")
+
+
 class AwsSettings(Section):
     region: str = Field("us-east-1", description="AWS region.")
     endpoint_url: str | None = Field(None, description="AWS API endpoint override (a local emulator such as moto).")
@@ -210,6 +216,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     api: ApiSettings = ApiSettings()
     aws: AwsSettings = AwsSettings()
+    stack: StackSettings = StackSettings()
 
     @classmethod
     def settings_customise_sources(
