@@ -20,6 +20,7 @@ from serving.errors import BadRequest, UnsupportedMediaType
 NAN = math.nan
 _TEXT_CHARSETS = frozenset(("utf-8", "utf8", "us-ascii", "ascii"))
 _MAX_SHOWN = 40  # characters of an offending value quoted back in a message
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads float32: anything beyond is infinity to it
 
 
 def _shown(value: object) -> str:
@@ -37,8 +38,9 @@ def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
         raise BadRequest(
             f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} is not a number{hint}"
         ) from None
-    if math.isinf(value):
-        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} is not a finite number")
+    if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX and value == value:  # NaN is a missing value, not out of range
+        what = "is not a finite number" if math.isinf(value) else "is out of range (beyond ±3.4e38)"
+        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} {what}")
     return value
 
 
@@ -69,7 +71,7 @@ def decode_csv(body: bytes, features: Sequence[str]) -> np.ndarray:
             field = field.strip()
             row.append(_number(field, number, column, features) if field else NAN)
         rows.append(row)
-    return _as_matrix(rows, features, "row", offset=1)
+    return _as_matrix(rows)
 
 
 def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
@@ -137,23 +139,17 @@ def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
                     number_value = float(value)
                 except OverflowError:
                     number_value = math.inf
-                if math.isinf(number_value):
-                    raise BadRequest(f"instance {number}, feature {features[column]}: {_shown(value)} is not a finite number")
+                if not -_FLOAT32_MAX <= number_value <= _FLOAT32_MAX and number_value == number_value:
+                    what = "is not a finite number" if math.isinf(number_value) else "is out of range (beyond ±3.4e38)"
+                    raise BadRequest(f"instance {number}, feature {features[column]}: {_shown(value)} {what}")
                 row.append(number_value)
         rows.append(row)
-    return _as_matrix(rows, features, "instance", offset=0)
+    return _as_matrix(rows)
 
 
-def _as_matrix(rows: list[list[float]], features: Sequence[str], what: str, offset: int) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        matrix = np.array(rows, dtype=np.float32)
-    # Finite in float64 but beyond float32's range: XGBoost would see infinity.
-    if np.isinf(matrix).any():
-        row, column = (int(i) for i in np.argwhere(np.isinf(matrix))[0])
-        raise BadRequest(
-            f"{what} {row + offset}, feature {features[column]}: {rows[row][column]!r} is out of range (beyond ±3.4e38)"
-        )
-    return matrix
+def _as_matrix(rows: list[list[float]]) -> np.ndarray:
+    # Every value was checked to fit float32 (or is NaN) as it was read.
+    return np.array(rows, dtype=np.float32)
 
 
 Decoder = Callable[[bytes, Sequence[str]], np.ndarray]

@@ -16,7 +16,10 @@ from serving.content_types import CSV, JSON
 
 
 def encode_csv(probabilities: np.ndarray) -> bytes:
-    return "".join(f"{p}\n" for p in probabilities.tolist()).encode("ascii")
+    values = probabilities.tolist()
+    if len(values) == 1:
+        return f"{values[0]}\n".encode("ascii")
+    return "".join(f"{p}\n" for p in values).encode("ascii")
 
 
 def encode_json(probabilities: np.ndarray) -> bytes:

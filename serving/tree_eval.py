@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SUPPORTED_OBJECTIVES = frozenset(("binary:logistic", "reg:logistic"))
+_INF = math.inf
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,21 @@ class CompiledTrees:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (float32) for a (rows, features) float32 matrix; NaN is missing."""
         rows, width = matrix.shape
-        doubled = np.concatenate((matrix, matrix), axis=1)
-        missing = np.isnan(doubled)
-        if missing.any():
-            doubled[missing] = np.broadcast_to(self._signs, doubled.shape)[missing]
         if rows == 1:
-            row = doubled[0]
+            # One row: build the doubled row in Python (5 values), one numpy call instead of four.
+            values = matrix[0].tolist()
+            row = np.array(
+                [_INF if v != v else v for v in values] + [-_INF if v != v else v for v in values], dtype=np.float32
+            )
             node = self.roots
             for _ in range(self.depth):
                 node = self.left[node] + (row[self.feature[node]] >= self.threshold[node])
             margin = float(self.leaf_value[node].sum(dtype=np.float32)) + self.base_margin
             return np.array([1.0 / (1.0 + math.exp(-margin))], dtype=np.float32)
+        doubled = np.concatenate((matrix, matrix), axis=1)
+        missing = np.isnan(doubled)
+        if missing.any():
+            doubled[missing] = np.broadcast_to(self._signs, doubled.shape)[missing]
         flat = doubled.ravel()
         offsets = (np.arange(rows) * (2 * width))[:, None]
         node = np.broadcast_to(self.roots, (rows, self.roots.shape[0]))
