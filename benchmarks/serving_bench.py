@@ -211,7 +211,40 @@ def micro(model_dir: Path) -> dict:
         for _ in range(3000):
             call()
         result[name] = (time.perf_counter() - started) / 3000 * 1e6
+    result["handler_us"] = handler_time(model_dir)
     return result
+
+
+def handler_time(model_dir: Path) -> float:
+    """The server's own time for one single-row POST /invocations: the ASGI app called in-process, no network."""
+    from configuration.settings import load_settings
+    from serving.app import create_app
+
+    with tempfile.TemporaryDirectory() as state:
+        settings = load_settings(paths={"state_dir": state, "lake": state}, serving={"model_dir": str(model_dir)})
+        app = create_app(settings)
+        app.state.watcher.check()  # load the model as the lifespan would
+        scope = {"type": "http", "method": "POST", "path": "/invocations",
+                 "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(ROW)).encode())]}
+        statuses = []
+
+        async def receive():
+            return {"type": "http.request", "body": ROW, "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def loop(count: int) -> float:
+            started = time.perf_counter()
+            for _ in range(count):
+                await app(scope, receive, send)
+            return (time.perf_counter() - started) / count * 1e6
+
+        asyncio.run(loop(300))
+        elapsed = asyncio.run(loop(3000))
+        assert set(statuses) == {200}, statuses[:3]
+        return elapsed
 
 
 def bench_http(args, work: Path) -> dict:
@@ -348,7 +381,8 @@ def main() -> None:
             http = bench_http(args, work)
             print(f"\nmodel: {args.model_dir or f'synthetic, {args.rounds} trees, depth {args.depth}'}")
             print(f"in-process single-row predict: numpy fast path {http['micro']['fast_path_us']:.0f} us, "
-                  f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us")
+                  f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us; "
+                  f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us")
             print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
             print(f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model/floor':>11} | errors")
             for floor, model in zip(http["floor"], http["model"]):
