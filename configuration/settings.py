@@ -192,6 +192,22 @@ class StackSettings(Section):
     sample_rows: int = Field(777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given.")
 
 
+class NotebookSettings(Section):
+    workdir: str | None = Field(
+        None, description="Workspace of the notebooks: their sample data, own lake, metastore, registry and logs; "
+        "default <state_dir>/notebooks (never the platform's lake)."
+    )
+    sample_rows: int = Field(20_000, ge=1_000, description="Rows of the sample data the notebooks generate.")
+    seed: int = Field(7, ge=0, description="Seed of the notebooks' sample data.")
+    dirty_share: float = Field(0.002, ge=0.0, lt=0.05, description="Share of sample rows planted to break a validation rule.")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "NotebookSettings":
+        if self.workdir:
+            object.__setattr__(self, "workdir", resolve_path(self.workdir))
+        return self
+
+
 class AwsSettings(Section):
     region: str = Field("us-east-1", description="AWS region.")
     endpoint_url: str | None = Field(None, description="AWS API endpoint override (a local emulator such as moto).")
@@ -217,6 +233,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
+    notebooks: NotebookSettings = NotebookSettings()
 
     @classmethod
     def settings_customise_sources(
