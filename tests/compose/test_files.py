@@ -1,0 +1,123 @@
+"""The compose files as written: what the issue asks of them, checked without an engine.
+
+The cluster itself runs in test_cluster.py (needs an engine); these keep the files honest in
+every ./test.sh run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.compose.conftest import ONE_SHOTS, PUBLISHED, REPO_ROOT
+
+COMPOSE_SH = REPO_ROOT / "configuration" / "bin" / "compose.sh"
+
+
+def pins(path) -> dict[str, str]:
+    """name -> version of every `name==version` line (extras and comments dropped)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s#;]+)", line)
+        if match:
+            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return found
+
+
+def test_constraints_hold_every_pin_of_requirements():
+    """The images install requirements.txt under constraints.txt: a pin that differs would fail the build."""
+    required = pins(REPO_ROOT / "requirements.txt")
+    constrained = pins(REPO_ROOT / "configuration" / "docker" / "constraints.txt")
+    stale = {name: (version, constrained.get(name)) for name, version in required.items() if constrained.get(name) != version}
+    assert not stale, f"run configuration/docker/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
+
+
+def test_only_four_services_are_published_and_only_on_loopback(compose):
+    published = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            published.setdefault(name, []).append(str(port))
+    assert set(published) == PUBLISHED
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond 127.0.0.1"
+
+
+def test_every_long_running_service_has_a_health_check(compose):
+    for name, service in compose["services"].items():
+        if name in ONE_SHOTS:
+            assert service.get("restart") == "no" and "healthcheck" not in service, name
+            continue
+        test = service.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no health check"
+        if test[0] == "CMD":
+            # podman 4.3 splits a CMD argument with spaces into words: CMD-SHELL for those.
+            assert all(" " not in part for part in test[1:]), f"{name}: a CMD argument with spaces"
+
+
+def test_one_shots_run_in_order_and_services_wait_for_them(compose):
+    services = compose["services"]
+
+    def condition(service, dependency):
+        return services[service]["depends_on"][dependency]["condition"]
+
+    assert condition("training", "features") == "service_completed_successfully"
+    assert condition("publish", "training") == "service_completed_successfully"
+    assert condition("model-server", "training") == "service_completed_successfully"
+    assert condition("api", "features") == "service_completed_successfully"
+    assert condition("api", "model-server") == "service_healthy"
+    assert condition("metastore", "postgres") == "service_healthy"
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert spec["condition"] in ("service_healthy", "service_completed_successfully"), (name, dependency)
+            expected = "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
+            assert spec["condition"] == expected, (name, dependency)
+
+
+def test_state_is_in_named_volumes(compose):
+    named = set(compose["volumes"])
+    assert {"lake", "postgres-data", "redis-data"} <= named
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith(("./", "${")):
+                assert source in named, f"{name} mounts {source}, which is not a named volume"
+
+
+def test_no_secret_is_written_in_the_compose_file():
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|TOKEN|API_KEY_HASH)\w*:", line):
+            assert "${" in line, f"a secret written in docker-compose.yml: {line.strip()}"
+    assert not re.search(r"[0-9a-f]{64}", text), "a key hash written in docker-compose.yml"
+
+
+def test_env_example_names_every_required_variable():
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required == {"POSTGRES_PASSWORD", "JUPYTER_TOKEN", "API_KEY_HASH"}
+    example = (REPO_ROOT / ".env.example").read_text()
+    names = set(re.findall(r"^([A-Z_]+)=", example, re.M))
+    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
+    assert required | optional <= names, f".env.example lacks {(required | optional) - names}"
+    for name in required:  # no value shipped for a secret
+        assert re.search(rf"^{name}=$", example, re.M), name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bogus"], "unknown command 'bogus'"),
+        (["start", "--input", "/nonexistent/loans.csv"], "--input /nonexistent/loans.csv is not a file"),
+        (["start", "--rows", "many"], "--rows many is not a positive number"),
+        (["start", "--frobnicate"], "unknown option --frobnicate"),
+        (["reset", "--now"], "unknown option --now"),
+    ],
+)
+def test_compose_sh_refuses_bad_arguments_in_one_line(args, message):
+    result = subprocess.run([str(COMPOSE_SH), *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sparkmaker: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
