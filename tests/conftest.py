@@ -13,7 +13,8 @@ from configuration.settings import Settings, load_settings
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # Hermetic settings: the tracked configuration only, no machine's local.toml or SPARKMAKER_* values.
-for _name in [n for n in os.environ if n.startswith("SPARKMAKER_")]:
+# (SPARKMAKER_COMPOSE_TESTS is not a setting: it switches on tests/compose/test_cluster.py.)
+for _name in [n for n in os.environ if n.startswith("SPARKMAKER_") and n != "SPARKMAKER_COMPOSE_TESTS"]:
     del os.environ[_name]
 os.environ["SPARKMAKER_CONFIG"] = str(Path(__file__).resolve().parent.parent / "configuration" / "sparkmaker.toml")
 
