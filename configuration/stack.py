@@ -70,6 +70,9 @@ class Stack:
             "SPARKMAKER_PATHS__STATE_DIR": str(self.state),
             "SPARKMAKER_METASTORE__KIND": "thrift",
             "SPARKMAKER_METASTORE__URIS": self.metastore_uri,
+            # The API talks to the model server this stack starts, wherever settings put it.
+            "SPARKMAKER_API__MODEL_ENDPOINT": "http",
+            "SPARKMAKER_API__MODEL_URL": f"http://{self.settings.serving.host}:{self.settings.serving.port}",
         }
 
     # --- services --------------------------------------------------------------------
@@ -254,38 +257,38 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
 
-    csv = Path(args.input).resolve() if args.input else stack.state / "data" / "dataset_credit_risk.csv"
-    if args.input and not csv.is_file():
-        raise UserError(f"--input {args.input} is not a file")
-    if not args.input and not csv.exists():
-        rows = settings.stack.sample_rows
-        say(f"  sample data: generating {rows:,} rows ...")
-        stack.run_stage("sample-data", [PYTHON, "-m", "features.sample_data", "--rows", str(rows), "--out", str(csv),
-                                        "--dirty", "0.001"])
-
     from features import lake
 
     current = lake.read_current(settings)
-    fresh = None
-    if current and not args.refresh:
-        manifest = lake.read_manifest(settings, current["run_id"])
-        if manifest["input"]["sha256"] == sha256_file(csv):
-            fresh = current["run_id"]
-    if fresh:
-        say(f"  features: snapshot {fresh} is current for {csv.name}")
+    csv = Path(args.input).resolve() if args.input else None
+    if csv is not None and not csv.is_file():
+        raise UserError(f"--input {args.input} is not a file")
+    if csv is None and current and not args.refresh:
+        say(f"  features: snapshot {current['run_id']} is current (as of {current['as_of']}); --refresh recomputes it")
     else:
-        say(f"  features: running the feature job on {csv} (about 1-2 min) ...")
-        took = stack.run_stage("features", [PYTHON, "-m", "features", "--input", str(csv)])
-        say(f"  features: snapshot {lake.read_current(settings)['run_id']} published and materialized in {took}")
+        if csv is None:
+            csv = current_input(settings, current) or stack.state / "data" / "dataset_credit_risk.csv"
+        if not csv.exists():
+            rows = settings.stack.sample_rows
+            say(f"  sample data: generating {rows:,} rows ...")
+            stack.run_stage("sample-data", [PYTHON, "-m", "features.sample_data", "--rows", str(rows),
+                                            "--out", str(csv), "--dirty", "0.001"])
+        if current and not args.refresh and lake.read_manifest(settings)["input"]["sha256"] == sha256_file(csv):
+            say(f"  features: snapshot {current['run_id']} is current for {csv.name}")
+        else:
+            say(f"  features: running the feature job on {csv} ...")
+            took = stack.run_stage("features", [PYTHON, "-m", "features", "--input", str(csv)])
+            say(f"  features: snapshot {lake.read_current(settings)['run_id']} published and materialized in {took}")
 
     from training.registry import open_registry
 
     registry = open_registry(settings)
     if args.retrain or registry.alias("production") is None:
         say("  training: training a model on the current snapshot (about 1 min) ...")
-        truth = csv.with_name(csv.name.removesuffix(".csv") + ".truth.parquet")
+        source = current_input(settings, lake.read_current(settings))
+        truth = source.with_name(source.name.removesuffix(".csv") + ".truth.parquet") if source else None
         command = [PYTHON, "-m", "training", "local", "--promote"]
-        command += ["--truth", str(truth)] if truth.exists() else ["--no-truth"]
+        command += ["--truth", str(truth)] if truth and truth.exists() else ["--no-truth"]
         took = stack.run_stage("training", command)
         say(f"  training: model {registry.alias('production')} is production ({took})")
     else:
@@ -306,6 +309,17 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         "-e 'SELECT * FROM latest_features LIMIT 5'")
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
+
+
+def current_input(settings: Settings, current: dict | None) -> Path | None:
+    """The local CSV the current snapshot was computed from, if it still exists."""
+    from features import lake
+
+    if not current:
+        return None
+    uri = lake.read_manifest(settings, current["run_id"])["input"]["uri"]
+    path = Path(uri.removeprefix("file:"))
+    return path if lake.is_local(uri) and path.is_file() else None
 
 
 def ensure_api_key(stack: Stack) -> str:
