@@ -58,6 +58,11 @@ def score_frame(frame, model_bytes: bytes, feature_names: tuple[str, ...], thres
 
     # Casting the features to double keeps every integer column's nulls as NaN in pandas.
     prepared = frame.select(*keys, *[frame[c].cast("double").alias(c) for c in feature_names]).select(*columns)
+    # A table written as one file is read as one partition, which would leave all but one
+    # core idle while scoring: spread it first (a shuffle of a few columns, cheap beside scoring).
+    parallelism = spark.sparkContext.defaultParallelism
+    if prepared.rdd.getNumPartitions() < parallelism:
+        prepared = prepared.repartition(parallelism)
     return prepared.mapInPandas(score, schema=output_schema(has_loan_id))
 
 
