@@ -18,13 +18,13 @@ def test_defaults():
 def test_strings_become_typed_values():
     hps = parse_hyperparameters({
         "max_depth": "3", "eta": "0.3", "lambda": "2.5", "scale_pos_weight": "auto", "split_date": "2020-06-01",
-        "refit": "false", "num_round": " 40 ", "threshold_rule": "youden", "early_stopping_rounds": "0",
+        "refit": "yes", "num_round": " 40 ", "threshold_rule": "youden", "early_stopping_rounds": "0",
     })
     assert hps.max_depth == 3 and isinstance(hps.max_depth, int)
     assert hps.eta == 0.3 and hps.reg_lambda == 2.5
     assert hps.scale_pos_weight == "auto"
     assert hps.split_date == dt.date(2020, 6, 1)
-    assert hps.refit is False and hps.num_round == 40 and hps.early_stopping_rounds == 0
+    assert hps.refit is True and hps.num_round == 40 and hps.early_stopping_rounds == 0
     assert hps.threshold_rule == "youden"
 
 
@@ -45,7 +45,7 @@ def test_learner_params_use_xgboost_names():
 
 
 def test_record_round_trips_through_strings():
-    hps = parse_hyperparameters({"scale_pos_weight": "auto", "split_date": "2020-01-02", "refit": "false"})
+    hps = parse_hyperparameters({"scale_pos_weight": "auto", "split_date": "2020-01-02", "refit": "true"})
     record = {k: v for k, v in hps.as_record().items() if v is not None}
     assert parse_hyperparameters(to_strings(record)) == hps
 

@@ -68,10 +68,11 @@ def test_weighted_and_corrected_probabilities_are_calibrated_on_average():
 
 def test_early_stopping_watches_the_latest_training_rows():
     frame = _frame(rows=4000)
-    hps = parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3"})
+    hps = parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3", "refit": "true"})
     result = fit(frame, hps, nthread=1)
     assert result.rounds < 400
     assert result.booster.num_boosted_rounds() == result.rounds
     assert "on training rows dated >=" in result.early_stopping and "refit" in result.early_stopping
-    no_refit = fit(frame, parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3", "refit": "false"}), 1)
+    no_refit = fit(frame, parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3"}), 1)
     assert no_refit.booster.num_boosted_rounds() == no_refit.rounds == result.rounds
+    assert "refit" not in no_refit.early_stopping
