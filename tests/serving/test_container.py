@@ -60,7 +60,8 @@ def engine_env():
 def image(engine_env):
     tag = "sparkmaker-serving:test"
     built = subprocess.run(
-        [str(REPO_ROOT / "serving" / "build-image.sh"), tag], env=engine_env, capture_output=True, text=True, timeout=1200
+        ["docker", "build", "-f", "serving/Dockerfile", "-t", tag, "."],
+        cwd=REPO_ROOT, env=engine_env, capture_output=True, text=True, timeout=1200,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return tag
