@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth import KeyChecker
+from api.deps import Services
 from api.model_endpoint import RegistryThresholds, open_model_endpoint
 from api.observability import Metrics, RequestMiddleware, configure_logging
 from api.prediction_log import LogWriter, open_prediction_log
@@ -59,7 +60,10 @@ def create_app(settings: Settings) -> FastAPI:
             backend, api.log_flush_entries, api.log_flush_ms, api.log_queue_max,
             on_written=app_metrics.log_written.inc, on_dropped=app_metrics.log_dropped.inc,
         ).start()
-        app.state.store, app.state.model, app.state.log_writer = store, model, writer
+        app.state.services = Services(
+            settings=settings, store=store, model=model, log_writer=writer, metrics=app_metrics,
+            thresholds=RegistryThresholds(settings),
+        )
         log.info(
             "prediction API ready to serve: %s", settings_summary(settings),
             extra={"store": store.describe(), "model_endpoint": model.describe(), "prediction_log": backend.describe()},
@@ -83,7 +87,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = app_metrics
     app.state.keys = KeyChecker(settings.api.api_key_hashes, enabled=settings.api.auth_enabled)
-    app.state.thresholds = RegistryThresholds(settings)
     app.include_router(predict.build_router(settings.api.max_batch))
     app.include_router(health.router)
     app.include_router(metrics.router)

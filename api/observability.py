@@ -80,6 +80,9 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # the middleware writes the access log
+    # httpx logs every model call at INFO: a second line per request, with nothing the access line lacks.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # Metrics ----------------------------------------------------------------------------------

@@ -9,14 +9,18 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from api.errors import ApiError
-from api.model_endpoint import ModelAnswer, ModelEndpoint, ModelFailed, RegistryThresholds
-from api.observability import Metrics, current_request_id, elapsed_ms
+from api.model_endpoint import ModelAnswer, ModelFailed, RegistryThresholds
+from api.observability import current_request_id, elapsed_ms
 from api.prediction_log import LogEntry, LogWriter
 from configuration.settings import Settings
 from features.contract import FEATURE_COLUMNS
 from features.online.base import FeatureRecord, OnlineStore
+
+if TYPE_CHECKING:
+    from api.deps import Services
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +65,10 @@ def _threshold(answer: ModelAnswer, thresholds: RegistryThresholds) -> tuple[str
     return version, fallback[1]
 
 
-async def score(
-    ids: Sequence[int], store: OnlineStore, model: ModelEndpoint, thresholds: RegistryThresholds, metrics: Metrics
-) -> Scoring:
+async def score(ids: Sequence[int], services: "Services") -> Scoring:
     """Read every id from one snapshot, score the ones found in one model call."""
-    records = await store.online_read_async(ids)
+    metrics = services.metrics
+    records = await services.store.online_read_async(ids)
     found = [r for r in records if r is not None]
     not_found = [i for i, r in zip(ids, records) if r is None]
     if not found:
@@ -73,10 +76,10 @@ async def score(
     rows = [[r.features[name] for name in FEATURE_COLUMNS] for r in found]
     started = time.perf_counter()
     try:
-        answer = await model.predict(rows)
+        answer = await services.model.predict(rows)
     finally:
         metrics.model_latency.observe(time.perf_counter() - started)
-    version, threshold = _threshold(answer, thresholds)
+    version, threshold = _threshold(answer, services.thresholds)
     metrics.saw_model(version)
     metrics.saw_snapshot(found[0].run_id, found[0].as_of)
     metrics.predictions.inc(len(found))

@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import ModelDep, StoreDep
+from api.deps import ServicesDep
 from api.model_endpoint import ModelEndpointError
 from api.observability import current_request_id
 from api.schemas import Health, Ready
@@ -50,8 +50,10 @@ async def _check_model(model) -> tuple[bool, str]:
     summary="Readiness: the feature store and the model endpoint answer",
     responses={503: {"model": Ready, "description": "Not ready: see which check failed."}},
 )
-async def ready(store: StoreDep, model: ModelDep) -> JSONResponse:
-    (store_ok, store_detail), (model_ok, model_detail) = await asyncio.gather(_check_store(store), _check_model(model))
+async def ready(services: ServicesDep) -> JSONResponse:
+    (store_ok, store_detail), (model_ok, model_detail) = await asyncio.gather(
+        _check_store(services.store), _check_model(services.model)
+    )
     body = {
         "ready": store_ok and model_ok,
         "checks": {"feature_store": {"ok": store_ok, "detail": store_detail}, "model_endpoint": {"ok": model_ok, "detail": model_detail}},

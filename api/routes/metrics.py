@@ -16,6 +16,8 @@ router = APIRouter(tags=["operations"])
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}},
 )
 async def metrics(request: Request) -> Response:
-    state = request.app.state
-    state.metrics.log_queue.set(state.log_writer.waiting())
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    metrics = request.app.state.metrics
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        metrics.log_queue.set(services.log_writer.waiting())
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path
 from fastapi.responses import JSONResponse
 
 from api import service
-from api.deps import LogDep, MetricsDep, ModelDep, StoreDep, ThresholdsDep, require_api_key
+from api.deps import ServicesDep, require_api_key
 from api.errors import ApiError
 from api.observability import current_request_id
 from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, batch_request_model
@@ -34,15 +34,15 @@ def build_router(max_batch: int) -> APIRouter:
     )
     async def predict_one(
         id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804])],
-        store: StoreDep, model: ModelDep, thresholds: ThresholdsDep, metrics: MetricsDep, writer: LogDep,
+        services: ServicesDep,
     ) -> JSONResponse:
-        scoring = await service.score([id], store, model, thresholds, metrics)
+        scoring = await service.score([id], services)
         if not scoring.scored:
-            missing = await service.no_snapshot_error(store)
+            missing = await service.no_snapshot_error(services.store)
             if missing:
                 raise missing
             raise ApiError(404, f"customer {id} is not in the current feature snapshot: check the id (customers without a loan before the snapshot's date are absent)")
-        service.log_scoring(writer, scoring)
+        service.log_scoring(services.log_writer, scoring)
         body = service.item(scoring.scored[0], scoring)
         body["request_id"] = current_request_id()
         # Built from typed values already checked on the way in: the response model documents it.
@@ -56,15 +56,15 @@ def build_router(max_batch: int) -> APIRouter:
     )
     async def predict_many(
         request: Annotated[BatchRequest, Body()],  # type: ignore[valid-type]
-        store: StoreDep, model: ModelDep, thresholds: ThresholdsDep, metrics: MetricsDep, writer: LogDep,
+        services: ServicesDep,
     ) -> JSONResponse:
         ids = list(request.ids)
-        scoring = await service.score(ids, store, model, thresholds, metrics)
+        scoring = await service.score(ids, services)
         if not scoring.scored:
-            missing = await service.no_snapshot_error(store)
+            missing = await service.no_snapshot_error(services.store)
             if missing:
                 raise missing
-        service.log_scoring(writer, scoring)
+        service.log_scoring(services.log_writer, scoring)
         return JSONResponse(
             {
                 "predictions": [service.item(s, scoring) for s in scoring.scored],

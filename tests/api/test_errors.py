@@ -114,13 +114,16 @@ def test_a_model_server_answering_an_error_or_garbage_is_502(request, tmp_path, 
 
 def test_a_redis_store_that_is_down_is_503(request, tmp_path, model_server):
     """The real Redis client pointed at a port where nothing listens, swapped in with dependency_overrides."""
-    from api.deps import get_store
+    import dataclasses
+
+    from api.deps import get_services
     from features.online import open_store
     from features.online.redis_store import RedisStoreConfig
 
     deployed = deploy(tmp_path, request, "sqlite", "sqlite", model_server.url)
     down = open_store(config=RedisStoreConfig(url=f"redis://127.0.0.1:{closed_port()}/15", timeout_seconds=0.3))
-    deployed.api.app.dependency_overrides[get_store] = lambda: down
+    services = deployed.api.app.state.services
+    deployed.api.app.dependency_overrides[get_services] = lambda: dataclasses.replace(services, store=down)
     try:
         for response in (deployed.get(f"/predict/{CUSTOMERS[0]}"), deployed.post("/predict", {"ids": CUSTOMERS[:2]})):
             body = assert_clean_error(response, 503)
