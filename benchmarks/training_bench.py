@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def prepare(work: Path, rows: int, seed: int) -> dict:
     return prepared
 
 
-def train_variant(prepared: dict, name: str, hyperparameters: dict[str, str], work: Path) -> dict:
+def train_variant(prepared: dict, name: str, hyperparameters: dict[str, str], work: Path, keep: bool = False) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=work))
     for folder in ("input/config", "input/data/truth", "model", "output/data"):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,8 @@ def train_variant(prepared: dict, name: str, hyperparameters: dict[str, str], wo
     if status != 0:
         raise SystemExit(f"training variant {name} failed: {(root / 'output' / 'failure').read_text().strip()}")
     metadata = json.loads((root / "model" / "model-metadata.json").read_text())
+    if not keep:
+        shutil.rmtree(root)
     return {
         "variant": name,
         "seconds": round(seconds, 1),
@@ -107,7 +110,7 @@ def train_variant(prepared: dict, name: str, hyperparameters: dict[str, str], wo
         "rows_train": metadata["training_data"]["rows_train"],
         "rows_validation": metadata["training_data"]["rows_validation"],
         "validation_from": metadata["training_data"]["validation_from"],
-        "model_dir": str(root / "model"),
+        "model_dir": str(root / "model") if keep else None,
     }
 
 
@@ -147,12 +150,13 @@ def main() -> int:
                         help="folder for the CSV, the lake and the model directories (default: benchmarks/results/training)")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default", "auto"])
     parser.add_argument("--no-reference", action="store_true", help="skip the scikit-learn reference learner")
+    parser.add_argument("--keep-models", action="store_true", help="keep each variant's /opt/ml tree under --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
     load = os.getloadavg()
     prepared = prepare(args.work.resolve(), args.rows, args.seed)
-    results = [train_variant(prepared, name, VARIANTS[name], args.work.resolve()) for name in args.variants]
+    results = [train_variant(prepared, name, VARIANTS[name], args.work.resolve(), args.keep_models) for name in args.variants]
     if not args.no_reference:
         results.append(reference(prepared, results[0]["validation_from"], args.work.resolve()))
     ceiling = results[0]["ceiling_roc_auc"]
