@@ -1,0 +1,526 @@
+"""Prediction API speed and memory, beside the two-hop HTTP floor measured in the same run.
+
+What runs (every server is a separate process pinned to CPU 0, the load generator to CPU 1):
+  - the API: `python -m api` (1 worker; SQLite store, then Redis store), calling
+    `python -m serving` (1 worker) over HTTP: two hops, as in production;
+  - the floor: the same two hops with nothing else in them: a bare ASGI endpoint
+    `GET /predict/{id}` that POSTs one CSV row to a bare ASGI backend answering "0.5"
+    through httpx's pooled AsyncClient (what the API uses), both under uvicorn with the
+    API's options (httptools, uvloop, no access log);
+  - load generators, in their own process on CPU 1:
+      * `wrk` (Debian's wrk 4.1, closed loop) with a Lua script that picks a random known
+        customer id per request and sends the Authorization header, at several connection
+        counts: throughput and latency percentiles;
+      * an open-loop generator (this file, `--loadgen`: requests scheduled at a fixed rate,
+        latency counted from the scheduled time so a stall is not hidden) at half of the
+        API's best wrk throughput, for the p99 target and for the memory run;
+  - memory: the API's RSS sampled every 5 s over a `--memory-seconds` (default 300) open-loop
+    run at that same half rate.
+Also: materializing 36,500 customers from Parquet into each store.
+
+    .venv/bin/python benchmarks/api_bench.py [--duration 8] [--memory-seconds 300] [--stores sqlite,redis]
+
+Results are printed and written to benchmarks/results/api-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU, LOAD_CPU = "0", "1"
+CUSTOMERS = 36_500
+FIRST_ID = 5_008_804
+API_KEY = "smk_benchmark-key-0123456789abcdef"
+
+
+# The floor: two bare ASGI apps, run by uvicorn as `api_bench:floor_backend` / `api_bench:floor_frontend`.
+async def _lifespan(receive, send, on_start=None, on_stop=None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if on_start:
+                await on_start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if on_stop:
+                await on_stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def floor_backend(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"0.5\n"})
+
+
+_floor_client = None
+
+
+async def floor_frontend(scope, receive, send):
+    global _floor_client
+    if scope["type"] == "lifespan":
+        import httpx
+
+        async def start():
+            global _floor_client
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            _floor_client = httpx.AsyncClient(base_url=os.environ["FLOOR_BACKEND"], limits=limits, timeout=2.0)
+
+        async def stop():
+            await _floor_client.aclose()
+
+        return await _lifespan(receive, send, start, stop)
+    ident = scope["path"].rsplit("/", 1)[-1]
+    answer = await _floor_client.post("/invocations", content=b"3,2500.5,41,7,1\n", headers={"Content-Type": "text/csv"})
+    body = json.dumps({"id": int(ident), "probability": float(answer.text)}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# Processes ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else command
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKMAKER_", "SAGEMAKER_"))}
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None, timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with {process.returncode}")
+        try:
+            if httpx.get(url, headers=headers or {}, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout} s")
+
+
+def start(command: list[str], log, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(pinned(SERVER_CPU, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def uvicorn_command(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), app, "--host", "127.0.0.1",
+            "--port", str(port), "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# Load: wrk ------------------------------------------------------------------------------------
+def wrk_script(path: Path, ids: list[int], auth: bool) -> Path:
+    header = f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n' if auth else ""
+    path.write_text(
+        "local ids = {" + ",".join(map(str, ids)) + "}\n"
+        + header
+        + r"""
+local n = #ids
+setup = function(thread) math.randomseed(os.time() + math.random(1000)) end
+request = function()
+  return wrk.format("GET", "/predict/" .. ids[math.random(n)])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+"""
+    )
+    return path
+
+
+def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
+    output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
+    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    seconds = result["duration_us"] / 1e6
+    return {"connections": connections, "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000,
+            "p90_ms": result["p90_us"] / 1000, "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"]}
+
+
+# Load: open loop (its own process: `api_bench.py --loadgen PORT RATE SECONDS CONNECTIONS IDS_FILE AUTH`) --------
+async def _open_loop(port: int, rate: float, seconds: float, connections: int, ids: list[int], auth: bool) -> dict:
+    host = "127.0.0.1"
+    auth_line = f"Authorization: Bearer {API_KEY}\r\n" if auth else ""
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    rng = random.Random(1)
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while True:
+            scheduled = await queue.get()
+            if scheduled is None:
+                writer.close()
+                return
+            writer.write(f"GET /predict/{rng.choice(ids)} HTTP/1.1\r\nHost: {host}\r\n{auth_line}\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            latencies.append(loop.time() - scheduled)
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.3)
+    begin = loop.time()
+    total = int(rate * seconds)
+    for index in range(total):
+        due = begin + index / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(due)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = loop.time() - begin
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
+            "p999_ms": pct(99.9), "max_ms": latencies[-1] * 1000, "errors": errors, "requests": len(latencies)}
+
+
+def run_open_loop(port: int, rate: float, seconds: float, ids_file: Path, auth: bool, connections: int = 64) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--loadgen", str(port), str(rate), str(seconds), str(connections), str(ids_file), str(int(auth))]
+    return subprocess.Popen(pinned(LOAD_CPU, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def open_loop_result(process: subprocess.Popen, timeout: float) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    if process.returncode != 0:
+        raise SystemExit(err)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# Data and model -----------------------------------------------------------------------------
+def make_model(path: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import xgboost
+
+    from features.contract import FEATURE_COLUMNS
+    from training import artifact
+
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    x = np.column_stack([rng.poisson(20, rows), rng.gamma(2.0, 1500.0, rows), rng.integers(18, 80, rows),
+                         rng.integers(0, 40, rows), rng.integers(0, 2, rows)]).astype(np.float32)
+    y = (rng.random(rows) < 1 / (1 + np.exp(-(0.05 * x[:, 0] - 0.03 * x[:, 2] - 2)))).astype(int)
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 5, "eta": 0.1, "nthread": 1},
+                            xgboost.DMatrix(x, label=y, feature_names=list(FEATURE_COLUMNS)), num_boost_round=100)
+    path.mkdir(parents=True, exist_ok=True)
+    artifact.write_booster(booster, path)
+    artifact.write_metadata(path, {
+        "threshold": 0.05, "metrics": {}, "hyperparameters": {"max_depth": 5, "num_round": 100},
+        "training_data": {"run_id": "bench", "uri": "-", "rows_train": rows, "rows_validation": 0, "split": "none"},
+        "code_version": "bench", "created_at": "2026-01-01T00:00:00Z"})
+    return path
+
+
+def make_lake(lake: Path) -> list[int]:
+    """A snapshot in the feature job's layout with 36,500 customers (latest Parquet, manifest, CURRENT)."""
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    ids = np.arange(FIRST_ID, FIRST_ID + CUSTOMERS, dtype=np.int64)
+    n = len(ids)
+    avg = rng.gamma(2.0, 1500.0, n)
+    table = pa.table({
+        "id": ids,
+        "as_of": pa.array([dt.date(2021, 9, 18)] * n, pa.date32()),
+        "nb_previous_loans": pa.array(rng.poisson(20, n), pa.int32()),
+        "avg_amount_loans_previous": pa.array(avg, mask=rng.random(n) < 0.02),
+        "age": pa.array(rng.integers(21, 70, n), pa.int32()),
+        "years_on_the_job": pa.array(rng.integers(0, 40, n), pa.int32(), mask=rng.random(n) < 0.16),
+        "flag_own_car": pa.array(rng.integers(0, 2, n), pa.int32()),
+    })
+    run_id = "20210918T000000Z-bench0"
+    snapshot = lake / "credit_risk" / "snapshots" / run_id
+    (snapshot / "latest").mkdir(parents=True)
+    pq.write_table(table, snapshot / "latest" / "part-0.parquet")
+    manifest = {"run_id": run_id, "as_of": "2021-09-18",
+                "outputs": {"latest": {"uri": str(snapshot / "latest"), "rows": n, "table": "credit_risk.latest_features"}}}
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    (lake / "credit_risk" / "CURRENT.json").write_text(json.dumps({"run_id": run_id, "as_of": "2021-09-18", "manifest": str(snapshot / "manifest.json")}))
+    return ids.tolist()
+
+
+def write_config(path: Path, work: Path, store: str, model_url: str, redis_prefix: str) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from api.auth import hash_key
+
+    path.write_text(
+        f'[paths]\nlake = "{work / "lake"}"\nstate_dir = "{work / "state"}"\n\n'
+        f'[online_store]\nkind = "{store}"\nredis_url = "redis://127.0.0.1:6379/15"\nkey_prefix = "{redis_prefix}"\n\n'
+        f'[api]\nmodel_url = "{model_url}"\napi_key_hashes = ["{hash_key(API_KEY)}"]\n'
+    )
+    return path
+
+
+def materialize_into(config: Path) -> dict:
+    """`python -m features materialize` as a user runs it; its own timing line, plus wall time with start-up."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "features", "materialize"], cwd=ROOT, env=clean_env(SPARKMAKER_CONFIG=str(config)),
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    seconds = float(done.stdout.split(" customers in ")[1].split(" s")[0])
+    return {"customers": CUSTOMERS, "seconds": seconds, "wall_seconds_with_python_start": time.perf_counter() - started, "line": done.stdout.strip()}
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# The runs -------------------------------------------------------------------------------------
+def cpu_seconds(pids: list[int]) -> list[float]:
+    import psutil
+
+    times = [psutil.Process(pid).cpu_times() for pid in pids]
+    return [t.user + t.system for t in times]
+
+
+def sweep(url: str, levels: list[int], duration: int, script: Path, pids: list[int]) -> list[dict]:
+    """wrk at each connection count; with the CPU time each server process spent per request
+    (front hop, back hop), a figure that other work on a shared machine does not distort."""
+    run_wrk(url, 4, 2, script)  # warm-up: pools filled, code paths compiled
+    runs = []
+    for connections in levels:
+        before = cpu_seconds(pids)
+        run = run_wrk(url, connections, duration, script)
+        after = cpu_seconds(pids)
+        requests = run["rps"] * duration
+        run["cpu_us_per_request"] = [round((a - b) / requests * 1e6) for a, b in zip(after, before)]
+        runs.append(run)
+    return runs
+
+
+def bench(args, work: Path) -> dict:
+    import psutil
+
+    ids = make_lake(work / "lake")
+    ids_file = work / "ids.json"
+    ids_file.write_text(json.dumps(ids))
+    model_dir = make_model(work / "model")
+    logs = open(work / "servers.log", "ab")
+    results: dict = {"machine": machine(), "levels": args.levels, "duration_s": args.duration, "runs": {}, "materialize": {}}
+    processes: list[subprocess.Popen] = []
+    try:
+        # The floor.
+        backend_port, frontend_port = free_port(), free_port()
+        processes.append(start(uvicorn_command("api_bench:floor_backend", backend_port), logs, clean_env()))
+        processes.append(start(uvicorn_command("api_bench:floor_frontend", frontend_port), logs,
+                               clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{backend_port}")))
+        floor_url = f"http://127.0.0.1:{frontend_port}"
+        wait_ready(f"{floor_url}/predict/{ids[0]}", processes[-1])
+        floor_script = wrk_script(work / "floor.lua", ids, auth=False)
+        print("floor (bare endpoint -> bare backend) ...", flush=True)
+        results["runs"]["floor"] = sweep(f"{floor_url}/", args.levels, args.duration, floor_script, [processes[1].pid, processes[0].pid])
+        for process in processes:
+            stop(process)
+        processes.clear()
+
+        # The model server, shared by every API run.
+        model_port = free_port()
+        model = start([sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(model_port), "--workers", "1"],
+                      logs, clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"))
+        processes.append(model)
+        wait_ready(f"http://127.0.0.1:{model_port}/ping", model)
+        api_script = wrk_script(work / "api.lua", ids, auth=True)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+
+        for store in args.stores:
+            if store == "redis" and not redis_up():
+                print("redis: not running at 127.0.0.1:6379, skipped", flush=True)
+                continue
+            prefix = f"apibench-{os.getpid()}"
+            config = write_config(work / f"{store}.toml", work, store, f"http://127.0.0.1:{model_port}", prefix)
+            results["materialize"][store] = materialize_into(config)
+            print(f"materialize into {store}: {results['materialize'][store]['line']}", flush=True)
+            api_port = free_port()
+            api = start([sys.executable, "-m", "api", "--port", str(api_port)], logs, clean_env(SPARKMAKER_CONFIG=str(config)))
+            processes.append(api)
+            wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
+            print(f"API, {store} store ...", flush=True)
+            runs = sweep(f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid])
+            results["runs"][f"api-{store}"] = runs
+            if store == args.stores[0]:
+                best = max(r["rps"] for r in runs)
+                rate = round(best / 2)
+                print(f"open loop at {rate} req/s (half of {best:.0f}) ...", flush=True)
+                loadgen = run_open_loop(api_port, rate, args.duration * 2, ids_file, auth=True)
+                results["open_loop_half_max"] = open_loop_result(loadgen, args.duration * 2 + 120)
+                if args.memory_seconds > 0:
+                    print(f"memory: {args.memory_seconds} s at {rate} req/s, RSS every 5 s ...", flush=True)
+                    results["memory"] = memory_run(api, model, api_port, rate, args.memory_seconds, ids_file, psutil)
+            stop(api)
+            processes.remove(api)
+            if store == "redis":
+                subprocess.run(["redis-cli", "-n", "15", "--scan", "--pattern", f"{prefix}:*"], capture_output=True)
+                subprocess.run(["sh", "-c", f"redis-cli -n 15 --scan --pattern '{prefix}:*' | xargs -r -n 1000 redis-cli -n 15 unlink > /dev/null"])
+    finally:
+        for process in processes:
+            stop(process)
+        logs.close()
+    return results
+
+
+def memory_run(api, model, port: int, rate: float, seconds: float, ids_file: Path, psutil) -> dict:
+    api_process, model_process = psutil.Process(api.pid), psutil.Process(model.pid)
+    loadgen = run_open_loop(port, rate, seconds, ids_file, auth=True)
+    samples = []
+    started = time.monotonic()
+    while loadgen.poll() is None:
+        samples.append({"t": round(time.monotonic() - started, 1), "api_rss_mb": api_process.memory_info().rss / 2**20,
+                        "model_rss_mb": model_process.memory_info().rss / 2**20})
+        time.sleep(5)
+    load = open_loop_result(loadgen, 120)
+    api_rss = [s["api_rss_mb"] for s in samples]
+    settled = api_rss[len(api_rss) // 5:]  # after the first fifth: pools and caches are warm
+    return {"rate": rate, "seconds": seconds, "load": load, "samples": samples,
+            "api_rss_first_mb": api_rss[0], "api_rss_last_mb": api_rss[-1], "api_rss_max_mb": max(api_rss),
+            "api_rss_growth_after_warmup_mb": settled[-1] - settled[0] if settled else 0.0}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def report(results: dict) -> None:
+    print(f"\nGET /predict/{{id}}, random known ids of {CUSTOMERS:,}; wrk closed loop, servers on CPU 0, wrk on CPU 1; {results['machine']}")
+    names = list(results["runs"])
+    print(f"{'connections':>11} " + " ".join(f"{n:>30}" for n in names))
+    print(f"{'':>11} " + " ".join(f"{'req/s    p50 ms   p99 ms':>30}" for _ in names))
+    for index, connections in enumerate(results["levels"]):
+        cells = []
+        for name in names:
+            r = results["runs"][name][index]
+            cells.append(f"{r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}" + (f" err {r['errors']}" if r["errors"] else ""))
+        print(f"{connections:>11} " + " ".join(f"{c:>30}" for c in cells))
+    print("CPU time per request (front hop + back hop, microseconds), at each connection count:")
+    for name in names:
+        print(f"  {name:<12} " + "  ".join(f"c={r['connections']}: {r['cpu_us_per_request'][0]}+{r['cpu_us_per_request'][1]}" for r in results["runs"][name]))
+    floor = max(r["rps"] for r in results["runs"]["floor"])
+    for name in names:
+        if name != "floor":
+            best = max(r["rps"] for r in results["runs"][name])
+            print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
+    if "open_loop_half_max" in results:
+        o = results["open_loop_half_max"]
+        print(f"open loop at {o['rate']:.0f} req/s: achieved {o['achieved_rps']:.0f}, p50 {o['p50_ms']:.2f} ms, "
+              f"p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, max {o['max_ms']:.1f} ms, errors {o['errors']}")
+    if "memory" in results:
+        m = results["memory"]
+        print(f"memory over {m['seconds']:.0f} s at {m['rate']:.0f} req/s ({m['load']['requests']:,} requests, p99 {m['load']['p99_ms']:.2f} ms): "
+              f"API RSS {m['api_rss_first_mb']:.1f} -> {m['api_rss_last_mb']:.1f} MB (max {m['api_rss_max_mb']:.1f}), "
+              f"growth after warm-up {m['api_rss_growth_after_warmup_mb']:+.1f} MB")
+        print("  samples (s: MB): " + ", ".join(f"{s['t']:.0f}: {s['api_rss_mb']:.1f}" for s in m["samples"]))
+    for store, m in results["materialize"].items():
+        print(f"materialize {store}: {m['customers']:,} customers in {m['seconds']:.1f} s ({m['wall_seconds_with_python_start']:.1f} s with Python start)")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
+        port, rate, seconds, connections, ids_file, auth = sys.argv[2:8]
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        ids = json.loads(Path(ids_file).read_text())
+        print(json.dumps(asyncio.run(_open_loop(int(port), float(rate), float(seconds), int(connections), ids, auth == "1"))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--levels", default="1,8,32,64", help="wrk connection counts (default 1,8,32,64)")
+    parser.add_argument("--stores", default="sqlite,redis", help="online stores to run the API with (default sqlite,redis)")
+    parser.add_argument("--memory-seconds", type=int, default=300, help="length of the memory run, 0 to skip (default 300)")
+    args = parser.parse_args()
+    args.levels = [int(x) for x in args.levels.split(",")]
+    args.stores = [s for s in args.stores.split(",") if s]
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
+        results = bench(args, Path(tmp))
+    report(results)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"api-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
