@@ -175,7 +175,7 @@ def model_b(models_root: Path) -> Path:
     return make_model_dir(models_root / "b", seed=2, rounds=30, depth=3, threshold=0.35)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dir_server(tmp_path_factory, model_a: Path):
     """A one-worker server of model A from its directory, labelled version "7"."""
     tmp = tmp_path_factory.mktemp("dir-server")
