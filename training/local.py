@@ -43,10 +43,19 @@ def default_source(settings) -> Source:
     return Source(uri=manifest["outputs"]["training"]["uri"], run_id=manifest.get("run_id"))
 
 
+def run_id_in(uri: str) -> str | None:
+    """The snapshot run_id in a lake URI `…/snapshots/<run_id>/training` (features/lake.py layout)."""
+    parts = uri.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "snapshots" and parts[-1] == "training":
+        return parts[-2]
+    return None
+
+
 def source_for(uri: str) -> Source:
-    """A user-given --train; the run_id is known when it is a snapshot's folder with its manifest beside it."""
+    """A user-given --train; the run_id is known when it is a snapshot's folder with its manifest beside it
+    (local), or when an s3:// URI follows the lake layout."""
     if uri.startswith("s3://"):
-        return Source(uri=uri)
+        return Source(uri=uri, run_id=run_id_in(uri))
     path = Path(uri.removeprefix("file://")).resolve()
     manifest = path.parent / "manifest.json"
     run_id = None

@@ -24,7 +24,7 @@ from configuration.errors import UserError
 from training import artifact
 from training.aws import download_object, explain, session, split_s3
 from training.hyperparameters import parse_hyperparameters, to_strings
-from training.local import Registered, register_with_policy
+from training.local import Registered, register_with_policy, run_id_in
 from training.registry import ModelRegistry
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -144,6 +144,9 @@ def train_on_sagemaker(settings, registry: ModelRegistry, request: JobRequest, p
     _check(request)
     hyperparameters = dict(request.hyperparameters or {})
     hyperparameters.setdefault("data_uri", request.train)
+    run_id = run_id_in(request.train)
+    if run_id:
+        hyperparameters.setdefault("data_run_id", run_id)
     parse_hyperparameters(hyperparameters)  # refuse a bad value here rather than after an instance starts
     request = JobRequest(**{**request.__dict__, "hyperparameters": to_strings(hyperparameters),
                             "job_name": request.job_name or job_name()})

@@ -161,6 +161,7 @@ def test_train_local_from_s3(moto_url, training_data, settings_for, tmp_path):
     assert (result.version, result.promoted, result.production) == ("1", True, "1")
     metadata = registry.metadata("1")
     assert metadata["training_data"]["uri"] == uri
+    assert metadata["training_data"]["run_id"] == "r1"  # from the lake layout of the URI
     # The extra nested copy of part 0 was read too: 4,000 rows plus that part's 2,000.
     assert metadata["training_data"]["rows_train"] + metadata["training_data"]["rows_validation"] == 6000
     assert metadata["metrics"]["ceiling_roc_auc"] is not None

@@ -116,7 +116,7 @@ def service(moto_url, training_data):
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
     s3.create_bucket(Bucket="data")
     for path in sorted(training_data["train"].iterdir()):
-        s3.upload_file(str(path), "data", f"snap/training/{path.name}")
+        s3.upload_file(str(path), "data", f"credit_risk/snapshots/r9/training/{path.name}")
     s3.upload_file(str(training_data["truth"]), "data", "truth/data.truth.parquet")
     bad = Path(tempfile.mkdtemp()) / "part-0.parquet"
     pq.write_table(training_data["table"].drop_columns(["age"]), bad)
@@ -136,7 +136,7 @@ def launch(url: str, lake: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, tmp_path):
-    result = launch(moto_url, tmp_path / "lake", "--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/snap/training",
+    result = launch(moto_url, tmp_path / "lake", "--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training",
                     "--truth", "s3://data/truth/data.truth.parquet", "--output", "s3://data/models",
                     "--instance-type", "ml.c5.xlarge", "--job-name", "sm-test-ok", "--hp", "max_depth=3", "--hp", "num_round=30")
     assert result.returncode == 0, result.stderr
@@ -156,16 +156,19 @@ def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, t
     channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
     assert set(channels) == {"train", "truth"}
     assert channels["train"]["DataSource"]["S3DataSource"] == {
-        "S3DataType": "S3Prefix", "S3Uri": "s3://data/snap/training", "S3DataDistributionType": "FullyReplicated"}
+        "S3DataType": "S3Prefix", "S3Uri": "s3://data/credit_risk/snapshots/r9/training", "S3DataDistributionType": "FullyReplicated"}
     assert channels["train"]["InputMode"] == "File" and channels["train"]["ContentType"] == "application/x-parquet"
-    assert job["HyperParameters"] == {"max_depth": "3", "num_round": "30", "data_uri": "s3://data/snap/training"}
+    assert job["HyperParameters"] == {"max_depth": "3", "num_round": "30", "data_uri": "s3://data/credit_risk/snapshots/r9/training",
+                                      "data_run_id": "r9"}
     assert all(isinstance(v, str) for v in job["HyperParameters"].values())
 
     # The registered model is the one the job trained, with its hyperparameters.
     registry = LocalRegistry(tmp_path / "lake" / "registry")
     metadata = registry.metadata("1")
     assert metadata["hyperparameters"]["max_depth"] == 3
-    assert metadata["training_data"]["uri"] == "s3://data/snap/training"
+    assert metadata["training_data"]["uri"] == "s3://data/credit_risk/snapshots/r9/training"
+    assert metadata["training_data"]["run_id"] == "r9"
+    assert registry.get("1").run_id == "r9"
     assert metadata["metrics"]["ceiling_roc_auc"] is not None
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
     uploaded = s3.get_object(Bucket="data", Key="models/sm-test-ok/output/model.tar.gz")["Body"].read()
@@ -191,7 +194,7 @@ def test_completed_without_a_model_file(moto_url, service, settings_for, tmp_pat
     from training.sagemaker_job import JobRequest, train_on_sagemaker
 
     service.stop()  # moto's default from here: jobs are Completed at once, with no artifact uploaded
-    request = JobRequest(image_uri=IMAGE, role_arn=ROLE, train="s3://data/snap/training", output="s3://data/empty",
+    request = JobRequest(image_uri=IMAGE, role_arn=ROLE, train="s3://data/credit_risk/snapshots/r9/training", output="s3://data/empty",
                          instance_type="ml.m5.large", job_name="sm-test-nothing")
     with pytest.raises(UserError, match=r"cannot download s3://data/empty/sm-test-nothing/output/model.tar.gz: 404"):
         train_on_sagemaker(settings_for(endpoint_url=moto_url), LocalRegistry(tmp_path / "reg"), request, promote=False,
@@ -201,15 +204,15 @@ def test_completed_without_a_model_file(moto_url, service, settings_for, tmp_pat
 @pytest.mark.parametrize(
     "args, sentence",
     [
-        (["--role", ROLE, "--train", "s3://data/snap/training", "--output", "s3://data/m"],
+        (["--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m"],
          "training: error: no training image: pass --image-uri or set training.image_uri (an ECR image URI)"),
-        (["--image-uri", IMAGE, "--role", "sparkmaker", "--train", "s3://data/snap/training", "--output", "s3://data/m"],
+        (["--image-uri", IMAGE, "--role", "sparkmaker", "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m"],
          "training: error: --role 'sparkmaker' is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
         (["--image-uri", IMAGE, "--role", ROLE, "--train", "/local/path", "--output", "s3://data/m"],
          "training: error: --train '/local/path' is not an s3:// URI: SageMaker reads channels from and writes models to S3"),
-        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/snap/training"],
+        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training"],
          "training: error: no output location: pass --output s3://bucket/prefix or set aws.s3_bucket"),
-        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/snap/training", "--output", "s3://data/m", "--hp", "eta=quick"],
+        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m", "--hp", "eta=quick"],
          "training: error: hyperparameter eta='quick' is invalid: not a finite number"),
     ],
 )
