@@ -254,7 +254,7 @@ def bench_http(args, work: Path) -> dict:
     model_dir = args.model_dir or make_model(work / "model", rounds=args.rounds, depth=args.depth)
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
-    results: dict = {"model": str(model_dir), "micro": micro(model_dir), "floor": [], "model": []}
+    results: dict = {"model_dir": str(model_dir), "micro": micro(model_dir), "floor": [], "model": []}
     ports = {"floor": free_port(), "model": free_port()}
     processes = {}
     with open(work / "floor.log", "wb") as floor_log, open(work / "model.log", "wb") as model_log:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import REPO_ROOT, free_port, registry_with, server_env, start_server
+from tests.serving.conftest import REPO_ROOT, free_port, registry_with, server_env
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from itertools import groupby
-from pathlib import Path
 
 import httpx
 import numpy as np
