@@ -32,7 +32,7 @@ NODE = {"fontsize": "12"}
 EDGE = {"fontsize": "11", "fontcolor": "#444444"}
 CLUSTER = {"fontsize": "14", "margin": "18"}
 
-# Edge styles: data written or read, a call made, and "runs after" between one-shot stages.
+# Edge styles: data written or read; a call made; "runs after", an image pulled, a secret read or an alternative.
 DATA = {"color": "#1f77b4"}
 CALL = {"color": "#d62728"}
 ORDER = {"color": "#7f7f7f", "style": "dashed"}
