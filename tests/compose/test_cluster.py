@@ -114,6 +114,18 @@ def cluster(tmp_path_factory):
         assert cluster.project not in left, f"volumes left after reset: {left}"
 
 
+def test_a_taken_port_stops_start_before_anything_starts(tmp_path):
+    """Runs before the cluster fixture: another program holds the API port."""
+    cluster = Cluster(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", cluster.ports["API_PORT"]))
+        holder.listen()
+        result = cluster.compose_sh("start", timeout=600)
+    assert result.returncode == 2
+    assert f"sparkmaker: error: port {cluster.ports['API_PORT']} for api is taken by another program" in result.stderr
+    assert not cluster.dc("ps", "-q").stdout.strip()  # nothing was created
+
+
 def printed(cluster: Cluster, label: str) -> str:
     lines = [line for line in cluster.start_output.splitlines() if line.startswith(label)]
     assert lines, f"compose.sh start printed no '{label}' line:\n{cluster.start_output}"

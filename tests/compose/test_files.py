@@ -121,3 +121,15 @@ def test_compose_sh_refuses_bad_arguments_in_one_line(args, message):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("sparkmaker: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_compose_sh_without_an_engine_says_so_in_one_line(tmp_path):
+    env_file = tmp_path / "cluster.env"
+    env_file.write_text("COMPOSE_PROJECT_NAME=sparkmaker-none\n")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+           "SPARKMAKER_ENGINE_UP": "/nonexistent/engine-up.sh", "SPARKMAKER_COMPOSE_ENV_FILE": str(env_file)}
+    result = subprocess.run([str(COMPOSE_SH), "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert ("no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
+            or "docker-compose (1.29 or later) is not installed" in result.stderr), result.stderr
