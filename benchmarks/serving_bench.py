@@ -3,7 +3,8 @@
 HTTP (single-row POST /invocations, text/csv):
   - the model server (`python -m serving`, 1 worker) and, as the HTTP floor of this machine,
     a bare uvicorn ASGI app that reads the body and returns a constant, with the same
-    uvicorn options (httptools, uvloop, no access log), each pinned to CPU 0;
+    uvicorn options (httptools, uvloop, no access log, no proxy headers, no server header),
+    each pinned to CPU 0;
   - load generator in a separate process pinned to CPU 1:
       * `wrk` (Debian's wrk 4.1, closed loop: each connection sends its next request when
         the answer arrives) for throughput and latency at several connection counts;
@@ -85,7 +86,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None
 def start_floor(port: int, log) -> subprocess.Popen:
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "serving_bench:floor_app",
                "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-               "--no-access-log", "--log-level", "warning"]
+               "--no-access-log", "--log-level", "warning", "--no-proxy-headers", "--no-server-header"]
     return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -117,14 +118,26 @@ end
 """
 
 
-def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def run_wrk(url: str, connections: int, duration: int, script: Path, server_pid: int | None = None) -> dict:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     line = next(l for l in output.splitlines() if l.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     seconds = result["duration_us"] / 1e6
+    # The server's own CPU time per request does not depend on how much of the core other
+    # work left it: the steadier figure on a shared machine.
     return {"connections": connections, "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000,
-            "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"]}
+            "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"],
+            "cpu_us_per_request": cpu / max(result["requests"], 1) * 1e6}
 
 
 # Open-loop generator (runs in its own process: `serving_bench.py --loadgen HOST PORT RATE SECONDS CONNECTIONS`).
@@ -269,7 +282,7 @@ def bench_http(args, work: Path) -> dict:
             runs = {"floor": [], "model": []}
             for _ in range(args.repeat):
                 for name in ("floor", "model"):
-                    runs[name].append(run_wrk(urls[name], connections, args.duration, script))
+                    runs[name].append(run_wrk(urls[name], connections, args.duration, script, processes[name].pid))
             for name in ("floor", "model"):
                 results[name].append(max(runs[name], key=lambda r: r["rps"]))
         best = max(r["rps"] for r in results["model"])
@@ -364,10 +377,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per load run")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64])
-    parser.add_argument("--model-dir", type=Path, help="model to serve (default: a synthetic 300-tree, depth-6 model)")
+    parser.add_argument("--model-dir", type=Path, help="model to serve (default: synthetic, shaped as training's defaults make it: 240 trees of depth 2)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per figure, alternating floor and model; the best is kept")
-    parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=240)
+    parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--rows", type=int, default=777_715, help="rows of the batch scoring table")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-batch", action="store_true")
@@ -384,11 +397,13 @@ def main() -> None:
                   f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us; "
                   f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us")
             print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
-            print(f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'model/floor':>11} | errors")
+            print(f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | "
+                  f"{'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | {'model/floor rps':>15} {'cpu':>5} | errors")
             for floor, model in zip(http["floor"], http["model"]):
-                print(f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} | "
-                      f"{model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} | {model['rps'] / floor['rps']:>11.2f} | "
-                      f"{floor['errors']}/{model['errors']}")
+                print(f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} "
+                      f"{floor['cpu_us_per_request']:>10.0f} | {model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} "
+                      f"{model['cpu_us_per_request']:>10.0f} | {model['rps'] / floor['rps']:>15.2f} "
+                      f"{floor['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | {floor['errors']}/{model['errors']}")
             best_floor = max(r["rps"] for r in http["floor"])
             best_model = max(r["rps"] for r in http["model"])
             print(f"max throughput: floor {best_floor:.0f} rps, model {best_model:.0f} rps ({best_model / best_floor:.0%} of the floor; target >= 50%)")

@@ -15,6 +15,7 @@ loaded at import time: the model is loaded in the lifespan, then followed by the
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -247,6 +248,10 @@ def create_app(settings: Settings, state: ServerState | None = None) -> "Predict
         # lands on one without a model. Connections wait in the listen backlog meanwhile.
         # Only a server waiting for a first promotion answers /ping with 503.
         await run_in_threadpool(state.watcher.check)
+        # Everything loaded so far (modules, the model) lives as long as the process: keep
+        # it out of the garbage collector's passes, which otherwise walk it again and again.
+        gc.collect()
+        gc.freeze()
         state.watcher.start()
         try:
             yield

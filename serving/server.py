@@ -120,6 +120,9 @@ def run(settings: Settings, server: ServerPlan) -> None:
         loop="uvloop",
         access_log=False,
         log_level="warning",
+        # No proxy in front to trust X-Forwarded-* from, and no need to advertise the server.
+        proxy_headers=False,
+        server_header=False,
         # SageMaker keeps connections open between invocations; it kills a container 30 s after SIGTERM.
         timeout_keep_alive=max(server.timeout_seconds, 5),
         timeout_graceful_shutdown=25,

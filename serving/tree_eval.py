@@ -29,6 +29,10 @@ import numpy as np
 
 SUPPORTED_OBJECTIVES = frozenset(("binary:logistic", "reg:logistic"))
 _INF = math.inf
+# Up to this many nodes a single row is cheaper to evaluate by deciding every split at once
+# (measured: 240 depth-2 trees, 1,680 nodes: 23 µs against 31 µs level by level; at
+# 17,000 nodes the level-by-level walk wins).
+_ALL_NODES_LIMIT = 8192
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,17 @@ class CompiledTrees:
             row = np.array(
                 [_INF if v != v else v for v in values] + [-_INF if v != v else v for v in values], dtype=np.float32
             )
-            node = self.roots
-            for _ in range(self.depth):
-                node = self.left[node] + (row[self.feature[node]] >= self.threshold[node])
+            if self.left.shape[0] <= _ALL_NODES_LIMIT:
+                # Small ensembles: decide every split at once (two operations over all nodes),
+                # then each level is one lookup.
+                step = self.left + (row[self.feature] >= self.threshold)
+                node = self.roots
+                for _ in range(self.depth):
+                    node = step[node]
+            else:
+                node = self.roots
+                for _ in range(self.depth):
+                    node = self.left[node] + (row[self.feature[node]] >= self.threshold[node])
             margin = float(self.leaf_value[node].sum(dtype=np.float32)) + self.base_margin
             return np.array([1.0 / (1.0 + math.exp(-margin))], dtype=np.float32)
         doubled = np.concatenate((matrix, matrix), axis=1)
