@@ -10,6 +10,7 @@ it stops, after the log writer has written everything queued.
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -64,6 +65,10 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings, store=store, model=model, log_writer=writer, metrics=app_metrics,
             thresholds=RegistryThresholds(settings),
         )
+        # Everything loaded so far (FastAPI, pydantic, the clients: ~80,000 objects) lives as
+        # long as the process: move it out of the collector's sight, so that a full collection
+        # walks only what requests allocate instead of stalling the requests in flight ~20 ms.
+        gc.freeze()
         log.info(
             "prediction API ready to serve: %s", settings_summary(settings),
             extra={"store": store.describe(), "model_endpoint": model.describe(), "prediction_log": backend.describe()},

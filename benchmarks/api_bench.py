@@ -5,8 +5,8 @@ What runs (every server is a separate process pinned to CPU 0, the load generato
     `python -m serving` (1 worker) over HTTP: two hops, as in production;
   - the floor: the same two hops with nothing else in them: a bare ASGI endpoint
     `GET /predict/{id}` that POSTs one CSV row to a bare ASGI backend answering "0.5"
-    through httpx's pooled AsyncClient (what the API uses), both under uvicorn with the
-    API's options (httptools, uvloop, no access log);
+    through httpx's pooled transport, called as the API calls the model server, both under
+    uvicorn with the API's options (httptools, uvloop, no access log);
   - load generators, in their own process on CPU 1:
       * `wrk` (Debian's wrk 4.1, closed loop) with a Lua script that picks a random known
         customer id per request and sends the Authorization header, at several connection
@@ -73,25 +73,33 @@ async def floor_backend(scope, receive, send):
     await send({"type": "http.response.body", "body": b"0.5\n"})
 
 
-_floor_client = None
+_floor_transport = None
 
 
 async def floor_frontend(scope, receive, send):
-    global _floor_client
-    if scope["type"] == "lifespan":
-        import httpx
+    """GET /predict/{id} -> one POST to the backend -> a small JSON answer; the backend call made
+    exactly as the API's HttpModelEndpoint makes it (httpx's pooled transport, same headers)."""
+    global _floor_transport
+    import httpx
 
+    if scope["type"] == "lifespan":
         async def start():
-            global _floor_client
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-            _floor_client = httpx.AsyncClient(base_url=os.environ["FLOOR_BACKEND"], limits=limits, timeout=2.0)
+            global _floor_transport
+            _floor_transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
 
         async def stop():
-            await _floor_client.aclose()
+            await _floor_transport.aclose()
 
         return await _lifespan(receive, send, start, stop)
     ident = scope["path"].rsplit("/", 1)[-1]
-    answer = await _floor_client.post("/invocations", content=b"3,2500.5,41,7,1\n", headers={"Content-Type": "text/csv"})
+    request = httpx.Request("POST", os.environ["FLOOR_BACKEND"] + "/invocations", content=b"3,2500.5,41,7,1\n",
+                            headers=[("Content-Type", "text/csv"), ("Accept", "text/csv")],
+                            extensions={"timeout": httpx.Timeout(2.0).as_dict()})
+    answer = await _floor_transport.handle_async_request(request)
+    try:
+        await answer.aread()
+    finally:
+        await answer.aclose()
     body = json.dumps({"id": int(ident), "probability": float(answer.text)}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -366,7 +374,8 @@ def bench(args, work: Path) -> dict:
     ids_file.write_text(json.dumps(ids))
     model_dir = make_model(work / "model")
     logs = open(work / "servers.log", "ab")
-    results: dict = {"machine": machine(), "levels": args.levels, "duration_s": args.duration, "runs": {}, "materialize": {}}
+    results: dict = {"machine": machine(), "levels": args.levels, "duration_s": args.duration, "runs": {}, "materialize": {},
+                     "loadavg": {"start": os.getloadavg()}}
     processes: list[subprocess.Popen] = []
     try:
         # The floor.
@@ -379,9 +388,8 @@ def bench(args, work: Path) -> dict:
         floor_script = wrk_script(work / "floor.lua", ids, auth=False)
         print("floor (bare endpoint -> bare backend) ...", flush=True)
         results["runs"]["floor"] = sweep(f"{floor_url}/", args.levels, args.duration, floor_script, [processes[1].pid, processes[0].pid])
-        for process in processes:
-            stop(process)
-        processes.clear()
+        results["loadavg"]["floor"] = os.getloadavg()
+        # The floor stays up (idle) for the open-loop reference at the API's half rate below.
 
         # The model server, shared by every API run.
         model_port = free_port()
@@ -407,15 +415,25 @@ def bench(args, work: Path) -> dict:
             print(f"API, {store} store ...", flush=True)
             runs = sweep(f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid])
             results["runs"][f"api-{store}"] = runs
+            results["loadavg"][f"api-{store}"] = os.getloadavg()
             if store == args.stores[0]:
                 best = max(r["rps"] for r in runs)
                 rate = round(best / 2)
                 print(f"open loop at {rate} req/s (half of {best:.0f}) ...", flush=True)
-                loadgen = run_open_loop(api_port, rate, args.duration * 2, ids_file, auth=True)
-                results["open_loop_half_max"] = open_loop_result(loadgen, args.duration * 2 + 120)
+                # Alternating with the same schedule against the floor (what this shared machine's tail
+                # is without the API in the path); the median of the repeats is reported.
+                for repeat in range(args.open_loop_repeats):
+                    for key, port, auth in (("open_loop_half_max", api_port, True), ("open_loop_floor_same_rate", frontend_port, False)):
+                        loadgen = run_open_loop(port, rate, args.duration * 2, ids_file, auth=auth)
+                        results.setdefault(key + "_runs", []).append(open_loop_result(loadgen, args.duration * 2 + 120))
+                for key in ("open_loop_half_max", "open_loop_floor_same_rate"):
+                    runs = sorted(results[key + "_runs"], key=lambda r: r["p99_ms"])
+                    results[key] = runs[len(runs) // 2]
+                results["loadavg"]["open_loop"] = os.getloadavg()
                 if args.memory_seconds > 0:
                     print(f"memory: {args.memory_seconds} s at {rate} req/s, RSS every 5 s ...", flush=True)
                     results["memory"] = memory_run(api, model, api_port, rate, args.memory_seconds, ids_file, psutil)
+                    results["loadavg"]["memory"] = os.getloadavg()
             stop(api)
             processes.remove(api)
             if store == "redis":
@@ -476,16 +494,21 @@ def report(results: dict) -> None:
         if name != "floor":
             best = max(r["rps"] for r in results["runs"][name])
             print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
-    if "open_loop_half_max" in results:
-        o = results["open_loop_half_max"]
-        print(f"open loop at {o['rate']:.0f} req/s: achieved {o['achieved_rps']:.0f}, p50 {o['p50_ms']:.2f} ms, "
-              f"p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, max {o['max_ms']:.1f} ms, errors {o['errors']}")
+    for key, label in (("open_loop_half_max", "API"), ("open_loop_floor_same_rate", "floor")):
+        if key in results:
+            o = results[key]
+            every = ", ".join(f"{r['p99_ms']:.1f}" for r in results[key + "_runs"])
+            print(f"open loop at {o['rate']:.0f} req/s, {label:<5} (median of {len(results[key + '_runs'])} by p99): "
+                  f"achieved {o['achieved_rps']:.0f}, p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, "
+                  f"p99.9 {o['p999_ms']:.2f} ms, max {o['max_ms']:.1f} ms, errors {o['errors']}; every p99: {every} ms")
     if "memory" in results:
         m = results["memory"]
         print(f"memory over {m['seconds']:.0f} s at {m['rate']:.0f} req/s ({m['load']['requests']:,} requests, p99 {m['load']['p99_ms']:.2f} ms): "
               f"API RSS {m['api_rss_first_mb']:.1f} -> {m['api_rss_last_mb']:.1f} MB (max {m['api_rss_max_mb']:.1f}), "
               f"growth after warm-up {m['api_rss_growth_after_warmup_mb']:+.1f} MB")
         print("  samples (s: MB): " + ", ".join(f"{s['t']:.0f}: {s['api_rss_mb']:.1f}" for s in m["samples"]))
+    print("load average (1, 5, 15 min) of the machine at each phase: "
+          + "; ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in results["loadavg"].items()))
     for store, m in results["materialize"].items():
         print(f"materialize {store}: {m['customers']:,} customers in {m['seconds']:.1f} s ({m['wall_seconds_with_python_start']:.1f} s with Python start)")
 
@@ -507,6 +530,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32,64", help="wrk connection counts (default 1,8,32,64)")
     parser.add_argument("--stores", default="sqlite,redis", help="online stores to run the API with (default sqlite,redis)")
     parser.add_argument("--memory-seconds", type=int, default=300, help="length of the memory run, 0 to skip (default 300)")
+    parser.add_argument("--open-loop-repeats", type=int, default=3, help="open-loop runs of the API and of the floor, alternating (default 3)")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
     args.stores = [s for s in args.stores.split(",") if s]

@@ -154,7 +154,9 @@ class ApiSettings(Section):
     host: str = Field("127.0.0.1", description="Address the prediction API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the prediction API.")
     model_endpoint: Literal["http", "sagemaker"] = Field("http", description="How the API reaches the model.")
-    model_url: str = Field("http://127.0.0.1:8080", description="Model server base URL when model_endpoint = http.")
+    model_url: str = Field(
+        "http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+", description="Model server base URL when model_endpoint = http."
+    )
     timeout_seconds: float = Field(2.0, gt=0, description="Model call timeout; slower answers are 504.")
     max_batch: int = Field(100, ge=1, description="Most ids one POST /predict may ask for.")
     api_key_hashes: list[str] = Field(default_factory=list, description="sha256 hex digests of the accepted API keys.")
