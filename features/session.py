@@ -71,7 +71,8 @@ def metastore_conf(settings: Settings) -> dict[str, str]:
                 "spark.hadoop.javax.jdo.option.ConnectionDriverName": ms.jdbc_driver,
                 "spark.hadoop.javax.jdo.option.ConnectionUserName": ms.jdbc_user,
                 "spark.hadoop.javax.jdo.option.ConnectionPassword": ms.jdbc_password.get_secret_value(),
-                "spark.jars": ms.jdbc_jars,
+                # The metastore client loads the driver from the JVM's own classpath, not spark.jars.
+                "spark.driver.extraClassPath": ms.jdbc_jars,
             }
         )
     return conf
@@ -129,6 +130,13 @@ def explain_metastore_error(exc: BaseException, settings: Settings) -> UserError
         return UserError(
             f"the embedded Hive metastore in {derby_dir(settings)} is in use by another Spark process "
             "(a Thrift server or a notebook?): stop it, or run a metastore service and set metastore.kind = thrift"
+        )
+    if settings.metastore.kind == "jdbc" and ("No suitable driver" in text or "Failed initialising database" in text
+                                              or "JDOFatalDataStoreException" in text):
+        cause = next((line.strip() for line in text.splitlines() if "SQLException" in line or "PSQLException" in line), "")
+        return UserError(
+            f"cannot open the metastore database {settings.metastore.jdbc_url}: {cause or 'see the log above'} "
+            f"(check metastore.jdbc_url, jdbc_user, jdbc_password and that {settings.metastore.jdbc_jars} exists)"
         )
     if settings.metastore.kind == "thrift" and ("Could not connect to meta store" in text or "TTransportException" in text):
         return UserError(f"cannot reach the Hive metastore at {settings.metastore.uris}: start it or fix metastore.uris")
