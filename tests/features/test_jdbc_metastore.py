@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from configuration.settings import REPO_ROOT
 from features.sample_data import generate, write
-from tests.features.test_metastore_service import free_port
+from tests.features.test_metastore_service import free_port, start_metastore
 
 DRIVER = Path("/usr/share/java/postgresql.jar")
 
@@ -34,20 +32,6 @@ def metastore_database(postgres_dsn):
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def start_service(env: dict, lake: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "features", "metastore", "--lake", lake, "--port", str(port)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("the metastore service did not start on PostgreSQL")
-
-
 @pytest.mark.slow
 def test_postgresql_metastore_through_the_service_then_directly(metastore_database, tmp_path):
     csv = tmp_path / "loans.csv"
@@ -62,7 +46,7 @@ def test_postgresql_metastore_through_the_service_then_directly(metastore_databa
                               capture_output=True, text=True, timeout=300)
 
     port = free_port()
-    service = start_service(base, lake, port)
+    service = start_metastore(base, lake, port)
     try:
         through_service = {**base, "SPARKMAKER_METASTORE__KIND": "thrift", "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{port}"}
         run = features(through_service, "--input", str(csv), "--lake", lake, "--as-of", "2021-09-18")

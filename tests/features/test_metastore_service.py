@@ -20,26 +20,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def metastore_service(tmp_path):
-    port = free_port()
-    env = {**os.environ, "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
+def start_metastore(env: dict, lake: str, port: int) -> subprocess.Popen:
+    """`python -m features metastore` on `port`, once it listens (fails the test if it never does)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "features", "metastore", "--lake", str(tmp_path / "lake"), "--port", str(port)],
+        [sys.executable, "-m", "features", "metastore", "--lake", lake, "--port", str(port)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the metastore service exited: {proc.stderr.read()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return proc
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the metastore service did not listen within 120 s")
+    proc.kill()
+    pytest.fail("the metastore service did not listen within 180 s")
+
+
+@pytest.fixture
+def metastore_service(tmp_path):
+    port = free_port()
+    env = {**os.environ, "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
+    proc = start_metastore(env, str(tmp_path / "lake"), port)
     yield {**env, "SPARKMAKER_METASTORE__KIND": "thrift", "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{port}"}
     proc.terminate()
     proc.wait(timeout=30)
