@@ -53,24 +53,31 @@ class PostgresPredictionLog(PredictionLog):
             return self._conn
         psycopg = self._psycopg
         sql = psycopg.sql
+        conn = None
         try:
             conn = psycopg.connect(self.dsn, connect_timeout=max(1, int(self.timeout_seconds)), autocommit=True)
             if not self._schema_ready:
-                conn.execute(
-                    sql.SQL(
-                        """CREATE TABLE IF NOT EXISTS {} (
-                        seq BIGSERIAL PRIMARY KEY,
-                        ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, customer_id BIGINT NOT NULL, features JSONB NOT NULL,
-                        probability DOUBLE PRECISION NOT NULL, label SMALLINT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
-                        model_version TEXT NOT NULL, snapshot_run_id TEXT NOT NULL, snapshot_as_of DATE NOT NULL,
-                        latency_ms DOUBLE PRECISION NOT NULL)"""
-                    ).format(self._ident())
-                )
-                conn.execute(
-                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ts)").format(sql.Identifier(f"{self.table}_ts"), self._ident())
-                )
+                # CREATE ... IF NOT EXISTS races with itself in PostgreSQL (two workers starting at
+                # once: a unique violation on pg_type); an advisory lock makes them take turns.
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sparkmaker-prediction-log:{self.table}",))
+                    conn.execute(
+                        sql.SQL(
+                            """CREATE TABLE IF NOT EXISTS {} (
+                            seq BIGSERIAL PRIMARY KEY,
+                            ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, customer_id BIGINT NOT NULL, features JSONB NOT NULL,
+                            probability DOUBLE PRECISION NOT NULL, label SMALLINT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
+                            model_version TEXT NOT NULL, snapshot_run_id TEXT NOT NULL, snapshot_as_of DATE NOT NULL,
+                            latency_ms DOUBLE PRECISION NOT NULL)"""
+                        ).format(self._ident())
+                    )
+                    conn.execute(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ts)").format(sql.Identifier(f"{self.table}_ts"), self._ident())
+                    )
                 self._schema_ready = True
         except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
             raise LogUnavailable(f"cannot reach the prediction log at {_redact(self.dsn)}: {str(exc).strip().splitlines()[0]}") from None
         self._conn = conn
         return conn

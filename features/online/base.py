@@ -191,6 +191,3 @@ class OnlineStore(abc.ABC):
     def describe(self) -> str:
         """Where the store is, for messages (no secrets)."""
 
-
-def record_from(ident: int, values: Sequence[Value], run_id: str, as_of: str, names: Sequence[str] = FEATURE_COLUMNS) -> FeatureRecord:
-    return FeatureRecord(id=int(ident), features=dict(zip(names, values)), run_id=run_id, as_of=as_of)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -202,13 +201,6 @@ def serve_app(app, port: int | None = None) -> ApiServer:
 
 
 # Stores, logs, settings ------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def redis_available() -> bool:
-    from tests.conftest import service_reachable
-
-    return service_reachable("127.0.0.1", 6379)
-
-
 def store_section(kind: str, tmp: Path, request) -> dict:
     if kind == "redis":
         url = request.getfixturevalue("redis_url")  # skips, naming Redis, when it is down

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from api.prediction_log import open_prediction_log
 from tests.api.conftest import CUSTOMERS, deploy, read_metric, teardown_deployment

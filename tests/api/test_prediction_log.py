@@ -14,8 +14,8 @@ from tests.online.conftest import closed_port
 BACKENDS = ("sqlite", "postgres")
 
 
-def make_log(kind: str, tmp_path, request, **kw):
-    table = f"predictions_{uuid.uuid4().hex[:10]}"
+def make_log(kind: str, tmp_path, request, table: str | None = None, **kw):
+    table = table or f"predictions_{uuid.uuid4().hex[:10]}"
     if kind == "postgres":
         from api.prediction_log.postgres_log import PostgresPredictionLog
 
@@ -158,3 +158,32 @@ def test_writer_retries_while_the_database_is_down_and_keeps_the_entries(log_bac
         writer.close()
     assert [e.request_id for e in log_backend.recent(100)] == [f"req-{i}" for i in range(12)]
     assert writer.dropped == 0
+
+
+def test_many_writers_creating_the_table_at_once_all_succeed(request, tmp_path):
+    """Several API workers starting together each create the table if absent: none may fail."""
+    for kind in BACKENDS:
+        first = make_log(kind, tmp_path, request)
+        logs = [first] + [make_log(kind, tmp_path, request, table=first.table) for _ in range(5)]  # separate connections
+        errors: list[Exception] = []
+        barrier = threading.Barrier(len(logs))
+
+        def create(log) -> None:
+            barrier.wait()
+            try:
+                log.write_batch([entry(1)])
+            except Exception as exc:  # collected: the assertion below names it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(log,)) for log in logs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            assert not errors, errors[0]
+            assert first.count() == len(logs)
+        finally:
+            first.teardown()
+            for log in logs:
+                log.close()
