@@ -33,6 +33,7 @@ from pathlib import Path
 import psutil
 
 from configuration.errors import UserError, run_cli
+from configuration.files import sha256_file
 from configuration.settings import REPO_ROOT, Settings, load_settings
 
 PYTHON = sys.executable
@@ -234,14 +235,6 @@ def stop_group(pid: int, timeout: float) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- commands ---------------------------------------------------------------------------

@@ -13,13 +13,12 @@ Lake layout (one dataset):
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from configuration.errors import UserError
+from configuration.files import write_atomic
 from configuration.settings import Settings
 
 
@@ -50,18 +49,7 @@ class LocalLake:
         return local_path(uri).read_text(encoding="utf-8")
 
     def write_text_atomic(self, uri: str, text: str) -> None:
-        target = local_path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(local_path(uri), text)
 
     def delete(self, uri: str) -> None:
         path = local_path(uri)

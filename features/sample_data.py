@@ -19,7 +19,6 @@ Deterministic for a seed: numpy's PCG64 stream drives every choice.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 from pathlib import Path
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from configuration.errors import UserError
@@ -105,6 +106,9 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     if chosen_master and chosen_master.startswith("local"):
         # Spark would otherwise bind its driver to the machine's first non-loopback address.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers (pandas UDFs, mapInPandas) must run this interpreter, with its packages,
+        # not whichever python3 comes first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     builder = SparkSession.builder.appName(app_name)
     if chosen_master:

@@ -14,18 +14,16 @@ No pickle anywhere: the model is JSON, the metadata is JSON.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 from configuration.errors import UserError
+from configuration.files import sha256_file, write_atomic
 from features.contract import FEATURE_COLUMNS
 
 FORMAT_VERSION = 1
@@ -57,33 +55,10 @@ class ArtifactError(UserError):
     """A model directory or tarball is incomplete, corrupt or of another format."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is read by other users (the server, a container)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_booster(booster: Any, model_dir: Path) -> Path:
     """Save an xgboost.Booster as `<model_dir>/xgboost-model` (JSON)."""
     path = Path(model_dir) / MODEL_FILE
-    _write_atomic(path, bytes(booster.save_raw("json")))
+    write_atomic(path, bytes(booster.save_raw("json")))
     return path
 
 
@@ -109,7 +84,7 @@ def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model metadata lacks {', '.join(missing)}")
     _check_metadata(full, where=str(model_dir / METADATA_FILE))
     text = json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    _write_atomic(model_dir / METADATA_FILE, text.encode("utf-8"))
+    write_atomic(model_dir / METADATA_FILE, text.encode("utf-8"))
     return full
 
 
@@ -181,7 +156,7 @@ def pack(model_dir: Path, tar_path: Path) -> Path:
             info.mode = 0o644
             info.mtime = 0
             archive.addfile(info, io.BytesIO(data))
-    _write_atomic(tar_path, buffer.getvalue())
+    write_atomic(tar_path, buffer.getvalue())
     return tar_path
 
 

@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration.errors import UserError
+from configuration.files import write_atomic
 from training import artifact
 
 PRODUCTION = "production"
@@ -107,21 +107,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is read by other users (the server, a container)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _empty_index() -> dict[str, Any]:
     return {"format_version": INDEX_FORMAT, "versions": {}, "aliases": {}, "production_stack": [], "history": []}
 
@@ -160,7 +145,7 @@ class LocalRegistry(ModelRegistry):
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _write_atomic(self.index_path, json.dumps(index, indent=2) + "\n")
+        write_atomic(self.index_path, json.dumps(index, indent=2) + "\n")
         # The mirror follows the index: rewritten on every change, so a crash between the
         # two writes heals at the next change.
         production = index["aliases"].get(PRODUCTION)
@@ -168,7 +153,7 @@ class LocalRegistry(ModelRegistry):
         if production is None:
             mirror.unlink(missing_ok=True)
         elif not mirror.is_file() or mirror.read_text(encoding="utf-8").strip() != production:
-            _write_atomic(mirror, production + "\n")
+            write_atomic(mirror, production + "\n")
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
