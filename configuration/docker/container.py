@@ -2,7 +2,8 @@
 """The roles of the sparkmaker-base image in docker-compose.yml: `sparkmaker-container ROLE [options]`.
 
 Long-running services (each replaces itself with its server process, so signals reach it):
-    spark-master, spark-worker, metastore, thrift-server, api, jupyter
+    spark-master, spark-worker, metastore, thrift-server, jupyter (and api, though the
+    compose file runs the API from its own image, api/Dockerfile)
 One-shot stages, in order (each idempotent: docker-compose runs them again on every `up`):
     features   sample data when no CSV is mounted; the feature job unless the current
                snapshot was made from the same CSV; the online store brought up to date
