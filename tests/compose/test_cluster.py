@@ -128,6 +128,29 @@ def test_a_taken_port_stops_start_before_anything_starts(tmp_path):
     assert not cluster.dc("ps", "-q").stdout.strip()  # nothing was created
 
 
+def test_a_first_start_creates_the_env_file_with_fresh_secrets(tmp_path):
+    """No env file: start writes one from .env.example (the key itself only in the 0600 key file).
+
+    Another program holds the API port, so start stops right after, before building anything.
+    """
+    cluster = Cluster(tmp_path)
+    cluster.env_file.unlink()
+    cluster.key_file.unlink()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", cluster.ports["API_PORT"]))
+        holder.listen()
+        cluster.env["API_PORT"] = str(cluster.ports["API_PORT"])
+        result = cluster.compose_sh("start", timeout=600)
+    assert result.returncode == 2 and "is taken by another program" in result.stderr, result.stderr
+    values = dict(line.split("=", 1) for line in cluster.env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    key = cluster.key_file.read_text().strip()
+    assert key.startswith("smk_") and key not in cluster.env_file.read_text()
+    assert values["API_KEY_HASH"] == hashlib.sha256(key.encode()).hexdigest()
+    assert len(values["POSTGRES_PASSWORD"]) >= 24 and len(values["JUPYTER_TOKEN"]) >= 24
+    assert values["POSTGRES_PASSWORD"] != values["JUPYTER_TOKEN"]
+    assert cluster.key_file.stat().st_mode & 0o777 == 0o600 and cluster.env_file.stat().st_mode & 0o077 == 0
+
+
 def printed(cluster: Cluster, label: str) -> str:
     lines = [line for line in cluster.start_output.splitlines() if line.startswith(label)]
     assert lines, f"compose.sh start printed no '{label}' line:\n{cluster.start_output}"
