@@ -60,7 +60,8 @@ class Load:
     def wait_for(self, version: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.latest() == {version}:
+            # every client must have answered: one that has not yet could first see a later version
+            if all(self.records) and self.latest() == {version}:
                 return
             time.sleep(0.05)
         raise AssertionError(f"clients still see {self.latest()} after {timeout} s, expected {version}")
