@@ -5,21 +5,12 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from tests.pins import pins
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def pins(path: Path) -> dict[str, str]:
-    found = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            found[re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")] = version.strip()
-    return found
-
-
-def test_api_requirements_pin_what_the_repository_pins():
+def test_api_requirements_pin_what_the_repositorypins():
     image, repository = pins(REPO_ROOT / "api" / "requirements.txt"), pins(REPO_ROOT / "requirements.txt")
     assert image, "api/requirements.txt pins nothing"
     for name, version in image.items():

@@ -12,18 +12,9 @@ import subprocess
 import pytest
 
 from tests.compose.conftest import ONE_SHOTS, PUBLISHED, REPO_ROOT
+from tests.pins import pins
 
 COMPOSE_SH = REPO_ROOT / "configuration" / "bin" / "compose.sh"
-
-
-def pins(path) -> dict[str, str]:
-    """name -> version of every `name==version` line (extras and comments dropped)."""
-    found = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s#;]+)", line)
-        if match:
-            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
-    return found
 
 
 def test_constraints_hold_every_pin_of_requirements():

@@ -7,7 +7,6 @@ skips, naming what is missing, when none answers.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -19,23 +18,14 @@ import numpy as np
 import pytest
 
 from tests.serving.conftest import REPO_ROOT, free_port, reference_predict, synthetic_features
+from tests.pins import pins
 
 PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
 
-def _pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[re.sub(r"\[.*\]", "", name).strip().lower()] = version.strip()
-    return pins
-
-
 def test_image_requirements_are_pinned_as_in_the_repository():
-    image = _pins(REPO_ROOT / "serving" / "requirements.txt")
-    root = _pins(REPO_ROOT / "requirements.txt")
+    image = pins(REPO_ROOT / "serving" / "requirements.txt")
+    root = pins(REPO_ROOT / "requirements.txt")
     assert image, "serving/requirements.txt pins nothing"
     for name, version in image.items():
         assert root.get(name) == version, f"{name}=={version} in serving/requirements.txt, {root.get(name)} in requirements.txt"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import uuid
@@ -17,24 +16,15 @@ from pathlib import Path
 import pytest
 
 from training import artifact
+from tests.pins import pins
 
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
 
-def _pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[re.sub(r"\[.*\]", "", name).strip().lower()] = version.strip()
-    return pins
-
-
 def test_image_requirements_are_pinned_as_in_the_repository():
-    image = _pins(REPO / "training" / "requirements.txt")
-    root = _pins(REPO / "requirements.txt")
+    image = pins(REPO / "training" / "requirements.txt")
+    root = pins(REPO / "requirements.txt")
     assert {"xgboost-cpu", "pyarrow", "numpy", "matplotlib", "pydantic"} <= set(image)
     for name, version in image.items():
         assert root.get(name) == version, f"{name}=={version} in training/requirements.txt, {root.get(name)} in requirements.txt"
