@@ -164,6 +164,7 @@ def test_admin_swap_reaches_every_worker(tmp_path, model_a, model_b, fixed_row):
             pids.add(httpx.get(f"{server.url}/admin/model", headers=AUTH | {"Connection": "close"}).json()["pid"])
         assert len(pids) == 2, "both workers should take connections"
         with Load(server.url, body, clients=2) as load:
+            load.wait_for("1")  # every client has answered before the swap starts
             answer = httpx.post(f"{server.url}/admin/model", json={"version": "2"}, headers=AUTH, timeout=30)
             assert answer.status_code == 200, answer.text
             converge("2")
