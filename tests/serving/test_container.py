@@ -6,12 +6,10 @@ skips, naming what is missing, when none answers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,8 +17,8 @@ import pytest
 
 from tests.serving.conftest import REPO_ROOT, free_port, reference_predict, synthetic_features
 from tests.pins import pins
+from tests.engine import engine_env_or_skip
 
-PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
 
 def test_image_requirements_are_pinned_as_in_the_repository():
@@ -33,17 +31,7 @@ def test_image_requirements_are_pinned_as_in_the_repository():
 
 @pytest.fixture(scope="module")
 def engine_env():
-    if shutil.which("docker") is None:
-        pytest.skip("no docker CLI on PATH: install docker (or podman's docker CLI) to test the serving image")
-    env = dict(os.environ)
-    if not env.get("DOCKER_HOST") and PODMAN_SOCKET.exists():
-        env["DOCKER_HOST"] = f"unix://{PODMAN_SOCKET}"
-    env.setdefault("DOCKER_BUILDKIT", "0")
-    probe = subprocess.run(["docker", "info"], env=env, capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        where = env.get("DOCKER_HOST", "the default Docker socket")
-        pytest.skip(f"no container engine answers at {where}: start one (shared/containers/engine-up.sh) to test the serving image")
-    return env
+    return engine_env_or_skip("the serving image")
 
 
 @pytest.fixture(scope="module")

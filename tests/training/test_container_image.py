@@ -7,8 +7,6 @@ skips, naming what is missing, when none answers.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,9 +15,9 @@ import pytest
 
 from training import artifact
 from tests.pins import pins
+from tests.engine import engine_env_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
-PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
 
 def test_image_requirements_are_pinned_as_in_the_repository():
@@ -42,17 +40,7 @@ def test_every_file_the_dockerfile_copies_is_let_through_the_ignore_file():
 
 @pytest.fixture(scope="module")
 def engine_env():
-    if shutil.which("docker") is None:
-        pytest.skip("no docker CLI on PATH: install docker (or podman's docker CLI) to test the training image")
-    env = dict(os.environ)
-    if not env.get("DOCKER_HOST") and PODMAN_SOCKET.exists():
-        env["DOCKER_HOST"] = f"unix://{PODMAN_SOCKET}"
-    env.setdefault("DOCKER_BUILDKIT", "0")
-    probe = subprocess.run(["docker", "info"], env=env, capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        where = env.get("DOCKER_HOST") or "the default Docker socket (DOCKER_HOST is unset)"
-        pytest.skip(f"no container engine answers at {where}: start one (shared/containers/engine-up.sh) to test the training image")
-    return env
+    return engine_env_or_skip("the training image")
 
 
 @pytest.fixture(scope="module")
