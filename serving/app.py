@@ -15,6 +15,7 @@ loaded at import time: the model is loaded in the lifespan, then followed by the
 
 from __future__ import annotations
 
+import functools
 import gc
 import hmac
 import json
@@ -24,7 +25,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -37,7 +37,7 @@ from serving.decoder import decode, request_media_type
 from serving.encoder import encode
 from serving.environment import PAYLOAD_LIMIT_BYTES
 from serving.errors import BadRequest, InferenceError, ModelNotReady, PayloadTooLarge
-from serving.model import FAST_PATH_MAX_ROWS, LoadedModel, ModelRefused, ModelSource
+from serving.model import LoadedModel, ModelRefused, ModelSource
 from serving import runtime_api
 from serving.swap import ModelHolder, ModelResolver, Watcher, write_desired
 
@@ -126,26 +126,35 @@ async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+@functools.lru_cache(maxsize=256)
+def _request_type(content_type: bytes | None) -> str:
+    # Clients send the same few header values again and again: parse each once (415 is never cached).
+    return request_media_type(content_type.decode("latin-1") if content_type is not None else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _answer_type(accept: bytes | None) -> str:
+    return negotiate(accept.decode("latin-1") if accept is not None else None)  # 406 is never cached
+
+
 async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> tuple[bytes, str]:
     """Negotiate, read, decode, predict, encode: every client problem is an InferenceError."""
-    content_type = headers.get(b"content-type")
-    accept = headers.get(b"accept")
-    media_type = request_media_type(content_type.decode("latin-1") if content_type else None)  # 415
-    answer_type = negotiate(accept.decode("latin-1") if accept else None)  # 406, before any model work
+    media_type = _request_type(headers.get(b"content-type"))  # 415
+    answer_type = _answer_type(headers.get(b"accept"))  # 406, before any model work
     body = await _receive_body(receive, headers.get(b"content-length"), PAYLOAD_LIMIT_BYTES)  # 413
     if len(body) <= _INLINE_BODY_BYTES:
-        matrix = decode(body, media_type, model.feature_names)  # 400
+        rows = decode(body, media_type, model.feature_names)  # 400
     else:
-        matrix = await run_in_threadpool(decode, body, media_type, model.feature_names)
+        rows = await run_in_threadpool(decode, body, media_type, model.feature_names)
     try:
-        if matrix.shape[0] <= FAST_PATH_MAX_ROWS:
-            probabilities = model.predict(matrix)
+        if len(rows) <= model.fast_max_rows:
+            probabilities = model.predict(rows)
         else:
-            probabilities = await run_in_threadpool(model.predict, matrix)
+            probabilities = await run_in_threadpool(model.predict, rows)
     except Exception as exc:  # a model that passed its probe should not fail; say so without internals
         log.exception("prediction failed with version %s", model.version)
         raise InferenceError(f"the model failed to predict ({type(exc).__name__}); see the server log") from None
-    return encode(np.asarray(probabilities), answer_type), answer_type
+    return encode(probabilities, answer_type), answer_type
 
 
 async def _send(send, status: int, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]) -> None:

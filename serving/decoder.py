@@ -1,6 +1,8 @@
-"""Request bodies to a float32 feature matrix, in the model's recorded feature order.
+"""Request bodies to rows of float32 values, in the model's recorded feature order.
 
-Decoders are data (`DECODERS`, by media type) as in SageMaker's inference toolkit. Missing
+Rows are lists of Python floats, each already rounded to float32 (what XGBoost reads), so
+that a small request needs no numpy at all (serving.tree_eval) and a large one becomes a
+float32 matrix in one step (serving.model). Decoders are data (`DECODERS`, by media type) as in SageMaker's inference toolkit. Missing
 values become NaN, which XGBoost treats as missing. Every problem is a BadRequest naming the
 row and the feature, so a client can fix its payload from the message alone.
 """
@@ -10,17 +12,25 @@ from __future__ import annotations
 import csv
 import json
 import math
+from array import array
 from collections.abc import Callable, Sequence
-
-import numpy as np
 
 from serving.content_types import CSV, DEFAULT_CONTENT_TYPE, JSON, parse_media_type
 from serving.errors import BadRequest, UnsupportedMediaType
 
 NAN = math.nan
+_INF = math.inf
+_NEG_INF = -math.inf
 _TEXT_CHARSETS = frozenset(("utf-8", "utf8", "us-ascii", "ascii"))
 _MAX_SHOWN = 40  # characters of an offending value quoted back in a message
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads float32: anything beyond is infinity to it
+_FLOAT32_MAX = 3.4028234663852886e38  # XGBoost reads float32: anything beyond is infinity to it
+
+Rows = list[list[float]]
+
+
+def _float32_row(values: list[float]) -> list[float]:
+    # Every value was checked to fit float32 (or is NaN) as it was read.
+    return array("f", values).tolist()
 
 
 def _shown(value: object) -> str:
@@ -29,9 +39,13 @@ def _shown(value: object) -> str:
 
 
 def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
+    """A CSV field as a number; an empty (or blank) field is a missing value."""
     try:
-        value = float(text)
+        value = float(text)  # float() itself ignores surrounding spaces
     except ValueError:
+        text = text.strip()
+        if not text:
+            return NAN
         hint = ""
         if row == 1 and text.strip('"').lower() in features:
             hint = " (this looks like a header: send rows without one)"
@@ -40,11 +54,11 @@ def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
         ) from None
     if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX and value == value:  # NaN is a missing value, not out of range
         what = "is not a finite number" if math.isinf(value) else "is out of range (beyond ±3.4e38)"
-        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} {what}")
+        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text.strip())} {what}")
     return value
 
 
-def decode_csv(body: bytes, features: Sequence[str]) -> np.ndarray:
+def decode_csv(body: bytes, features: Sequence[str]) -> Rows:
     """One row per line, no header, fields in the model's order; an empty field is a missing value."""
     try:
         text = body.decode("utf-8")
@@ -66,15 +80,18 @@ def decode_csv(body: bytes, features: Sequence[str]) -> np.ndarray:
                 f"row {number} {what}, the model takes {width}: {','.join(features)} "
                 "(no header; an empty field is a missing value)"
             )
-        row = []
-        for column, field in enumerate(fields):
-            field = field.strip()
-            row.append(_number(field, number, column, features) if field else NAN)
+        try:
+            # The common case in C: plain numbers, each within float32 (beyond, array() stores ±inf).
+            row = array("f", map(float, fields)).tolist()
+        except ValueError:  # an empty field (a missing value) or not a number: read field by field
+            row = None
+        if row is None or _INF in row or _NEG_INF in row:
+            row = _float32_row([_number(field, number, column, features) for column, field in enumerate(fields)])
         rows.append(row)
-    return _as_matrix(rows)
+    return rows
 
 
-def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
+def decode_json(body: bytes, features: Sequence[str]) -> Rows:
     """{"instances": [{name: value, ...}, ...]} or a list of rows ([[v1, ..., v5], ...]); null is a missing value."""
     try:
         document = json.loads(body)
@@ -143,16 +160,11 @@ def decode_json(body: bytes, features: Sequence[str]) -> np.ndarray:
                     what = "is not a finite number" if math.isinf(number_value) else "is out of range (beyond ±3.4e38)"
                     raise BadRequest(f"instance {number}, feature {features[column]}: {_shown(value)} {what}")
                 row.append(number_value)
-        rows.append(row)
-    return _as_matrix(rows)
+        rows.append(_float32_row(row))
+    return rows
 
 
-def _as_matrix(rows: list[list[float]]) -> np.ndarray:
-    # Every value was checked to fit float32 (or is NaN) as it was read.
-    return np.array(rows, dtype=np.float32)
-
-
-Decoder = Callable[[bytes, Sequence[str]], np.ndarray]
+Decoder = Callable[[bytes, Sequence[str]], Rows]
 DECODERS: dict[str, Decoder] = {CSV: decode_csv, JSON: decode_json}
 
 
@@ -170,7 +182,7 @@ def request_media_type(content_type_header: str | None) -> str:
     return media
 
 
-def decode(body: bytes, media_type: str, features: Sequence[str]) -> np.ndarray:
+def decode(body: bytes, media_type: str, features: Sequence[str]) -> Rows:
     if not body:
         raise BadRequest(f"the body is empty: send one row of {len(features)} features ({','.join(features)})")
     return DECODERS[media_type](body, features)

@@ -1,9 +1,9 @@
 """A loaded, verified and probed model: what one worker predicts with.
 
 Loading checks the model file's sha256 against its metadata (training.artifact), loads the
-Booster, compiles the numpy fast path for small requests (serving.tree_eval) and probes
-both: a model that does not answer, or whose fast path disagrees with XGBoost, is refused
-here, before any swap.
+Booster, compiles the fast path for small requests (serving.tree_eval) and probes both: a
+model that does not answer is refused here, before any swap, and a fast path that
+disagrees with XGBoost on the probe rows is dropped (XGBoost then answers everything).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +21,13 @@ from typing import Any
 import numpy as np
 
 from configuration.errors import UserError
+from serving.decoder import Rows
+from serving.tree_eval import ROWS_LIMIT as FAST_PATH_MAX_ROWS
 from serving.tree_eval import CompiledTrees, compile_trees
 from training import artifact
 
 log = logging.getLogger("serving")
 
-# Requests of at most this many rows use the numpy fast path, larger ones XGBoost, which
-# is faster once its fixed per-call cost is spread (crossover measured at ~8 rows for a
-# 300-tree, depth-6 model on this project's machines).
-FAST_PATH_MAX_ROWS = 8
 _FAST_PATH_TOLERANCE = 1e-5
 _PROBE_ROWS = 512
 
@@ -75,6 +74,7 @@ class LoadedModel:
     sha256: str
     booster: Any  # xgboost.Booster
     fast: CompiledTrees | None
+    fast_max_rows: int  # requests of at most this many rows are answered by `fast` (0: never)
     loaded_at: str
     load_seconds: float
     # Response headers, computed once per model rather than per request.
@@ -83,11 +83,12 @@ class LoadedModel:
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # the same, as ASGI wants them
     raw_runtime_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Probabilities (float32) of a (rows, features) float32 matrix in feature_names order."""
-        if self.fast is not None and matrix.shape[0] <= FAST_PATH_MAX_ROWS:
-            return self.fast.predict(matrix)
-        return self.booster.inplace_predict(matrix, validate_features=False).astype(np.float32, copy=False)
+    def predict(self, rows: Rows) -> list[float]:
+        """Probabilities of rows of float32 values in feature_names order, as float32 values in Python floats."""
+        if len(rows) <= self.fast_max_rows:
+            return array("f", self.fast.predict_rows(rows)).tolist()  # type: ignore[union-attr]
+        matrix = np.array(rows, dtype=np.float32)
+        return self.booster.inplace_predict(matrix, validate_features=False).astype(np.float32, copy=False).tolist()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class LoadedModel:
             "feature_names": list(self.feature_names),
             "loaded_at": self.loaded_at,
             "fast_path": self.fast is not None,
+            "fast_path_max_rows": self.fast_max_rows,
             "training_run_id": (self.metadata.get("training_data") or {}).get("run_id"),
         }
 
@@ -169,7 +171,7 @@ def load_model(model_dir: Path, source: ModelSource, version: str | None = None)
         if fast.num_features != len(features):
             fast = None
         else:
-            difference = float(np.max(np.abs(fast.predict(probe) - reference)))
+            difference = float(np.max(np.abs(np.asarray(fast.predict_rows(probe.tolist())) - reference)))
             if not difference <= _FAST_PATH_TOLERANCE:
                 log.warning("model %s: fast path differs from XGBoost by %.2e on probe rows; using XGBoost only", label, difference)
                 fast = None
@@ -188,6 +190,7 @@ def load_model(model_dir: Path, source: ModelSource, version: str | None = None)
         sha256=sha256,
         booster=booster,
         fast=fast,
+        fast_max_rows=fast.max_rows if fast is not None else 0,
         loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         load_seconds=time.perf_counter() - started,
         headers=headers,

@@ -1,85 +1,66 @@
-"""A numpy evaluator of a binary:logistic tree ensemble, for small requests.
+"""A binary:logistic tree ensemble compiled to one Python function, for small requests.
 
 Why: `Booster.inplace_predict` has a fixed cost per call whatever the row count. On this
 project's machines it is about 0.25 ms, most of it four reads of the cgroup CPU-quota
 files (`/sys/fs/cgroup/cpu/cpu.cfs_*`) that XGBoost makes on every call, at ~50 µs each
-in these VMs; it is most of the time of a single-row request. The ensemble, flattened
-into arrays, is walked level by level for all trees at once in a few numpy operations
-(about 30-70 µs for one row of a 300-tree, depth-6 model).
+in these VMs; it would be most of the time of a single-row request. An earlier numpy
+evaluator took ~12 µs per row in a loop but ~30 µs inside the server, where the dispatch
+code of its ten numpy calls is evicted from the CPU caches by the HTTP stack between
+requests; plain comparisons in one function cost less there (benchmarks/README.md).
 
-Layout: nodes are renumbered so that a node's right child is its left child + 1, and the
-row is doubled, `[x with NaN as +inf, x with NaN as -inf]`; each split reads the copy that
-sends a missing value its default way. One level is then `node = left[node] +
-(row[feature[node]] >= threshold[node])`: XGBoost goes left when value < threshold, a
-missing value follows the node's default, and a leaf (threshold NaN, left = itself) stays.
+How: every split becomes an `if` in generated source, compiled once when the model loads.
+Trees that share a split are merged first: for all trees whose root is split s,
+Σ tree(x) = [x goes left at s]·Σ left(x) + [x goes right at s]·Σ right(x), applied again
+to the subtrees, so a split shared by many trees is decided once and their leaves are
+added as one constant. XGBoost goes left when value < threshold in float32, and a missing
+value (NaN) follows the node's default: `not x >= t` sends NaN left, `x < t` sends it
+right. Inputs are float32 values (serving.decoder rounds them), so comparing them with
+the float32 thresholds as Python floats decides exactly as XGBoost does.
 
 It is only a shortcut: `compile_trees` returns None for anything it does not reproduce
-exactly (dart, categorical splits, multi-output, other objectives), and the model loader
-compares it with XGBoost on probe rows before using it (serving.model).
+exactly (dart, categorical splits, multi-output, other objectives, non-finite thresholds)
+or that is too large to be worth it, and the model loader compares it with XGBoost on
+probe rows before using it (serving.model).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import deque
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 SUPPORTED_OBJECTIVES = frozenset(("binary:logistic", "reg:logistic"))
-_INF = math.inf
-# Up to this many nodes a single row is cheaper to evaluate by deciding every split at once
-# (measured: 240 depth-2 trees, 1,680 nodes: 23 µs against 31 µs level by level; at
-# 17,000 nodes the level-by-level walk wins).
-_ALL_NODES_LIMIT = 8192
+# Beyond this many nodes the generated source (~60 bytes a node) takes seconds to compile
+# and a row costs as much as XGBoost's fixed cost: such models use XGBoost alone.
+MAX_NODES = 100_000
+# Python refuses more than 100 levels of indentation: trees nested deeper are left to XGBoost.
+NESTING_LIMIT = 90
+# Searches (below) repeat subtrees: they stop growing the source beyond this many lines.
+MAX_SOURCE_LINES = 30_000
+# A request is answered here while rows x nodes stays under this (measured: one row of a
+# 300-tree depth-6 model, 18,818 nodes, ~32 µs; one XGBoost call ~250 µs), else by XGBoost.
+_NODES_PER_XGBOOST_CALL = 120_000
+# However small the model: these requests are answered inline on the event loop (serving.app).
+ROWS_LIMIT = 32
 
 
 @dataclass(frozen=True)
 class CompiledTrees:
-    roots: np.ndarray  # (trees,) each tree's root in the flat arrays
-    feature: np.ndarray  # (nodes,) index into the doubled row: feature, + width when missing goes left
-    threshold: np.ndarray  # (nodes,) float32; right when value >= threshold; NaN at leaves
-    left: np.ndarray  # (nodes,) left child (right = left + 1); a leaf points at itself
-    leaf_value: np.ndarray  # (nodes,) float32, 0 except at leaves
-    depth: int  # steps for every path to reach its leaf
+    margin: Callable[..., float]  # margin(x0, x1, ...) of one row, without the base margin
     base_margin: float
     num_features: int
-    _signs: np.ndarray  # (2 * width,) what a missing value becomes in each half of the doubled row
+    nodes: int
+    searches: int  # features whose several thresholds became a binary search (below)
+    max_rows: int  # requests of at most this many rows are cheaper here than in XGBoost
 
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Probabilities (float32) for a (rows, features) float32 matrix; NaN is missing."""
-        rows, width = matrix.shape
-        if rows == 1:
-            # One row: build the doubled row in Python (5 values), one numpy call instead of four.
-            values = matrix[0].tolist()
-            row = np.array(
-                [_INF if v != v else v for v in values] + [-_INF if v != v else v for v in values], dtype=np.float32
-            )
-            if self.left.shape[0] <= _ALL_NODES_LIMIT:
-                # Small ensembles: decide every split at once (two operations over all nodes),
-                # then each level is one lookup.
-                step = self.left + (row[self.feature] >= self.threshold)
-                node = self.roots
-                for _ in range(self.depth):
-                    node = step[node]
-            else:
-                node = self.roots
-                for _ in range(self.depth):
-                    node = self.left[node] + (row[self.feature[node]] >= self.threshold[node])
-            margin = float(self.leaf_value[node].sum(dtype=np.float32)) + self.base_margin
-            return np.array([1.0 / (1.0 + math.exp(-margin))], dtype=np.float32)
-        doubled = np.concatenate((matrix, matrix), axis=1)
-        missing = np.isnan(doubled)
-        if missing.any():
-            doubled[missing] = np.broadcast_to(self._signs, doubled.shape)[missing]
-        flat = doubled.ravel()
-        offsets = (np.arange(rows) * (2 * width))[:, None]
-        node = np.broadcast_to(self.roots, (rows, self.roots.shape[0]))
-        for _ in range(self.depth):
-            node = self.left[node] + (flat[offsets + self.feature[node]] >= self.threshold[node])
-        margin = self.leaf_value[node].sum(axis=1, dtype=np.float32).astype(np.float64) + self.base_margin
-        return (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        """Probabilities of rows of float32 values (NaN is missing), as Python floats (not yet rounded to float32)."""
+        margin = self.margin
+        base = self.base_margin
+        exp = math.exp
+        return [1.0 / (1.0 + exp(-(margin(*row) + base))) for row in rows]
 
 
 def _parse_base_score(text: str) -> float:
@@ -87,8 +68,157 @@ def _parse_base_score(text: str) -> float:
     return float(str(text).strip("[] "))
 
 
+_F32 = struct.Struct("f")
+
+
+def _float32(value: float) -> float:
+    # The JSON holds float32 values as short decimals: round them back to the exact float32.
+    return _F32.unpack(_F32.pack(value))[0]
+
+
+class _Tree:
+    """One tree's arrays from the model JSON, with its values already read as float32."""
+
+    def __init__(self, tree: dict, width: int) -> None:
+        if any(t != 0 for t in tree.get("split_type", [])) or tree.get("categories"):
+            raise ValueError("categorical splits")
+        self.left = [int(n) for n in tree["left_children"]]
+        self.right = [int(n) for n in tree["right_children"]]
+        self.feature = [int(n) for n in tree["split_indices"]]
+        # At a leaf, split_conditions holds the leaf's value.
+        self.value = [_float32(float(v)) for v in tree["split_conditions"]]
+        self.default_left = [bool(int(v)) for v in tree["default_left"]]
+        count = len(self.left)
+        if not count or any(len(a) != count for a in (self.right, self.feature, self.value, self.default_left)):
+            raise ValueError("ragged tree arrays")
+        for node in range(count):
+            if self.left[node] != -1:
+                if not (0 < self.left[node] < count and 0 < self.right[node] < count):
+                    raise ValueError("child out of range")
+                if not 0 <= self.feature[node] < width:
+                    raise ValueError("split on a feature the model does not have")
+                if not math.isfinite(self.value[node]):
+                    raise ValueError("non-finite threshold")
+            elif not math.isfinite(self.value[node]):
+                raise ValueError("non-finite leaf")
+        # Per node: source lines of its subtree (2 a split, 1 a leaf) and its height, children first.
+        self.size = [0] * count
+        self.height = [0] * count
+        state = [0] * count  # 0 unseen, 1 children pending, 2 done
+        stack = [0]
+        while stack:
+            node = stack[-1]
+            children = () if self.left[node] == -1 else (self.left[node], self.right[node])
+            if state[node] == 0:
+                state[node] = 1
+                for child in children:
+                    if state[child] != 0:
+                        raise ValueError("not a tree")
+                    stack.append(child)
+            else:
+                stack.pop()
+                state[node] = 2
+                self.size[node] = (2 if children else 1) + sum(self.size[c] for c in children)
+                self.height[node] = 1 + max(self.height[c] for c in children) if children else 0
+
+
+Subtrees = list[tuple[_Tree, int]]  # (tree, node) pairs whose outputs are to be added up
+
+
+class _Source:
+    """Writes the body of `margin`: statements that add the sum of some subtrees to `m`."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.searches = 0
+
+    def add_sum(self, nodes: Subtrees, level: int) -> None:
+        if level > NESTING_LIMIT:
+            raise ValueError("too deep")
+        constant = 0.0
+        by_feature: dict[int, dict[tuple[float, bool], tuple[Subtrees, Subtrees]]] = {}
+        for tree, node in nodes:
+            if tree.left[node] == -1:
+                constant += tree.value[node]
+            else:
+                splits = by_feature.setdefault(tree.feature[node], {})
+                lefts, rights = splits.setdefault((tree.value[node], tree.default_left[node]), ([], []))
+                lefts.append((tree, tree.left[node]))
+                rights.append((tree, tree.right[node]))
+        if constant or not by_feature:
+            self.lines.append(f"{'    ' * level}m += {constant!r}")
+        for feature, splits in by_feature.items():
+            thresholds = sorted({threshold for threshold, _ in splits})
+            search_depth = math.ceil(math.log2(len(thresholds) + 1)) + 1
+            below = max(tree.height[child] for pair in splits.values() for side in pair for tree, child in side)
+            if (
+                len(thresholds) >= 3
+                and level + search_depth + below <= NESTING_LIMIT
+                and len(self.lines) + (len(thresholds) + 1) * _size(splits) <= MAX_SOURCE_LINES
+            ):
+                self._search(feature, splits, thresholds, level)
+            else:
+                for (threshold, default_left), (lefts, rights) in splits.items():
+                    self._if(_goes_left(feature, threshold, default_left), lefts, rights, level)
+
+    def _if(self, condition: str, then: Subtrees, otherwise: Subtrees, level: int) -> None:
+        pad = "    " * level
+        self.lines.append(f"{pad}if {condition}:")
+        self.add_sum(then, level + 1)
+        self.lines.append(f"{pad}else:")
+        self.add_sum(otherwise, level + 1)
+
+    def _search(self, feature: int, splits: dict, thresholds: list[float], level: int) -> None:
+        """Several splits on one feature: a binary search for the value's interval between their thresholds.
+
+        In interval j (thresholds[j-1] <= x < thresholds[j]) every split is decided, so the
+        sides taken are merged into one sum. A missing value goes each split's default way.
+        """
+        self.searches += 1
+        rank = {threshold: index for index, threshold in enumerate(thresholds)}
+        defaults = {default_left for _, default_left in splits}
+        uniform_left = defaults == {True}  # NaN fails every comparison: send it where all defaults go
+
+        def interval(j: int) -> Subtrees:
+            return [n for (threshold, _), (lefts, rights) in splits.items() for n in (lefts if j <= rank[threshold] else rights)]
+
+        def search(low: int, high: int, at: int) -> None:
+            if low == high:
+                self.add_sum(interval(low), at)
+                return
+            middle = (low + high + 1) // 2
+            pad = "    " * at
+            self.lines.append(f"{pad}if {_goes_left(feature, thresholds[middle - 1], uniform_left)}:")
+            search(low, middle - 1, at + 1)
+            self.lines.append(f"{pad}else:")
+            search(middle, high, at + 1)
+
+        if len(defaults) == 1:
+            search(0, len(thresholds), level)
+        else:
+            missing = [n for (_, default_left), (lefts, rights) in splits.items() for n in (lefts if default_left else rights)]
+            pad = "    " * level
+            self.lines.append(f"{pad}if x{feature} != x{feature}:")
+            self.add_sum(missing, level + 1)
+            self.lines.append(f"{pad}else:")
+            search(0, len(thresholds), level + 1)
+
+
+def _goes_left(feature: int, threshold: float, default_left: bool) -> str:
+    # XGBoost: left when value < threshold; NaN fails both comparisons, so `not >=` sends it left.
+    return f"not x{feature} >= {threshold!r}" if default_left else f"x{feature} < {threshold!r}"
+
+
+def _size(splits: dict) -> int:
+    """Source lines of the larger side of every split: what each interval of a search repeats, before merging."""
+    return sum(
+        max(sum(tree.size[node] for tree, node in lefts), sum(tree.size[node] for tree, node in rights))
+        for lefts, rights in splits.values()
+    )
+
+
 def compile_trees(model_json: bytes | str) -> CompiledTrees | None:
-    """Flatten a Booster saved as JSON, or None when this evaluator cannot reproduce it."""
+    """Compile a Booster saved as JSON, or None when this evaluator cannot (or should not) reproduce it."""
     try:
         learner = json.loads(model_json)["learner"]
         booster = learner["gradient_booster"]
@@ -97,81 +227,28 @@ def compile_trees(model_json: bytes | str) -> CompiledTrees | None:
         params = learner["learner_model_param"]
         if int(params.get("num_class", 0)) > 1 or int(params.get("num_target", 1)) != 1:
             return None
-        trees = booster["model"]["trees"]
         width = int(params["num_feature"])
         base_score = _parse_base_score(params["base_score"])
-        if not trees or width < 1 or not 0.0 < base_score < 1.0:
+        raw_trees = booster["model"]["trees"]
+        if not raw_trees or width < 1 or not 0.0 < base_score < 1.0:
             return None
-        feature: list[int] = []
-        threshold: list[float] = []
-        left: list[int] = []
-        leaf_value: list[float] = []
-        roots: list[int] = []
-        depth = 0
-        for tree in trees:
-            if any(t != 0 for t in tree.get("split_type", [])) or tree.get("categories"):
-                return None
-            depth = max(depth, _add_tree(tree, width, feature, threshold, left, leaf_value, roots))
-    except (KeyError, TypeError, ValueError, IndexError):
+        nodes = sum(len(tree["left_children"]) for tree in raw_trees)
+        if nodes > MAX_NODES:
+            return None
+        trees = [_Tree(tree, width) for tree in raw_trees]
+        arguments = ", ".join(f"x{i}" for i in range(width))
+        source = _Source()
+        source.add_sum([(tree, 0) for tree in trees], 1)
+        lines = [f"def margin({arguments}):", "    m = 0.0", *source.lines, "    return m"]
+        namespace: dict = {}
+        exec(compile("\n".join(lines), "<compiled trees>", "exec"), namespace)  # source built only from numbers above
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError, SyntaxError, MemoryError):
         return None
-    threshold_array = np.asarray(threshold, dtype=np.float32)
-    splits = ~np.isnan(threshold_array)
-    if not np.all(np.isfinite(threshold_array[splits])):
-        return None  # an infinite threshold would meet the ±inf that stand for missing values
     return CompiledTrees(
-        roots=np.asarray(roots, dtype=np.int64),
-        feature=np.asarray(feature, dtype=np.int64),
-        threshold=threshold_array,
-        left=np.asarray(left, dtype=np.int64),
-        leaf_value=np.asarray(leaf_value, dtype=np.float32),
-        depth=depth,
+        margin=namespace["margin"],
         base_margin=math.log(base_score / (1.0 - base_score)),
         num_features=width,
-        _signs=np.concatenate((np.full(width, np.inf), np.full(width, -np.inf))).astype(np.float32),
+        nodes=nodes,
+        searches=source.searches,
+        max_rows=max(1, min(ROWS_LIMIT, _NODES_PER_XGBOOST_CALL // nodes)),
     )
-
-
-def _add_tree(tree: dict, width: int, feature, threshold, left, leaf_value, roots) -> int:
-    """Append one tree in breadth-first order with sibling pairs adjacent; return its depth."""
-    children_left = tree["left_children"]
-    children_right = tree["right_children"]
-    split_index = tree["split_indices"]
-    condition = tree["split_conditions"]
-    default_left = tree["default_left"]
-    base = len(feature)
-    roots.append(base)
-    order: list[int] = []
-    new_id = {0: base}
-    level = {0: 0}
-    queue = deque([0])
-    depth = 0
-    while queue:
-        node = queue.popleft()
-        order.append(node)
-        if len(order) > len(children_left):
-            raise ValueError("not a tree")
-        if children_left[node] != -1:
-            first = base + len(new_id)
-            new_id[children_left[node]] = first
-            new_id[children_right[node]] = first + 1
-            for child in (children_left[node], children_right[node]):
-                level[child] = level[node] + 1
-                depth = max(depth, level[child])
-                queue.append(child)
-    slots = len(order)
-    feature.extend([0] * slots)
-    threshold.extend([math.nan] * slots)
-    left.extend([0] * slots)
-    leaf_value.extend([0.0] * slots)
-    for node in order:
-        at = new_id[node]
-        if children_left[node] == -1:
-            left[at] = at
-            leaf_value[at] = condition[node]  # at a leaf, split_conditions holds the leaf's value
-        else:
-            if not 0 <= split_index[node] < width:
-                raise ValueError("split on a feature the model does not have")
-            feature[at] = split_index[node] + (width if default_left[node] else 0)
-            threshold[at] = condition[node]
-            left[at] = new_id[children_left[node]]
-    return depth

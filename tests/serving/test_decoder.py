@@ -17,15 +17,24 @@ from serving.errors import BadRequest
 F = FEATURE_COLUMNS
 
 
-def _same(actual: np.ndarray, expected: list[list[float]]) -> None:
-    np.testing.assert_array_equal(actual, np.array(expected, dtype=np.float32))
+def _same(actual: list[list[float]], expected: list[list[float]]) -> None:
+    """Rows of Python floats holding exactly the float32 values XGBoost would read."""
+    assert isinstance(actual, list) and all(isinstance(row, list) for row in actual)
+    assert all(isinstance(value, float) for row in actual for value in row)
+    np.testing.assert_array_equal(np.array(actual, dtype=np.float64), np.array(expected, dtype=np.float32).astype(np.float64))
 
 
 def test_csv_rows_in_order_with_empty_fields_missing():
     body = b"1,2500.5,41,3,1\n0,,33,,0\r\n 2 , 10 ,20,1, \n\n"
-    matrix = decode(body, CSV, F)
-    assert matrix.dtype == np.float32
-    _same(matrix, [[1, 2500.5, 41, 3, 1], [0, math.nan, 33, math.nan, 0], [2, 10, 20, 1, math.nan]])
+    _same(decode(body, CSV, F), [[1, 2500.5, 41, 3, 1], [0, math.nan, 33, math.nan, 0], [2, 10, 20, 1, math.nan]])
+
+
+def test_values_are_rounded_to_float32_as_xgboost_reads_them():
+    # 0.1 and 1e-3 have no exact float32: the rows must hold numpy's float32 rounding, not the decimals.
+    rows = decode(b"0.1,2500.123456789,1e-3,33.3,1", CSV, F)
+    assert rows[0][0] != 0.1
+    _same(rows, [[0.1, 2500.123456789, 1e-3, 33.3, 1]])
+    _same(decode(json.dumps([[0.1, 2500.123456789, 1e-3, 33.3, 1]]).encode(), JSON, F), [[0.1, 2500.123456789, 1e-3, 33.3, 1]])
 
 
 def test_csv_nan_literal_is_missing_and_quotes_are_read():
@@ -98,6 +107,6 @@ def test_bad_json_is_a_400_naming_the_problem(document, fragment):
 
 
 def test_encoders_write_the_managed_containers_formats():
-    probabilities = np.array([0.25, 0.125], dtype=np.float32)
+    probabilities = [0.25, 0.125]
     assert encode(probabilities, CSV) == b"0.25\n0.125\n"
     assert json.loads(encode(probabilities, JSON)) == {"predictions": [{"score": 0.25}, {"score": 0.125}]}

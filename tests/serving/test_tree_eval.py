@@ -1,14 +1,23 @@
-"""The numpy fast path against XGBoost's own predictions, and the models it must decline."""
+"""The compiled fast path against XGBoost's own predictions, and the models it must decline."""
 
 from __future__ import annotations
+
+import dis
+import json
 
 import numpy as np
 import pytest
 import xgboost
 
+from serving import tree_eval
 from serving.model import probe_rows
 from serving.tree_eval import compile_trees
 from tests.serving.conftest import synthetic_features
+
+
+def _predict(compiled, matrix: np.ndarray) -> np.ndarray:
+    # The server hands it rows of float32 values as Python floats (serving.decoder).
+    return np.asarray(compiled.predict_rows(matrix.astype(np.float32).tolist()))
 
 
 def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Booster:
@@ -23,6 +32,8 @@ def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Boo
     [
         ({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1}, 150),
         ({"objective": "binary:logistic", "max_depth": 2, "eta": 0.5}, 5),
+        # The shape training's defaults give: many shallow trees, so many thresholds per feature.
+        ({"objective": "binary:logistic", "max_depth": 2, "eta": 0.05, "min_child_weight": 5}, 240),
         ({"objective": "binary:logistic", "max_depth": 10, "eta": 0.3, "min_child_weight": 0}, 20),
         ({"objective": "binary:logistic", "max_depth": 4, "base_score": 0.9}, 10),
         ({"objective": "binary:logistic", "max_depth": 0, "grow_policy": "lossguide", "max_leaves": 31}, 30),
@@ -38,7 +49,7 @@ def test_fast_path_matches_xgboost(params, rounds):
     for matrix in (synthetic_features(500, seed=9), probe_rows(booster, 5)):
         expected = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
         for rows in (matrix[:1], matrix[:7], matrix):
-            np.testing.assert_allclose(compiled.predict(rows), expected[: len(rows)], rtol=0, atol=2e-6)
+            np.testing.assert_allclose(_predict(compiled, rows), expected[: len(rows)], rtol=0, atol=2e-6)
 
 
 def test_fast_path_survives_a_json_round_trip_of_the_model():
@@ -47,7 +58,7 @@ def test_fast_path_survives_a_json_round_trip_of_the_model():
     reloaded.load_model(bytearray(booster.save_raw("json")))
     compiled = compile_trees(bytes(reloaded.save_raw("json")))
     matrix = synthetic_features(300, seed=4)
-    np.testing.assert_allclose(compiled.predict(matrix), booster.predict(xgboost.DMatrix(matrix)), atol=2e-6)
+    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix)), atol=2e-6)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +94,61 @@ def test_categorical_splits_are_declined():
 def test_garbage_is_declined():
     assert compile_trees(b"{}") is None
     assert compile_trees(b"not json") is None
+
+
+def test_trees_sharing_splits_are_merged_without_changing_the_answer():
+    # Depth-2 trees over few histogram bins: many trees share their splits.
+    x = synthetic_features(2000, 3)
+    y = ((np.nan_to_num(x[:, 4]) > 0) ^ (np.nan_to_num(x[:, 0]) > 2)).astype(int)
+    params = {"objective": "binary:logistic", "max_depth": 2, "nthread": 1, "max_bin": 4, "eta": 0.1}
+    booster = xgboost.train(params, xgboost.DMatrix(x, label=y), 60)
+    trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]["trees"]
+
+    def split(tree, node):
+        return (tree["split_indices"][node], tree["split_conditions"][node], tree["default_left"][node])
+
+    # Expected comparisons, counted from the JSON: one per distinct root split, plus one per
+    # distinct split below it on each side.
+    roots, below = set(), set()
+    for tree in trees:
+        if tree["left_children"][0] == -1:
+            continue
+        roots.add(split(tree, 0))
+        for side in ("left_children", "right_children"):
+            child = tree[side][0]
+            if tree["left_children"][child] != -1:
+                below.add((split(tree, 0), side, split(tree, child)))
+    internal = sum(sum(1 for c in t["left_children"] if c != -1) for t in trees)
+    assert len(roots) + len(below) < internal  # the premise: shared splits
+    compiled = compile_trees(bytes(booster.save_raw("json")))
+    comparisons = [i for i in dis.get_instructions(compiled.margin) if i.opname == "COMPARE_OP"]
+    assert len(comparisons) == len(roots) + len(below)
+    matrix = np.concatenate([synthetic_features(300, seed=5), probe_rows(booster, 5)])
+    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)), atol=2e-6)
+
+
+def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost():
+    booster = _train({"objective": "binary:logistic", "max_depth": 2, "eta": 0.05}, 240, seed=3)
+    compiled = compile_trees(bytes(booster.save_raw("json")))
+    assert compiled.searches > 0
+    # Values on, just below and just above every threshold, and missing values.
+    matrix = np.concatenate([probe_rows(booster, 5, rows=2000), synthetic_features(500, seed=8)])
+    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)), atol=2e-6)
+
+
+def test_requests_it_answers_shrink_as_the_model_grows():
+    small = compile_trees(bytes(_train({"objective": "binary:logistic", "max_depth": 2}, 20).save_raw("json")))
+    large = compile_trees(bytes(_train({"objective": "binary:logistic", "max_depth": 8, "min_child_weight": 0}, 300).save_raw("json")))
+    assert small.max_rows == tree_eval.ROWS_LIMIT
+    assert 1 <= large.max_rows < small.max_rows
+    assert large.max_rows == max(1, tree_eval._NODES_PER_XGBOOST_CALL // large.nodes)
+
+
+def test_models_too_large_or_too_deep_are_left_to_xgboost(monkeypatch):
+    raw = bytes(_train({"objective": "binary:logistic", "max_depth": 6}, 10).save_raw("json"))
+    assert compile_trees(raw) is not None
+    monkeypatch.setattr(tree_eval, "MAX_NODES", 50)
+    assert compile_trees(raw) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(tree_eval, "NESTING_LIMIT", 3)
+    assert compile_trees(raw) is None
