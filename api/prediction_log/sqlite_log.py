@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from api.prediction_log.base import COLUMNS, LogEntry, LogUnavailable, PredictionLog
+from configuration.sqlite import ThreadConnections
 
 
 class SqlitePredictionLog(PredictionLog):
@@ -18,37 +18,34 @@ class SqlitePredictionLog(PredictionLog):
         self.path = Path(path)
         self.table = table  # checked by the settings' pattern: safe to put in SQL
         self.timeout_seconds = timeout_seconds
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, timeout_seconds)
         self._insert = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
     def describe(self) -> str:
         return f"sqlite prediction log {self.path} (table {self.table})"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout_seconds, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(
-                f"""CREATE TABLE IF NOT EXISTS {self.table} (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    ts TEXT NOT NULL, request_id TEXT NOT NULL, customer_id INTEGER NOT NULL, features TEXT NOT NULL,
-                    probability REAL NOT NULL, label INTEGER NOT NULL, threshold REAL NOT NULL, model_version TEXT NOT NULL,
-                    snapshot_run_id TEXT NOT NULL, snapshot_as_of TEXT NOT NULL, latency_ms REAL NOT NULL
-                )"""
-            )
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts)")
+            conn, opened = self._connections.get()
+            if opened:
+                try:
+                    # Several workers may create it at once: take the write lock first (with the busy wait).
+                    conn.executescript(
+                        f"""BEGIN IMMEDIATE;
+                        CREATE TABLE IF NOT EXISTS {self.table} (
+                            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                            ts TEXT NOT NULL, request_id TEXT NOT NULL, customer_id INTEGER NOT NULL, features TEXT NOT NULL,
+                            probability REAL NOT NULL, label INTEGER NOT NULL, threshold REAL NOT NULL, model_version TEXT NOT NULL,
+                            snapshot_run_id TEXT NOT NULL, snapshot_as_of TEXT NOT NULL, latency_ms REAL NOT NULL
+                        );
+                        CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts);
+                        COMMIT;"""
+                    )
+                except BaseException:
+                    self._connections.forget_this_thread()  # the next call tries again
+                    raise
         except (OSError, sqlite3.Error) as exc:
             raise LogUnavailable(f"cannot open the prediction log {self.path}: {exc}") from None
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
         return conn
 
     def write_batch(self, entries: Sequence[LogEntry]) -> None:
@@ -87,14 +84,7 @@ class SqlitePredictionLog(PredictionLog):
             raise LogUnavailable(f"cannot read the prediction log {self.path}: {exc}") from None
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close_all()
 
     def teardown(self) -> None:
         self._connect().execute(f"DROP TABLE IF EXISTS {self.table}")

@@ -18,7 +18,6 @@ given (an int stays an int, a float a float), as the shared suite checks.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from configuration.sqlite import ThreadConnections
 from features.online.base import (
     FeatureRecord,
     OnlineStore,
@@ -62,9 +62,7 @@ class SqliteOnlineStore(OnlineStore):
 
     def __init__(self, config: SqliteStoreConfig) -> None:
         self.config = config
-        self._local = threading.local()  # one connection per thread: sqlite3 objects are not shared
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(config.path, config.timeout_seconds)  # one per thread (configuration.sqlite)
         self._schema_ready = False
         columns = ", ".join(f"f.{name}" for name in self.features)
         self._select = f"SELECT c.run_id, c.as_of, f.id, {columns} FROM current c JOIN features f ON f.namespace = c.namespace WHERE c.one = 1 AND f.id "
@@ -77,30 +75,26 @@ class SqliteOnlineStore(OnlineStore):
 
     # Connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        path = self.config.path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=self.config.timeout_seconds, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self.config.timeout_seconds * 1000)}")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn, _ = self._connections.get()
             if not self._schema_ready:
-                self._create_schema(conn)
+                try:
+                    self._create_schema(conn)
+                except BaseException:
+                    self._connections.forget_this_thread()  # not left inside a failed transaction
+                    raise
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open the online store {path}: {exc}: check the path and its permissions") from None
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
+            raise StoreUnavailable(
+                f"cannot open the online store {self.config.path}: {exc}: check the path and its permissions"
+            ) from None
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
         columns = ", ".join(self.features)
+        # Several workers may create it at once: take the write lock first (with the busy wait).
         conn.executescript(
             f"""
+            BEGIN IMMEDIATE;
             CREATE TABLE IF NOT EXISTS features (
                 namespace TEXT NOT NULL, id INTEGER NOT NULL, {columns},
                 PRIMARY KEY (namespace, id)
@@ -113,6 +107,7 @@ class SqliteOnlineStore(OnlineStore):
                 one INTEGER PRIMARY KEY CHECK (one = 1), namespace TEXT NOT NULL, run_id TEXT NOT NULL,
                 as_of TEXT NOT NULL, rows INTEGER NOT NULL, published_at TEXT NOT NULL
             );
+            COMMIT;
             """
         )
         found = [row[1] for row in conn.execute("PRAGMA table_info(features)")][2:]
@@ -138,14 +133,7 @@ class SqliteOnlineStore(OnlineStore):
             raise StoreUnavailable(f"the online store {self.config.path} is not available: {exc}") from None
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._connections.close_all()
 
     # Writing ----------------------------------------------------------------------------
     def begin_snapshot(self, run_id: str, as_of: str) -> str:
