@@ -7,13 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import socket
 import sys
 from pathlib import Path
 
-from configuration.errors import UserError
+from configuration.network import check_port
 from configuration.settings import DEFAULT_CONFIG_FILES, load_settings
 
 COMMANDS = ("serve", "keygen")
@@ -59,18 +57,6 @@ def keygen(write: bool, config: Path) -> int:
         print("add the sha256 to api.api_key_hashes (or run again with --write); the key itself is not kept anywhere")
     print(f'use it: curl -H "Authorization: Bearer {key}" http://HOST:PORT/predict/5008804')
     return 0
-
-
-def check_port(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is in use: stop the other server or choose another with --port") from None
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -12,14 +12,12 @@ reach them as SPARKMAKER_SERVING__* variables, the settings' own override mechan
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from configuration.errors import UserError
+from configuration.network import check_port
 from configuration.settings import Settings, load_settings
 from serving.app import default_control_dir
 from serving.environment import CONTAINER_MODEL_DIR, SageMakerEnvironment
@@ -77,18 +75,6 @@ def check_model(settings: Settings, server: ServerPlan) -> str:
         return f"no production model in {settings.registry_dir()} yet: waiting for a promotion (/ping answers 503 until then)"
     loaded = load_model(registry.model_dir(version), ModelSource("registry", version=version), version)
     return f"registry version {loaded.version} (production) from {settings.registry_dir()}"
-
-
-def check_port(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is in use: stop the other server or choose another with --port") from None
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
 
 
 def run(settings: Settings, server: ServerPlan) -> None:

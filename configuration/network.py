@@ -1,0 +1,21 @@
+"""Checks before a server starts listening, so that a taken port is one line, not a traceback."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from configuration.errors import UserError
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise UserError when host:port cannot be listened on (in use, or not an address of this machine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is in use: stop the other server or choose another with --port") from None
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
