@@ -2,7 +2,7 @@
 
     python -m features --input URI [--lake URI] [--as-of YYYY-MM-DD] [--master URL] [--manifest PATH]
     python -m features sql [--lake URI] "SELECT ..."
-    python -m features snapshots [--lake URI]
+    python -m features snapshots [--all | --prune [--keep N] [--yes]] [--lake URI]
     python -m features materialize [--snapshot RUN_ID] [--lake URI]
     python -m features metastore [--port 9083] [--lake URI]
 """
@@ -52,8 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_option(sql)
     sql.add_argument("query", help='e.g. "SELECT * FROM credit_risk.latest_features LIMIT 5"')
 
-    snapshots = commands.add_parser("snapshots", help="show the current snapshot's manifest")
+    snapshots = commands.add_parser(
+        "snapshots",
+        help="show the current snapshot's manifest; list every snapshot (--all) or delete old ones (--prune)",
+        description="Without options: the current snapshot's manifest. --all lists every snapshot of a local lake "
+        "and why it is kept; --prune deletes the others (a dry run unless --yes). Kept: the current snapshot, the "
+        "newest --keep, every snapshot a registered model was trained on, and folders without a manifest younger "
+        "than a day (a run may be writing them).",
+    )
     snapshots.add_argument("--lake", help="lake root (default: paths.lake setting)")
+    snapshots.add_argument("--all", action="store_true", help="list every snapshot, newest first")
+    snapshots.add_argument("--prune", action="store_true", help="delete the snapshots nothing keeps (with --yes)")
+    snapshots.add_argument("--keep", type=int, default=5, metavar="N", help="newest complete snapshots kept (default: 5)")
+    snapshots.add_argument("--yes", action="store_true", help="with --prune: really delete (default: only say what would go)")
 
     materialize = commands.add_parser(
         "materialize",
@@ -91,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     settings = _settings(args)
     if args.command == "snapshots":
-        from features import lake
-
-        print(json.dumps(lake.read_manifest(settings), indent=2))
-        return 0
+        return run_snapshots(settings, args)
     if args.command == "materialize" and settings.lake_is_local:
         return run_materialize(settings, args.snapshot)  # pyarrow reads a local lake: no Spark to start
 
@@ -125,6 +133,25 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         spark.stop()
+
+
+def run_snapshots(settings: Settings, args: argparse.Namespace) -> int:
+    from features import lake, retention
+
+    if args.yes and not args.prune:
+        raise UserError("--yes only confirms --prune: add --prune to delete old snapshots")
+    if not (args.all or args.prune):
+        print(json.dumps(lake.read_manifest(settings), indent=2))
+        return 0
+    lines, doomed = retention.prune(settings, args.keep, apply=args.prune and args.yes)
+    print("\n".join(lines) if lines else f"no snapshots in {lake.dataset_uri(settings)}")
+    if args.prune:
+        freed = sum(s.size_bytes for s in doomed) / 1e6
+        if args.yes:
+            print(f"deleted {len(doomed)} snapshot(s), {freed:,.1f} MB freed")
+        else:
+            print(f"would delete {len(doomed)} snapshot(s), {freed:,.1f} MB: run again with --yes to delete them")
+    return 0
 
 
 def run_job(spark, settings: Settings, args: argparse.Namespace) -> int:
