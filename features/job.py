@@ -84,7 +84,16 @@ def describe_input(spark: SparkSession, uri: str) -> dict:
 
 
 def run(spark: SparkSession, settings: Settings, params: JobParams, progress: Progress | None = None) -> dict:
-    """Run the whole job; return the manifest of the new, now current, snapshot."""
+    """Run the whole job; return the manifest of the new, now current, snapshot.
+
+    One run at a time per dataset on a local lake (lake.exclusive): a second one stops at
+    once with a one-line error naming the first.
+    """
+    with lake.exclusive(settings, "a feature run"):
+        return _run(spark, settings, params, progress)
+
+
+def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: Progress | None) -> dict:
     progress = progress or Progress("features")
     started = dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id(started)

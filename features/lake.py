@@ -12,8 +12,13 @@ Lake layout (one dataset):
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -147,3 +152,42 @@ def read_manifest(settings: Settings, run_id: str | None = None, spark=None) -> 
     if not lake.exists(uri):
         raise UserError(f"no snapshot {run_id} in {dataset_uri(settings)}: list them with python -m features snapshots")
     return json.loads(lake.read_text(uri))
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def exclusive(settings: Settings, what: str) -> Iterator[None]:
+    """Hold the dataset's lock on a local lake while `what` (a feature run, a prune) changes it.
+
+    Two feature runs publishing at once could leave the Hive tables on one snapshot and
+    CURRENT.json on the other. The lock is an flock on `<dataset>/.lock`: the kernel drops
+    it when its process ends, however it ends, so a killed run never leaves it stale. On
+    S3 or HDFS there is no such lock: schedule one writer per dataset there.
+    """
+    dataset = dataset_uri(settings)
+    if not is_local(dataset):
+        yield
+        return
+    path = local_path(dataset) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"{dataset} is busy: {holder} holds {path}; wait for it to finish, then run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{what} (pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,6 +15,7 @@ lifecycle rules (S3 lifecycle, HDFS snapshots), which this module does not reach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -124,13 +125,18 @@ def describe(snapshots: list[Snapshot], reasons: dict[str, str]) -> list[str]:
 
 def prune(settings: Settings, keep: int, apply: bool, now: float | None = None) -> tuple[list[str], list[Snapshot]]:
     """Report lines and the snapshots deleted (or that would be, when not `apply`)."""
-    snapshots = list_snapshots(settings)
-    current = lake.read_current(settings)
-    reasons = reasons_to_keep(
-        snapshots, keep, current["run_id"] if current else None, models_by_snapshot(settings), now or time.time()
-    )
-    doomed = [s for s in snapshots if s.run_id not in reasons]
-    if apply:
-        for snapshot in doomed:
-            delete(snapshot)
+    if keep < 0:
+        raise UserError(f"--keep {keep}: give 0 or more snapshots to keep besides the current one")
+    list_snapshots(settings)  # a remote lake is refused before anything else
+    # Under the dataset's lock: no run publishes (and moves CURRENT) while the choice is made.
+    with lake.exclusive(settings, "a snapshot prune") if apply else contextlib.nullcontext():
+        snapshots = list_snapshots(settings)
+        current = lake.read_current(settings)
+        reasons = reasons_to_keep(
+            snapshots, keep, current["run_id"] if current else None, models_by_snapshot(settings), now or time.time()
+        )
+        doomed = [s for s in snapshots if s.run_id not in reasons]
+        if apply:
+            for snapshot in doomed:
+                delete(snapshot)
     return describe(snapshots, reasons), doomed
