@@ -11,7 +11,7 @@ What runs (every server is a separate process pinned to CPU 0, the load generato
       * `wrk` (Debian's wrk 4.1, closed loop) with a Lua script that picks a random known
         customer id per request and sends the Authorization header, at several connection
         counts: throughput and latency percentiles;
-      * an open-loop generator (this file, `--loadgen`: requests scheduled at a fixed rate,
+      * an open-loop generator (benchmarks/loadgen.py, run as `--loadgen`: requests scheduled at a fixed rate,
         latency counted from the scheduled time so a stall is not hidden) at half of the
         API's best wrk throughput, for the p99 target and for the memory run;
   - memory: the API's RSS sampled every 5 s over a `--memory-seconds` (default 300) open-loop
@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from loadgen import open_loop, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+
 SERVER_CPU, LOAD_CPU = "0", "1"
 CUSTOMERS = 36_500
 FIRST_ID = 5_008_804
@@ -85,7 +88,10 @@ async def floor_frontend(scope, receive, send):
     if scope["type"] == "lifespan":
         async def start():
             global _floor_transport
-            _floor_transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+            from configuration.settings import load_settings
+
+            pool = load_settings().api.http_pool_size  # the API's own pool size: the same client, sized the same
+            _floor_transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
 
         async def stop():
             await _floor_transport.aclose()
@@ -184,63 +190,16 @@ end
 def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
     output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
-    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
-    seconds = result["duration_us"] / 1e6
-    return {"connections": connections, "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000,
-            "p90_ms": result["p90_us"] / 1000, "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"]}
+    return wrk_result(output, connections)
 
 
-# Load: open loop (its own process: `api_bench.py --loadgen PORT RATE SECONDS CONNECTIONS IDS_FILE AUTH`) --------
-async def _open_loop(port: int, rate: float, seconds: float, connections: int, ids: list[int], auth: bool) -> dict:
-    host = "127.0.0.1"
+# Load: open loop (benchmarks/loadgen.py, in its own process:
+# `api_bench.py --loadgen PORT RATE SECONDS CONNECTIONS IDS_FILE AUTH`) -------------------------
+def predict_requests(ids: list[int], auth: bool):
+    """GET /predict/{id} for a random known id each time (the same seed every run)."""
     auth_line = f"Authorization: Bearer {API_KEY}\r\n" if auth else ""
-    queue: asyncio.Queue = asyncio.Queue()
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
     rng = random.Random(1)
-
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        while True:
-            scheduled = await queue.get()
-            if scheduled is None:
-                writer.close()
-                return
-            writer.write(f"GET /predict/{rng.choice(ids)} HTTP/1.1\r\nHost: {host}\r\n{auth_line}\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            latencies.append(loop.time() - scheduled)
-
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    await asyncio.sleep(0.3)
-    begin = loop.time()
-    total = int(rate * seconds)
-    for index in range(total):
-        due = begin + index / rate
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        queue.put_nowait(due)
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    elapsed = loop.time() - begin
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
-
-    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
-            "p999_ms": pct(99.9), "max_ms": latencies[-1] * 1000, "errors": errors, "requests": len(latencies)}
+    return lambda: f"GET /predict/{rng.choice(ids)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth_line}\r\n".encode()
 
 
 def run_open_loop(port: int, rate: float, seconds: float, ids_file: Path, auth: bool, connections: int = 64) -> subprocess.Popen:
@@ -523,7 +482,8 @@ def main() -> None:
         except ImportError:
             pass
         ids = json.loads(Path(ids_file).read_text())
-        print(json.dumps(asyncio.run(_open_loop(int(port), float(rate), float(seconds), int(connections), ids, auth == "1"))))
+        requests = predict_requests(ids, auth == "1")
+        print(json.dumps(asyncio.run(open_loop("127.0.0.1", int(port), requests, float(rate), float(seconds), int(connections)))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")

@@ -8,7 +8,7 @@ HTTP (single-row POST /invocations, text/csv):
   - load generator in a separate process pinned to CPU 1:
       * `wrk` (Debian's wrk 4.1, closed loop: each connection sends its next request when
         the answer arrives) for throughput and latency at several connection counts;
-      * an open-loop generator in Python (this file, `--loadgen`: requests scheduled at a
+      * an open-loop generator in Python (benchmarks/loadgen.py, run as `--loadgen`: requests scheduled at a
         fixed rate over many connections, latency counted from the scheduled send time, so
         a stall is not hidden) at half of the model server's best wrk throughput.
 Batch scoring: `serving batch` (Spark local[2], mapInPandas) on a latest-features-like
@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from loadgen import open_loop, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+
 ROW = b"3,2500.5,41,7,1\n"
 SERVER_CPU, LOAD_CPU = "0", "1"
 
@@ -130,65 +133,18 @@ def run_wrk(url: str, connections: int, duration: int, script: Path, server_pid:
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
     cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
-    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
-    seconds = result["duration_us"] / 1e6
+    result = wrk_result(output, connections)
     # The server's own CPU time per request does not depend on how much of the core other
     # work left it: the steadier figure on a shared machine.
-    return {"connections": connections, "rps": result["requests"] / seconds, "p50_ms": result["p50_us"] / 1000,
-            "p99_ms": result["p99_us"] / 1000, "errors": result["errors"] + result["non2xx"],
-            "cpu_us_per_request": cpu / max(result["requests"], 1) * 1e6}
+    result["cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
+    return result
 
 
-# Open-loop generator (runs in its own process: `serving_bench.py --loadgen HOST PORT RATE SECONDS CONNECTIONS`).
-async def _open_loop(host: str, port: int, rate: float, seconds: float, connections: int) -> dict:
-    request = (f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/csv\r\n"
-               f"Content-Length: {len(ROW)}\r\n\r\n").encode() + ROW
-    queue: asyncio.Queue = asyncio.Queue()
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        while True:
-            scheduled = await queue.get()
-            if scheduled is None:
-                writer.close()
-                return
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            latencies.append(loop.time() - scheduled)
-
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    await asyncio.sleep(0.2)
-    start = loop.time()
-    total = int(rate * seconds)
-    for index in range(total):
-        due = start + index / rate
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        queue.put_nowait(due)
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    elapsed = loop.time() - start
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
-
-    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
-            "p999_ms": pct(99.9), "errors": errors, "requests": len(latencies)}
+# The open-loop generator (benchmarks/loadgen.py) runs in its own process:
+# `serving_bench.py --loadgen HOST PORT RATE SECONDS CONNECTIONS`.
+def _invocation() -> bytes:
+    return (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+            f"Content-Length: {len(ROW)}\r\n\r\n").encode() + ROW
 
 
 def run_open_loop(port: int, rate: float, seconds: float, connections: int = 64) -> dict:
@@ -373,7 +329,7 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        print(json.dumps(asyncio.run(_open_loop(host, port, rate, seconds, connections))))
+        print(json.dumps(asyncio.run(open_loop(host, port, _invocation, rate, seconds, connections))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per load run")

@@ -12,11 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +26,7 @@ from api.auth import hash_key
 from configuration.settings import Settings, load_settings
 from features.contract import FEATURE_COLUMNS
 from tests.online.conftest import feature_rows, publish_lake_snapshot
+from tests.serving.conftest import RunningServer, free_port, server_env, start_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "smk_test-key-" + "x" * 20
@@ -39,12 +35,6 @@ THRESHOLD = 0.3
 CUSTOMERS = list(range(5_008_804, 5_008_804 + 400))
 RUN_ID = "20240131T000000Z-abc123"
 AS_OF = "2024-01-31"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # The model ---------------------------------------------------------------------------------
@@ -100,58 +90,10 @@ def model_dir(tmp_path_factory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("api-model") / "model")
 
 
-@dataclass
-class ModelServer:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_model_server(tmp: Path, model_dir: Path, port: int | None = None) -> ModelServer:
-    port = port or free_port()
+def start_model_server(tmp: Path, model_dir: Path, port: int | None = None) -> RunningServer:
+    """`python -m serving` on this model directory, labelled MODEL_VERSION, once /ping answers 200."""
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SPARKMAKER_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO_ROOT),
-            "SPARKMAKER_CONFIG": str(REPO_ROOT / "configuration" / "sparkmaker.toml"),
-            "SPARKMAKER_PATHS__STATE_DIR": str(tmp / "state"),
-            "SPARKMAKER_PATHS__LAKE": str(tmp / "lake"),
-            "SPARKMAKER_SERVING__MODEL_VERSION": MODEL_VERSION,
-        }
-    )
-    log_path = tmp / f"model-server-{port}.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    server = ModelServer(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the model server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/ping", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise AssertionError(f"the model server did not become ready:\n{log_path.read_text()}")
+    return start_server(tmp, ["--model-dir", str(model_dir)], server_env(tmp, model_version=MODEL_VERSION), port=port)
 
 
 @pytest.fixture(scope="session")

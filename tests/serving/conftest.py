@@ -133,8 +133,11 @@ def server_env(tmp: Path, registry_dir: Path | None = None, **serving: str) -> d
     return env
 
 
-def start_server(tmp: Path, args: list[str], env: dict[str, str], wait_ready: bool = True, timeout: float = 60) -> RunningServer:
-    port = free_port()
+def start_server(
+    tmp: Path, args: list[str], env: dict[str, str], wait_ready: bool = True, timeout: float = 60, port: int | None = None
+) -> RunningServer:
+    """`python -m serving ARGS` on a free (or the given) port, once /ping answers 200 (or 503 without wait_ready)."""
+    port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -1,0 +1,80 @@
+"""Load generation shared by the HTTP benchmarks: an open-loop generator and wrk's result line.
+
+Open loop: requests are scheduled at a fixed rate and sent over keep-alive connections;
+latency counts from the scheduled time, so a server that stalls is charged for every
+request that waited behind the stall (a closed-loop tool such as wrk would send fewer
+requests instead and hide it). Each benchmark runs it in its own process (`--loadgen`),
+pinned to the load core.
+
+wrk: the benchmarks' Lua scripts end with a `done` function printing one `RESULT {json}`
+line (requests, duration, errors, non-2xx, latency percentiles in µs); `wrk_result` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+
+async def open_loop(
+    host: str, port: int, make_request: Callable[[], bytes], rate: float, seconds: float, connections: int
+) -> dict:
+    """Send rate x seconds requests made by `make_request` at a fixed rate; latency percentiles in ms."""
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while True:
+            scheduled = await queue.get()
+            if scheduled is None:
+                writer.close()
+                return
+            writer.write(make_request())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            latencies.append(loop.time() - scheduled)
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.3)  # let every connection open before the clock starts
+    begin = loop.time()
+    for index in range(int(rate * seconds)):
+        due = begin + index / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(due)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = loop.time() - begin
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": percentile(50), "p99_ms": percentile(99),
+            "p999_ms": percentile(99.9), "max_ms": latencies[-1] * 1000, "errors": errors, "requests": len(latencies)}
+
+
+def wrk_result(output: str, connections: int) -> dict:
+    """The `RESULT {...}` line of a wrk run as rps, latency percentiles in ms and errors (transport + non-2xx)."""
+    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    seconds = result["duration_us"] / 1e6
+    figures = {"connections": connections, "requests": result["requests"], "rps": result["requests"] / seconds,
+               "errors": result["errors"] + result["non2xx"]}
+    for key in ("p50", "p90", "p99"):
+        if f"{key}_us" in result:
+            figures[f"{key}_ms"] = result[f"{key}_us"] / 1000
+    return figures
