@@ -173,7 +173,12 @@ class ApiSettings(Section):
         20000, ge=1, description="Entries waiting for the log writer; beyond this, new entries are dropped and counted."
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503 (model endpoint or feature store unreachable).")
-    http_pool_size: int = Field(64, ge=1, description="Keep-alive connections to the model server (http endpoint).")
+    http_pool_size: int = Field(
+        8,
+        ge=1,
+        description="Calls to the model endpoint at once: keep-alive connections to the model server (http), "
+        "or concurrent SageMaker Runtime calls (sagemaker: raise it for a remote endpoint's network latency).",
+    )
     workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
 
     @model_validator(mode="after")
