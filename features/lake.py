@@ -171,8 +171,12 @@ def exclusive(settings: Settings, what: str) -> Iterator[None]:
         yield
         return
     path = local_path(dataset) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot lock {path} ({exc.strerror}): check that the lake {settings.paths.lake} is a writable folder") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -137,6 +137,12 @@ def prune(settings: Settings, keep: int, apply: bool, now: float | None = None) 
         )
         doomed = [s for s in snapshots if s.run_id not in reasons]
         if apply:
-            for snapshot in doomed:
-                delete(snapshot)
+            for done, snapshot in enumerate(doomed):
+                try:
+                    delete(snapshot)
+                except OSError as exc:
+                    raise UserError(
+                        f"cannot delete {snapshot.path} ({exc.strerror}) after deleting {done} snapshot(s): "
+                        "check its permissions and run the prune again"
+                    ) from None
     return describe(snapshots, reasons), doomed

@@ -73,3 +73,11 @@ def test_the_feature_job_waits_for_no_one_and_writes_nothing_while_locked(spark,
 def test_remote_lakes_are_not_locked():
     with lake.exclusive(load_settings(paths={"lake": "s3a://bucket/lake"}), "a run"):
         pass
+
+
+def test_a_lake_that_cannot_hold_the_lock_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    settings = load_settings(paths={"lake": str(tmp_path / "file" / "lake")})
+    with pytest.raises(UserError, match="cannot lock .*: check that the lake .* is a writable folder"):
+        with lake.exclusive(settings, "a run"):
+            pass
