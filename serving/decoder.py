@@ -2,9 +2,10 @@
 
 Rows are lists of Python floats, each already rounded to float32 (what XGBoost reads), so
 that a small request needs no numpy at all (serving.tree_eval) and a large one becomes a
-float32 matrix in one step (serving.model). Decoders are data (`DECODERS`, by media type) as in SageMaker's inference toolkit. Missing
-values become NaN, which XGBoost treats as missing. Every problem is a BadRequest naming the
-row and the feature, so a client can fix its payload from the message alone.
+float32 matrix in one step (serving.model). Decoders are data (`DECODERS`, by media type)
+as in SageMaker's inference toolkit. Missing values become NaN, which XGBoost treats as
+missing. Every problem is a BadRequest naming the row and the feature, so a client can fix
+its payload from the message alone.
 """
 
 from __future__ import annotations
