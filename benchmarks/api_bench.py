@@ -41,8 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from loadgen import open_loop, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from configuration.network import free_port  # noqa: E402
+from loadgen import open_loop, pinned, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 CUSTOMERS = 36_500
@@ -113,16 +115,6 @@ async def floor_frontend(scope, receive, send):
 
 
 # Processes ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def pinned(cpu: str, command: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else command
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKMAKER_", "SAGEMAKER_"))}
     env.update(PYTHONPATH=str(ROOT), **extra)
@@ -216,7 +208,6 @@ def open_loop_result(process: subprocess.Popen, timeout: float) -> dict:
 
 # Data and model -----------------------------------------------------------------------------
 def make_model(path: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import xgboost
 
@@ -272,7 +263,6 @@ def make_lake(lake: Path) -> list[int]:
 
 
 def write_config(path: Path, work: Path, store: str, model_url: str, redis_prefix: str) -> Path:
-    sys.path.insert(0, str(ROOT))
     from api.auth import hash_key
 
     path.write_text(

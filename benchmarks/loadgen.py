@@ -1,4 +1,4 @@
-"""Load generation shared by the HTTP benchmarks: an open-loop generator and wrk's result line.
+"""Load generation shared by the HTTP benchmarks: an open-loop generator, wrk's result line, CPU pinning.
 
 Open loop: requests are scheduled at a fixed rate and sent over keep-alive connections;
 latency counts from the scheduled time, so a server that stalls is charged for every
@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 from collections.abc import Callable
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    """The command run on one CPU (taskset), so that servers and load generators do not share a core."""
+    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else command
 
 
 async def open_loop(

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from loadgen import open_loop, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from configuration.network import free_port  # noqa: E402
+from loadgen import open_loop, pinned, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
 
 ROW = b"3,2500.5,41,7,1\n"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -58,16 +59,6 @@ async def floor_app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")]})
     await send({"type": "http.response.body", "body": b"0.5\n"})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def pinned(cpu: str, command: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else command
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
@@ -156,7 +147,6 @@ def run_open_loop(port: int, rate: float, seconds: float, connections: int = 64)
 
 
 def make_model(path: Path, rounds: int, depth: int) -> Path:
-    sys.path.insert(0, str(ROOT))
     from tests.serving.conftest import make_model_dir
 
     return make_model_dir(path, seed=7, rounds=rounds, depth=depth, threshold=0.2)
@@ -164,7 +154,6 @@ def make_model(path: Path, rounds: int, depth: int) -> Path:
 
 def micro(model_dir: Path) -> dict:
     """In-process single-row prediction: the compiled fast path and XGBoost's inplace_predict."""
-    sys.path.insert(0, str(ROOT))
     import numpy as np
 
     from serving.model import ModelSource, load_model
@@ -257,7 +246,6 @@ def bench_http(args, work: Path) -> dict:
 
 
 def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
-    sys.path.insert(0, str(ROOT))
     import datetime as dt
 
     import numpy as np

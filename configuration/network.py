@@ -1,4 +1,4 @@
-"""Checks before a server starts listening, so that a taken port is one line, not a traceback."""
+"""Ports: a check before a server starts listening (a taken port is one line, not a traceback), and a free one."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ def check_port(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise UserError(f"port {port} on {host} is in use: stop the other server or choose another with --port") from None
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's pick), for a server started next."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

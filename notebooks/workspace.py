@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ if str(REPO_ROOT) not in sys.path:  # the notebooks import the platform's packag
     sys.path.insert(0, str(REPO_ROOT))
 
 from configuration.errors import UserError  # noqa: E402
+from configuration.network import free_port  # noqa: E402
 from configuration.settings import Settings, load_settings  # noqa: E402
 
 # The sample data's loans end in 2021-09; its extraction day is the natural "today" for
@@ -185,12 +185,6 @@ def ensure_production_model(s: Settings) -> str:
 
 
 # --- services started by a notebook ---------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @dataclass
 class Service:

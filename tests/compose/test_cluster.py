@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from configuration.network import free_port
 from features.contract import FEATURE_COLUMNS
 from tests.compose.conftest import PUBLISHED, REPO_ROOT
 
@@ -38,12 +39,6 @@ pytestmark = [
 
 COMPOSE_SH = REPO_ROOT / "configuration" / "bin" / "compose.sh"
 ROWS = int(os.environ.get("SPARKMAKER_COMPOSE_TEST_ROWS", "20000"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Cluster:

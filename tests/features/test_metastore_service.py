@@ -10,14 +10,9 @@ import time
 
 import pytest
 
+from configuration.network import free_port
 from configuration.settings import REPO_ROOT
 from features.sample_data import generate, write
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_metastore(env: dict, lake: str, port: int) -> subprocess.Popen:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from configuration.network import free_port
 from features.contract import FEATURE_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,12 +79,6 @@ def reference_predict(model_dir: Path, matrix: np.ndarray) -> np.ndarray:
     booster = xgboost.Booster()
     booster.load_model(bytearray((Path(model_dir) / "xgboost-model").read_bytes()))
     return booster.predict(xgboost.DMatrix(matrix, missing=np.nan, feature_names=list(FEATURE_COLUMNS)))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
