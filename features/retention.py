@@ -125,10 +125,8 @@ def describe(snapshots: list[Snapshot], reasons: dict[str, str]) -> list[str]:
 
 def prune(settings: Settings, keep: int, apply: bool, now: float | None = None) -> tuple[list[str], list[Snapshot]]:
     """Report lines and the snapshots deleted (or that would be, when not `apply`)."""
-    if keep < 0:
-        raise UserError(f"--keep {keep}: give 0 or more snapshots to keep besides the current one")
-    list_snapshots(settings)  # a remote lake is refused before anything else
     # Under the dataset's lock: no run publishes (and moves CURRENT) while the choice is made.
+    # (A remote lake has no lock; list_snapshots refuses it.)
     with lake.exclusive(settings, "a snapshot prune") if apply else contextlib.nullcontext():
         snapshots = list_snapshots(settings)
         current = lake.read_current(settings)

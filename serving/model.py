@@ -22,7 +22,6 @@ import numpy as np
 
 from configuration.errors import UserError
 from serving.decoder import Rows
-from serving.tree_eval import ROWS_LIMIT as FAST_PATH_MAX_ROWS
 from serving.tree_eval import CompiledTrees, compile_trees
 from training import artifact
 

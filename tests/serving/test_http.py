@@ -10,7 +10,7 @@ import pytest
 
 from features.contract import FEATURE_COLUMNS
 from serving.environment import PAYLOAD_LIMIT_BYTES
-from serving.model import FAST_PATH_MAX_ROWS
+from serving.tree_eval import ROWS_LIMIT as FAST_PATH_MAX_ROWS
 from tests.serving.conftest import reference_predict, synthetic_features
 
 
