@@ -5,7 +5,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 if [ "${1:-}" = "--compose" ]; then
   shift
-  exec configuration/bin/compose.sh start "$@"
+  exec compose/compose.sh start "$@"
 fi
-configuration/bin/ensure_venv.sh
-exec .venv/bin/python -m configuration.stack start "$@"
+scripts/ensure_venv.sh
+exec .venv/bin/python -m stack start "$@"

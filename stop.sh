@@ -5,7 +5,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 if [ "${1:-}" = "--compose" ]; then
   shift
-  exec configuration/bin/compose.sh stop "$@"
+  exec compose/compose.sh stop "$@"
 fi
-configuration/bin/ensure_venv.sh
-exec .venv/bin/python -m configuration.stack stop "$@"
+scripts/ensure_venv.sh
+exec .venv/bin/python -m stack stop "$@"

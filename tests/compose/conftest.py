@@ -11,7 +11,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-CONTAINER_SCRIPT = REPO_ROOT / "configuration" / "docker" / "container.py"
+CONTAINER_SCRIPT = REPO_ROOT / "compose" / "roles.py"
 PUBLISHED = {"api", "jupyter", "spark-master", "thrift-server"}
 ONE_SHOTS = {"features", "training", "publish"}
 
@@ -23,7 +23,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="session")
 def container_module():
-    """configuration/docker/container.py (the image's sparkmaker-container), imported from the checkout."""
+    """compose/roles.py (the image's sparkmaker-container), imported from the checkout."""
     spec = importlib.util.spec_from_file_location("sparkmaker_container", CONTAINER_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

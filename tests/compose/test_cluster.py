@@ -1,7 +1,7 @@
 """The docker-compose cluster, for real: compose.sh start, the pipeline, the published ports, reset.
 
 Slow (a cold run builds the images) and needs a Docker-compatible engine, so it runs only with
-SPARKMAKER_COMPOSE_TESTS=1 (configuration/bin/compose-test.sh). It uses a project of its
+SPARKMAKER_COMPOSE_TESTS=1 (compose/compose-test.sh). It uses a project of its
 own (its own containers, volumes and free host ports) and an env file in a temp folder, so a
 user's cluster and .env are left alone; `compose.sh reset --yes` (down -v) tears it down.
 """
@@ -33,11 +33,11 @@ pytestmark = [
     pytest.mark.skipif(
         os.environ.get("SPARKMAKER_COMPOSE_TESTS") != "1",
         reason="the docker-compose cluster test needs a Docker-compatible engine (here podman through "
-        "../shared/containers/engine-up.sh): run it with SPARKMAKER_COMPOSE_TESTS=1 (configuration/bin/compose-test.sh)",
+        "../shared/containers/engine-up.sh): run it with SPARKMAKER_COMPOSE_TESTS=1 (compose/compose-test.sh)",
     ),
 ]
 
-COMPOSE_SH = REPO_ROOT / "configuration" / "bin" / "compose.sh"
+COMPOSE_SH = REPO_ROOT / "compose" / "compose.sh"
 ROWS = int(os.environ.get("SPARKMAKER_COMPOSE_TEST_ROWS", "20000"))
 
 

@@ -1,4 +1,4 @@
-"""configuration/docker/container.py roles that run without a cluster: publish (against a moto
+"""compose/roles.py roles that run without a cluster: publish (against a moto
 server) and the health check."""
 
 from __future__ import annotations

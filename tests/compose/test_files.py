@@ -14,15 +14,15 @@ import pytest
 from tests.compose.conftest import ONE_SHOTS, PUBLISHED, REPO_ROOT
 from tests.pins import pins
 
-COMPOSE_SH = REPO_ROOT / "configuration" / "bin" / "compose.sh"
+COMPOSE_SH = REPO_ROOT / "compose" / "compose.sh"
 
 
 def test_constraints_hold_every_pin_of_requirements():
     """The images install requirements.txt under constraints.txt: a pin that differs would fail the build."""
     required = pins(REPO_ROOT / "requirements.txt")
-    constrained = pins(REPO_ROOT / "configuration" / "docker" / "constraints.txt")
+    constrained = pins(REPO_ROOT / "compose" / "constraints.txt")
     stale = {name: (version, constrained.get(name)) for name, version in required.items() if constrained.get(name) != version}
-    assert not stale, f"run configuration/docker/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
+    assert not stale, f"run compose/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
 
 
 def test_only_four_services_are_published_and_only_on_loopback(compose):

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from configuration.diagrams.render import DIAGRAMS, source
+from architecture.render import DIAGRAMS, source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DIAGRAM_DIR = REPO_ROOT / "configuration" / "diagrams"
+DIAGRAM_DIR = REPO_ROOT / "architecture"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 needs_graphviz = pytest.mark.skipif(
@@ -24,7 +24,7 @@ needs_graphviz = pytest.mark.skipif(
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "configuration.diagrams", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "architecture", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -59,7 +59,7 @@ def test_only_renders_the_named_diagram(tmp_path):
 
 def test_committed_pngs_are_the_diagrams_and_valid():
     committed = sorted(p.stem for p in DIAGRAM_DIR.glob("*.png"))
-    assert committed == sorted(DIAGRAMS), "render them with: python -m configuration.diagrams"
+    assert committed == sorted(DIAGRAMS), "render them with: python -m architecture"
     for name in DIAGRAMS:
         check_png(DIAGRAM_DIR / f"{name}.png")
     readme = (DIAGRAM_DIR / "README.md").read_text()

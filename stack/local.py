@@ -1,7 +1,7 @@
 """The local stack behind start.sh, stop.sh, restart.sh and reset.sh (the embedded default).
 
-    python -m configuration.stack start [--input CSV] [--retrain] [--refresh]
-    python -m configuration.stack stop | status | restart | reset [--yes]
+    python -m stack start [--input CSV] [--retrain] [--refresh]
+    python -m stack stop | status | restart | reset [--yes]
 
 Everything it starts is a child process of its own session, with its log and PID file
 under `<state_dir>/logs` and `<state_dir>/pids`; stop signals only those PIDs, and only

@@ -1,6 +1,6 @@
 """The architecture of sparkmaker, drawn with the `diagrams` package (Graphviz underneath).
 
-    python -m configuration.diagrams [--out DIR] [--only NAME ...]
+    python -m architecture [--out DIR] [--only NAME ...]
 
 Three pictures, each a function below that draws into the current `Diagram`:
 
@@ -9,7 +9,7 @@ Three pictures, each a function below that draws into the current `Diagram`:
     aws-deployment.png   the same stages on AWS managed services
 
 The drawings are code so that a change of architecture is a reviewed diff. Keep them in
-step with `configuration/stack.py`, `docker-compose.yml` and the components' READMEs.
+step with `stack/local.py`, `docker-compose.yml` and the components' READMEs.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def render_all(out_dir: Path, names: list[str] | None = None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m configuration.diagrams",
+        prog="python -m architecture",
         description="Render the architecture diagrams (local stack, compose cluster, AWS) to PNG. Needs Graphviz (dot).",
     )
     parser.add_argument("--out", type=Path, default=HERE, help=f"output folder (default: {HERE})")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The docker-compose cluster behind ./start.sh --compose, ./stop.sh --compose, ... (configuration/compose.md)
+# The docker-compose cluster behind ./start.sh --compose, ./stop.sh --compose, ... (compose/README.md)
 #
-#   configuration/bin/compose.sh start [--input CSV] [--retrain] [--refresh] [--rows N]
-#   configuration/bin/compose.sh stop | restart [start options] | status | reset [--yes]
+#   compose/compose.sh start [--input CSV] [--retrain] [--refresh] [--rows N]
+#   compose/compose.sh stop | restart [start options] | status | reset [--yes]
 #
 # Environment: SPARKMAKER_COMPOSE_ENV_FILE (default <repo>/.env), SPARKMAKER_COMPOSE_KEY_FILE
 # (default <repo>/.state/compose/api-key), SPARKMAKER_COMPOSE_TIMEOUT (seconds to wait for
 # health, default 900), SPARKMAKER_ENGINE_UP (a script that starts a Docker-compatible engine
 # and prints its environment, default ../shared/containers/engine-up.sh when it exists).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 env_file="${SPARKMAKER_COMPOSE_ENV_FILE:-$root/.env}"
@@ -100,7 +100,7 @@ explain_failure() {
       local last
       last="$(dc logs --no-color --tail 40 "$service" 2>/dev/null | grep -iE 'error|exception|failed' | grep -v 'its own message is above' | tail -n 1 | sed 's/^[^|]*| //')"
       [ -n "$last" ] || last="$(dc logs --no-color --tail 1 "$service" 2>/dev/null | sed 's/^[^|]*| //')"
-      die "$service ${state/exited/exited with code $code}: ${last:-no output} (full log: configuration/bin/compose.sh logs $service)"
+      die "$service ${state/exited/exited with code $code}: ${last:-no output} (full log: compose/compose.sh logs $service)"
     fi
   done
 }
@@ -115,12 +115,12 @@ wait_healthy() {
       id="$(container_of "$service")"
       case "$( [ -n "$id" ] && health_of "$id" || echo missing)" in
         healthy) ;;
-        unhealthy) explain_failure; die "$service is unhealthy: configuration/bin/compose.sh logs $service" ;;
+        unhealthy) explain_failure; die "$service is unhealthy: compose/compose.sh logs $service" ;;
         *) pending+=("$service") ;;
       esac
     done
     [ ${#pending[@]} -eq 0 ] && return 0
-    [ $SECONDS -lt $deadline ] || die "not healthy after ${timeout} s: ${pending[*]} (configuration/bin/compose.sh logs ${pending[0]})"
+    [ $SECONDS -lt $deadline ] || die "not healthy after ${timeout} s: ${pending[*]} (compose/compose.sh logs ${pending[0]})"
     sleep 2
   done
 }
@@ -135,7 +135,7 @@ start() {
       --retrain) retrain=yes; shift ;;
       --refresh) refresh=yes; shift ;;
       -h|--help) usage; exit 0 ;;
-      *) die "unknown option $1 for start (see: configuration/bin/compose.sh --help)" ;;
+      *) die "unknown option $1 for start (see: compose/compose.sh --help)" ;;
     esac
   done
   if [ -n "$input" ]; then
@@ -201,7 +201,7 @@ print(pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column
   fi
   say "Try: curl -H \"Authorization: Bearer $key\" http://127.0.0.1:$api_port/predict/${customer:-CUSTOMER_ID}"
   say "SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u jdbc:hive2://127.0.0.1:$thrift_port/credit_risk -e 'SELECT * FROM latest_features LIMIT 5'"
-  say "Services: configuration/bin/compose.sh status   Logs: configuration/bin/compose.sh logs SERVICE   Stop: ./stop.sh --compose"
+  say "Services: compose/compose.sh status   Logs: compose/compose.sh logs SERVICE   Stop: ./stop.sh --compose"
 }
 
 stop() {

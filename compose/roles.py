@@ -27,7 +27,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 if (_REPO / "configuration" / "settings.py").is_file():  # run from a checkout; the image sets PYTHONPATH
     sys.path.insert(0, str(_REPO))
 
@@ -113,7 +113,7 @@ def _argv(command: list[str]) -> tuple[str, list[str]]:
 
 def features(args: argparse.Namespace) -> int:
     from configuration.settings import load_settings
-    from configuration.stack import sha256_file
+    from configuration.files import sha256_file
     from features import lake
 
     settings = load_settings()

@@ -3,7 +3,7 @@
 # Idempotent: does nothing when .venv matches requirements.txt; rebuilds it when
 # requirements.txt changed (its sha256 is kept in .venv/.requirements.sha256).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
@@ -14,6 +14,10 @@ if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
 fi
 
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+# A development checkout that shares a venv it manages itself (e.g. several worktrees).
+if [ "${SPARKMAKER_TRUST_VENV:-}" = "1" ] && [ -x "$venv/bin/python" ]; then
   exit 0
 fi
 

@@ -1,0 +1,1 @@
+"""Architecture diagrams as code: `python -m architecture` renders them (see README.md here)."""
