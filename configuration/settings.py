@@ -127,11 +127,11 @@ class MlflowSettings(Section):
 
     tracking_uri: str = Field(
         "", description="Tracking and registry store: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
-        "http://HOST:PORT; empty = sqlite:///<lake>/mlflow/mlflow.db (local lakes) or under <state_dir>/mlflow."
+        "http://HOST:PORT; empty = sqlite:///<registry_dir>/mlflow/mlflow.db (default <lake>/registry/mlflow/mlflow.db), no server needed."
     )
     artifact_location: str = Field(
         "", description="Where new experiments keep their artifacts (a folder or s3:// URI); "
-        "empty = <lake>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides)."
+        "empty = <registry_dir>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides)."
     )
     experiment: str = Field("sparkmaker-credit-risk", min_length=1, description="Experiment of the training runs.")
     model_name: str = Field("sparkmaker-credit-risk", min_length=1, description="Registered model holding the versions.")

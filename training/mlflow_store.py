@@ -2,8 +2,10 @@
 
 `tracking_uri(settings)` is the one answer (training, the registry, the pipeline's gate, the
 `mlflow server` the local stack starts): `mlflow.tracking_uri` when set, else a SQLite file
-under the lake (`<lake>/mlflow/mlflow.db`), so the local stack needs no server. New experiments
-keep their artifacts at `artifact_location(settings)` (`<lake>/mlflow/artifacts`).
+in the registry folder under the lake (`<lake>/registry/mlflow/mlflow.db`), so the local stack
+needs no server. New experiments keep their artifacts at `artifact_location(settings)`
+(`<lake>/registry/mlflow/artifacts`). One folder holds the whole registry (store, artifacts,
+alias mirror, unpacked models), so `training.registry_dir` moves all of it at once.
 
 `client(settings)` returns an `MlflowClient` on that store after `quiet()`: MLflow and the
 sagemaker-mlflow plugin otherwise log warnings and migration chatter on every call.
@@ -27,8 +29,8 @@ class TrackingError(UserError):
 
 
 def store_dir(settings) -> Path:
-    """The local folder of the default store: <lake>/mlflow (or <state_dir>/mlflow for a remote lake)."""
-    return (settings.local_lake_path() or Path(settings.paths.state_dir)) / "mlflow"
+    """The local folder of the default store: <registry_dir>/mlflow (default <lake>/registry/mlflow)."""
+    return settings.registry_dir() / "mlflow"
 
 
 def tracking_uri(settings) -> str:

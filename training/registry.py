@@ -347,5 +347,14 @@ class LocalRegistry(ModelRegistry):
 
 
 def open_registry(settings) -> ModelRegistry:
-    """The configured registry backend (today: the local one at settings.registry_dir())."""
-    return LocalRegistry(settings.registry_dir())
+    """The configured registry: MLflow (training.registry_backend = "mlflow", the default), or the old index.json one."""
+    if settings.training.registry_backend == "index":
+        return LocalRegistry(settings.registry_dir())
+    from training.mlflow_registry import registry_from_settings
+
+    on_change = None
+    if settings.mlflow.sagemaker_mirror:
+        from training.sagemaker_mirror import mirror_for
+
+        on_change = mirror_for(settings)
+    return registry_from_settings(settings, on_change=on_change)
