@@ -234,8 +234,6 @@ class MlflowRegistry(ModelRegistry):
         version = str(version).strip()
         if not version.isdigit():
             raise self._unknown(version)
-        if self._registered() is None:
-            raise self._unknown(version)
         with self._errors(unknown_version=version):
             return self.client.get_model_version(self.model_name, str(int(version)))
 
@@ -440,40 +438,45 @@ class MlflowRegistry(ModelRegistry):
                     self._sync_mirror(self._aliases())
         return aliases.get(name)
 
-    def history(self) -> list[dict[str, Any]]:
-        model = self._registered()
+    @staticmethod
+    def _history_of(model) -> list[dict[str, Any]]:
         if model is None:
             return []
         entries = sorted((k, v) for k, v in (model.tags or {}).items() if k.startswith(HISTORY_TAG))
         return [json.loads(value) for _, value in entries]
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        count = len(self.history())
-        with self._errors():
-            self.client.set_registered_model_tag(self.model_name, f"{HISTORY_TAG}{count + 1:06d}", json.dumps(entry))
+    def history(self) -> list[dict[str, Any]]:
+        return self._history_of(self._registered())
 
-    def _move(self, name: str, version: str, action: str, previous: str | None) -> None:
+    def _move(self, name: str, version: str, action: str, model, previous: str | None = None) -> None:
+        """Point alias `name` at `version`, append the history entry, rewrite the mirror (under the lock)."""
+        aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+        if previous is None:
+            previous = aliases.get(name)
+        count = len(self._history_of(model))
+        entry = {"action": action, "alias": name, "version": version, "previous": previous, "at": _now()}
         with self._errors():
             self.client.set_registered_model_alias(self.model_name, name, version)
-        self._record({"action": action, "alias": name, "version": version, "previous": previous, "at": _now()})
-        self._sync_mirror(self._aliases())
+            self.client.set_registered_model_tag(self.model_name, f"{HISTORY_TAG}{count + 1:06d}", json.dumps(entry))
+        self._sync_mirror({**aliases, name: version})
 
     def promote(self, version: str) -> None:
         with self._locked():
             version = str(self._model_version(version).version)
-            self._move(PRODUCTION, version, "promote", self._aliases().get(PRODUCTION))
+            self._move(PRODUCTION, version, "promote", self._registered())
         if self.on_change is not None:
             self.on_change(self, "promote", version)
 
     def rollback(self) -> str:
         with self._locked():
-            stack = replay_stack(self.history())
+            model = self._registered()
+            stack = replay_stack(self._history_of(model))
             if len(stack) < 2:
-                current = self._aliases().get(PRODUCTION)
+                current = (model.aliases or {}).get(PRODUCTION) if model is not None else None
                 what = f"version {current} is the first production model" if current else "no model was promoted yet"
                 raise RegistryError(f"nothing to roll back to: {what}; promote a version with python -m training promote VERSION")
             previous, version = stack[-1], stack[-2]
-            self._move(PRODUCTION, version, "rollback", previous)
+            self._move(PRODUCTION, version, "rollback", model, previous)
         if self.on_change is not None:
             self.on_change(self, "rollback", version)
         return version
@@ -484,7 +487,7 @@ class MlflowRegistry(ModelRegistry):
             return
         with self._locked():
             version = str(self._model_version(version).version)
-            self._move(name, version, "alias", self._aliases().get(name))
+            self._move(name, version, "alias", self._registered())
 
     def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
                  artifacts: dict[str, Path] | None = None) -> None:
