@@ -8,7 +8,8 @@ any other the pipeline sets) and the alias history (registered-model tags
 
     aliases/<name>             one line: the version the alias points at (serving polls `production`)
     models/<version>/model/    the version's model directory, downloaded once and sha256-verified
-    models/<version>/model.tar.gz
+    models/<version>/model.tar.gz   (the old index.json registry's layout: serving and its tests rely on it)
+    mlflow/mlflow.db, mlflow/artifacts/   the default store (when mlflow.tracking_uri is empty)
     .lock                      fcntl lock taken around every change
 
 A registration logs, on a new run of the experiment `mlflow.experiment`: the hyperparameters
@@ -388,11 +389,13 @@ class MlflowRegistry(ModelRegistry):
         expected = (mv.tags or {}).get("model_sha256", "")
         path = self._version_dir(version) / name
         if path.exists():
+            # A local copy changed by hand is refused, not silently replaced: serving must not load it, and
+            # someone should look. Deleting it fetches the store's copy again.
             try:
                 check(path, expected)
-                return path
-            except artifact.ArtifactError:
-                pass  # a damaged cache: fetch the store's copy again
+            except artifact.ArtifactError as exc:
+                raise artifact.ArtifactError(f"{exc} (delete {path} to fetch version {version} again from the MLflow store)") from None
+            return path
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
@@ -519,10 +522,30 @@ class MlflowRegistry(ModelRegistry):
     def run_of(self, version: str) -> str | None:
         return self._model_version(version).run_id
 
-    # For the import and the mirror
+    # For the import (training/registry_import.py)
     def imported_from(self) -> list[str]:
         model = self._registered()
         return [] if model is None else json.loads((model.tags or {}).get(IMPORTED_TAG, "[]"))
+
+    def mark_imported(self, source: str) -> None:
+        self._ensure_registered_model()
+        with self._locked(), self._errors():
+            done = self.imported_from()
+            if source not in done:
+                self.client.set_registered_model_tag(self.model_name, IMPORTED_TAG, json.dumps([*done, source]))
+
+    def restore(self, aliases: dict[str, str], history: list[dict[str, Any]]) -> None:
+        """Append another registry's alias history as it was, then point the aliases where it left them."""
+        self._ensure_registered_model()
+        with self._locked():
+            model = self._registered()
+            count = len(self._history_of(model))
+            with self._errors():
+                for offset, entry in enumerate(history, start=1):
+                    self.client.set_registered_model_tag(self.model_name, f"{HISTORY_TAG}{count + offset:06d}", json.dumps(entry))
+                for name, version in aliases.items():
+                    self.client.set_registered_model_alias(self.model_name, name, version)
+            self._sync_mirror(self._aliases())
 
 
 def registry_from_settings(settings, on_change=None) -> MlflowRegistry:

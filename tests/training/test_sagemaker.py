@@ -24,9 +24,10 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from .conftest import open_lake_registry
+
 from training.mlflow_registry import MlflowRegistry
 
+from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT, REGION = "123456789012", "us-east-1"
