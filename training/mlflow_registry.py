@@ -383,19 +383,26 @@ class MlflowRegistry(ModelRegistry):
         return self._as_version(mv, self._aliases())
 
     def _cached(self, version: str, name: str, subpath: str, check) -> Path:
-        """A local copy of one of the version's artifacts, downloaded once and checked each time."""
+        """A local copy of one of the version's artifacts, downloaded once and checked each time.
+
+        A copy already here is checked on its own (the model file against its metadata's sha256)
+        without asking the store: serving workers load models through this, and importing MLflow
+        and querying the store on every swap would cost them seconds. A download is checked
+        against the sha256 the version was registered with."""
+        number = str(version).strip()
+        if number.isdigit():
+            path = self._version_dir(str(int(number))) / name
+            if path.exists():
+                try:
+                    check(path, "")
+                except artifact.ArtifactError as exc:
+                    # Refused, not silently replaced: serving must not load it, and someone should look.
+                    raise artifact.ArtifactError(f"{exc} (delete {path} to fetch version {int(number)} again from the MLflow store)") from None
+                return path
         mv = self._model_version(version)
         version = str(mv.version)
         expected = (mv.tags or {}).get("model_sha256", "")
         path = self._version_dir(version) / name
-        if path.exists():
-            # A local copy changed by hand is refused, not silently replaced: serving must not load it, and
-            # someone should look. Deleting it fetches the store's copy again.
-            try:
-                check(path, expected)
-            except artifact.ArtifactError as exc:
-                raise artifact.ArtifactError(f"{exc} (delete {path} to fetch version {version} again from the MLflow store)") from None
-            return path
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
