@@ -23,7 +23,6 @@ the lock; several machines changing aliases of one PostgreSQL store at the same 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -36,7 +35,15 @@ from typing import Any
 
 from configuration.files import write_atomic
 from training import artifact, mlflow_store
-from training.registry import PRODUCTION, ModelRegistry, ModelVersion, RegistryError
+from training.registry import (
+    PRODUCTION,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+    nothing_to_roll_back,
+    registry_lock,
+    stage_model,
+)
 
 HISTORY_TAG = "sparkmaker.history."
 IMPORTED_TAG = "sparkmaker.imported_from"
@@ -177,19 +184,8 @@ class MlflowRegistry(ModelRegistry):
                 "check mlflow.tracking_uri, that its server or database is up and the file is an MLflow database"
             ) from None
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / ".lock", "a+")
-        except OSError as exc:
-            raise RegistryError(f"cannot open the model registry at {self.root} ({exc.strerror}): check the path and its permissions") from None
-        with handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _locked(self):
+        return registry_lock(self.root)
 
     def alias_path(self, name: str = PRODUCTION) -> Path:
         return self.root / "aliases" / name
@@ -311,13 +307,7 @@ class MlflowRegistry(ModelRegistry):
         model_tar = Path(model_tar)
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
-            staging.mkdir(parents=True)
-            shutil.copyfile(model_tar, staging / "model.tar.gz")
-            packed = artifact.unpack(staging / "model.tar.gz", staging / "model")
-            if packed["model_sha256"] != metadata.get("model_sha256"):
-                raise RegistryError(
-                    f"the metadata given for {model_tar} does not describe the model inside it (sha256 differs): register the tarball with its own metadata"
-                )
+            packed = stage_model(model_tar, metadata, staging)
             tags = {
                 **lineage(packed),
                 "model_sha256": packed["model_sha256"],
@@ -482,9 +472,7 @@ class MlflowRegistry(ModelRegistry):
             model = self._registered()
             stack = replay_stack(self._history_of(model))
             if len(stack) < 2:
-                current = (model.aliases or {}).get(PRODUCTION) if model is not None else None
-                what = f"version {current} is the first production model" if current else "no model was promoted yet"
-                raise RegistryError(f"nothing to roll back to: {what}; promote a version with python -m training promote VERSION")
+                raise nothing_to_roll_back((model.aliases or {}).get(PRODUCTION) if model is not None else None)
             previous, version = stack[-1], stack[-2]
             self._move(PRODUCTION, version, "rollback", model, previous)
         if self.on_change is not None:

@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from training import artifact
+
 from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,6 +14,7 @@ import pytest
 
 from training import artifact, local
 from training.aws import AwsError, download_prefix
+
 from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]
