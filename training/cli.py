@@ -141,6 +141,9 @@ def _report(result, registry) -> None:
     else:
         print(f"production model stays version {result.production}; promote this one with: python -m training promote {result.version}")
     print(f"model card: {registry.model_dir(result.version) / 'model-card.md'}")
+    run = registry.run_of(result.version)
+    if run:
+        print(f"MLflow run {run} (model {getattr(registry, 'model_name', '')!r} version {result.version}) in {getattr(registry, 'uri', '')}")
 
 
 def _import(args: argparse.Namespace, settings: Settings, registry) -> int:
