@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     registry = open_registry(settings)
     if args.command == "models":
         print_models(registry)
+        from training.registry_import import pending_index
+
+        pending = pending_index(settings)
+        if pending is not None:
+            print(f"an older index.json registry is in {pending}, not imported yet: import it with python -m training registry import")
         return 0
     if args.command == "promote":
         previous = registry.alias()

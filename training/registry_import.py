@@ -74,3 +74,22 @@ def import_index(source: Path, target: MlflowRegistry, echo=print) -> ImportResu
     target.restore(aliases, history)
     target.mark_imported(key)
     return ImportResult(key, False, mapping, aliases, own_production)
+
+
+def pending_index(settings) -> Path | None:
+    """The old index.json registry in the registry folder when it is not imported yet (else None)."""
+    from training.registry import open_registry
+
+    root = settings.registry_dir()
+    registry = open_registry(settings)
+    if not (root / "index.json").is_file() or not isinstance(registry, MlflowRegistry):
+        return None
+    return None if str(root.resolve()) in registry.imported_from() else root
+
+
+def import_if_present(settings, echo=print) -> ImportResult | None:
+    """Import the registry folder's old index.json once, if there is one (for start-up scripts: idempotent)."""
+    from training.registry import open_registry
+
+    root = pending_index(settings)
+    return None if root is None else import_index(root, open_registry(settings), echo)

@@ -40,6 +40,9 @@ def test_import_keeps_every_version_alias_and_the_history_and_a_second_import_ch
     old = old_registry(lake / "registry", model_tar, tmp_path)  # where the old default put it
     index_before = old.index_path.read_bytes()
 
+    hint = cli("models", "--lake", str(lake))
+    assert "not imported yet: import it with python -m training registry import" in hint.stdout
+
     first = cli("registry", "import", "--lake", str(lake))
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines()[-1].startswith(f"imported 3 versions from {lake / 'registry'}")
@@ -67,6 +70,7 @@ def test_import_keeps_every_version_alias_and_the_history_and_a_second_import_ch
     assert run.data.tags["imported_version"] == "3"
     assert old.index_path.read_bytes() == index_before  # the old registry is left as it was
 
+    assert "not imported yet" not in cli("models", "--lake", str(lake)).stdout
     history_before = new.history()
     second = cli("registry", "import", "--lake", str(lake))
     assert second.returncode == 0, second.stderr
