@@ -1,9 +1,11 @@
 """The model registry: numbered model versions, their metadata, and the `production` alias.
 
-`ModelRegistry` is the interface every backend keeps (a SageMaker Model Registry backend
-can be added beside `LocalRegistry`); `open_registry(settings)` returns the configured one.
+`ModelRegistry` is the interface every backend keeps; `open_registry(settings)` returns the
+configured one: `MlflowRegistry` (training/mlflow_registry.py, the default and the one
+registry), or with `training.registry_backend = "index"` the old `LocalRegistry` below, kept
+as the reader `python -m training registry import` needs.
 
-Local layout (`settings.registry_dir()`, default `<lake>/registry`):
+The old layout (`settings.registry_dir()`, default `<lake>/registry`):
 
     index.json                      versions, aliases, the production stack and the promotion history
     models/<version>/model.tar.gz   the tarball as registered
