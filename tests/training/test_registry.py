@@ -47,11 +47,8 @@ def postgres_store(postgres_dsn):
     uri = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     MlflowRegistry(Path("/nonexistent"), uri).versions()  # migrate once
     yield uri
-    from sqlalchemy import create_engine
-
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    del create_engine
 
 
 @pytest.fixture(params=BACKENDS)
