@@ -159,6 +159,9 @@ class ApiSettings(Section):
     )
     timeout_seconds: float = Field(2.0, gt=0, description="Model call timeout; slower answers are 504.")
     max_batch: int = Field(100, ge=1, description="Most ids one POST /predict may ask for.")
+    max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest request body the API reads (bytes); a larger one is 413 before it is read whole."
+    )
     api_key_hashes: list[str] = Field(default_factory=list, description="sha256 hex digests of the accepted API keys.")
     auth_enabled: bool = Field(True, description="Require Authorization: Bearer <key>.")
     prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")

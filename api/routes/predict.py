@@ -11,7 +11,7 @@ from api import service
 from api.deps import ServicesDep, require_api_key
 from api.errors import ApiError
 from api.observability import current_request_id
-from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, batch_request_model
+from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, PathCustomerId, Prediction, batch_request_model
 
 RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,7 +33,7 @@ def build_router(max_batch: int) -> APIRouter:
         responses={**COMMON_ERRORS, 404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."}},
     )
     async def predict_one(
-        id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804])],
+        id: Annotated[PathCustomerId, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804])],
         services: ServicesDep,
     ) -> JSONResponse:
         scoring = await service.score([id], services)
