@@ -120,3 +120,12 @@ def test_a_plain_id_in_the_path_still_works(deployed):
     response = deployed.get(f"/predict/{CUSTOMERS[0]}")
     assert response.status_code == 200 and response.json()["id"] == CUSTOMERS[0]
     assert deployed.get("/predict/0").status_code == 404  # the smallest id: valid, absent
+
+
+def test_deeply_nested_json_is_a_short_4xx(deployed):
+    depth = 2000  # within api.max_body_bytes = 4096
+    body = b'{"ids": ' + b"[" * depth + b"]" * depth + b"}"
+    status, headers, content = raw_post(deployed, body, {})
+    assert status in (400, 422), content[:300]
+    answer = json.loads(content)
+    assert answer["request_id"] and len(content) < 4096
