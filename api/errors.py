@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.model_endpoint import ModelFailed, ModelTimeout, ModelUnavailable
 from api.observability import current_request_id
+from configuration.errors import excerpt
 from features.online.base import StoreError, StoreUnavailable
 
 log = logging.getLogger("api")
@@ -68,8 +69,7 @@ def input_excerpt(value: Any) -> Any:
 
 
 def printable_excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
-    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return shown if len(text) <= limit else shown + f"... ({len(text)} characters)"
+    return excerpt(text, limit)
 
 
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
