@@ -197,7 +197,7 @@ def count_rows(classified) -> dict:
     """rows_in, rows_accepted, rejects per reason (every reason present, zeros included), exact copies dropped,
     and rows with bytes that are not UTF-8."""
     grouped = classified.groupBy(validate.REASON, validate.DROPPED_COPY, validate.UNDECODABLE).count().collect()
-    rejects = {reason: 0 for reason in REJECT_REASONS}
+    rejects = dict.fromkeys(REJECT_REASONS, 0)
     accepted = dropped = undecodable = 0
     for row in grouped:
         if row[validate.UNDECODABLE]:

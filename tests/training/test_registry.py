@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -200,12 +201,12 @@ def test_concurrent_promotions_from_several_processes_keep_the_index_whole(regis
     # Every promotion was recorded: none lost to a concurrent read-modify-write.
     assert len(history) == len(plans) * rounds * 2
     # The history is a chain: each entry's `previous` is the version the entry before set.
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert after["previous"] == before["version"]
     assert index["aliases"][PRODUCTION] == history[-1]["version"]
     assert registry.alias_path().read_text().strip() == history[-1]["version"]
     stack = index["production_stack"]
-    assert all(a != b for a, b in zip(stack, stack[1:]))
+    assert all(a != b for a, b in itertools.pairwise(stack))
 
 
 def test_concurrent_registrations_get_distinct_versions(registry, model_tar, tmp_path):
