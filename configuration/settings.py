@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from configuration.errors import UserError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -291,7 +291,7 @@ def config_files() -> list[Path]:
     return [p for p in DEFAULT_CONFIG_FILES if p.is_file()]
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; raise ConfigurationError with a one-line reason."""
     try:
         return Settings(**overrides)

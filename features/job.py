@@ -56,6 +56,7 @@ def code_version() -> str:
 def describe_input(spark: SparkSession, uri: str) -> dict:
     """Size and sha256 of the input file (or of a folder's files, in name order), through Hadoop's FileSystem."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session (this process built it) has its gateway
     path = jvm.org.apache.hadoop.fs.Path(uri)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(path):

@@ -66,7 +66,7 @@ class ServerState:
 
 
 def build_state(settings: Settings) -> ServerState:
-    from training.registry import PRODUCTION, LocalRegistry, open_registry
+    from training.registry import PRODUCTION, LocalRegistry, ModelRegistry, open_registry
 
     serving = settings.serving
     control_dir = default_control_dir(settings)
@@ -76,7 +76,7 @@ def build_state(settings: Settings) -> ServerState:
         alias_path = None
         # A registry, when there is one, lets the admin call swap to a registered version too.
         registry_root = settings.registry_dir()
-        registry = LocalRegistry(registry_root) if (registry_root / "index.json").is_file() else None
+        registry: ModelRegistry | None = LocalRegistry(registry_root) if (registry_root / "index.json").is_file() else None
     else:
         base = None
         registry = open_registry(settings)

@@ -58,7 +58,7 @@ def build_router(max_batch: int) -> APIRouter:
         request: Annotated[BatchRequest, Body()],  # type: ignore[valid-type]
         services: ServicesDep,
     ) -> JSONResponse:
-        ids = list(request.ids)
+        ids = list(request.ids)  # type: ignore[attr-defined]  # BatchRequest is built at run time (max_batch)
         scoring = await service.score(ids, services)
         if not scoring.scored:
             missing = await service.no_snapshot_error(services.store)
