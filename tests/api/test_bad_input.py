@@ -93,7 +93,7 @@ def test_a_422_quotes_only_a_short_excerpt_of_a_long_input(deployed):
     response = deployed.client.post("/predict", content=f'{{"ids":["{long_id}"]}}', headers={**AUTH, "Content-Type": "application/json"})
     body = assert_short_error(response, 422)
     excerpt = body["detail"][0]["input"]
-    assert isinstance(excerpt, str) and len(excerpt) <= 120 and excerpt.startswith("777") and "3500 characters" in excerpt
+    assert isinstance(excerpt, str) and len(excerpt) <= 120 and excerpt.startswith("777") and "3,500 characters" in excerpt
 
 
 def test_a_422_lists_at_most_a_few_problems(deployed):
