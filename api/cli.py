@@ -2,6 +2,7 @@
 
     python -m api [serve] [--host H] [--port P] [--workers N]
     python -m api keygen [--write] [--config PATH]
+    python -m api openapi [--write | --check]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from configuration.network import check_port
 from configuration.settings import DEFAULT_CONFIG_FILES, load_settings
 
-COMMANDS = ("serve", "keygen")
+COMMANDS = ("serve", "keygen", "openapi")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The prediction API: GET /predict/{id} with features from the online store and the model endpoint.",
         epilog="Without a command, serves. Settings: the [api] and [online_store] sections of configuration/*.toml.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{serve,keygen}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,keygen,openapi}")
     serve = commands.add_parser("serve", help="serve the API with uvicorn (the default command)")
     serve.add_argument("--host", help="address to bind (default: api.host)")
     serve.add_argument("--port", type=int, help="port (default: api.port)")
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG_FILES[1], help=f"TOML file to add it to (default: {DEFAULT_CONFIG_FILES[1]})"
     )
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document, or check or rewrite the frozen api/openapi.json")
+    mode = openapi.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite api/openapi.json (an intended interface change)")
+    mode.add_argument("--check", action="store_true", help="exit 1 naming the differences when api/openapi.json is stale")
     return parser
 
 
@@ -95,4 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "keygen":
         return keygen(args.write, args.config)
+    if args.command == "openapi":
+        from api import openapi
+
+        return openapi.main(args.write, args.check)
     return serve(args)

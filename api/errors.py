@@ -2,12 +2,17 @@
 
 Every error body is `{"detail": "...", "request_id": "..."}`: what went wrong and what to
 do, never a traceback or an internal address (those go to the log, under the same
-request id). Validation errors (422) keep FastAPI's list of problems in `detail`.
+request id). Validation errors (422) keep FastAPI's list of problems in `detail`, bounded:
+at most MAX_PROBLEMS of them, each input quoted as a short excerpt (validation_details).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -17,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.model_endpoint import ModelFailed, ModelTimeout, ModelUnavailable
 from api.observability import current_request_id
+from configuration.errors import excerpt
 from features.online.base import StoreError, StoreUnavailable
 
 log = logging.getLogger("api")
@@ -32,6 +38,53 @@ class ApiError(Exception):
 
 def error_response(status_code: int, detail, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "request_id": current_request_id()}, status_code=status_code, headers=headers)
+
+
+MAX_PROBLEMS = 10  # problems listed in a 422; the rest are counted
+MAX_EXCERPT = 80  # characters of an input quoted in a 422
+
+
+def input_excerpt(value: Any) -> Any:
+    """The input as it was when it is a short, finite JSON value; else a short printable excerpt of it.
+
+    A 422 must not echo a 20 MB body, and cannot hold NaN or Infinity (they are not JSON).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)  # "nan", "inf", "-inf"
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(jsonable_encoder(value), allow_nan=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            text = repr(value)
+        return printable_excerpt(text)
+    return value if len(text) <= MAX_EXCERPT else printable_excerpt(text)
+
+
+def printable_excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
+    return excerpt(text, limit)
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's list of problems, bounded: the first MAX_PROBLEMS, each with type, loc, msg and a short input."""
+    details = []
+    for error in errors[:MAX_PROBLEMS]:
+        detail = {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": printable_excerpt(str(error.get("msg", "")), 200)}
+        if "input" in error:
+            detail["input"] = input_excerpt(error["input"])
+        if error.get("ctx"):
+            detail["ctx"] = {str(k): input_excerpt(v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in error["ctx"].items()}
+        details.append(detail)
+    if len(errors) > MAX_PROBLEMS:
+        details.append({"type": "truncated", "loc": [], "msg": f"and {len(errors) - MAX_PROBLEMS} more problems"})
+    return details
 
 
 def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> None:
@@ -73,7 +126,7 @@ def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> N
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, jsonable_encoder(exc.errors()))
+        return error_response(422, validation_details(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth import KeyChecker
+from api.body_limit import BodyLimitMiddleware
 from api.deps import Services
 from api.model_endpoint import RegistryThresholds, open_model_endpoint
 from api.observability import Metrics, RequestMiddleware, configure_logging
@@ -96,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
+    # Bodies over api.max_body_bytes are 413 before they are read whole (inside RequestMiddleware: the 413 has a request id).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=app_metrics)
     return app
 

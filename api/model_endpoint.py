@@ -316,7 +316,7 @@ class RegistryThresholds:
             return None
         registry = open_registry(self.settings)
         try:
-            alias_path = registry.alias_path(PRODUCTION)
+            alias_path = registry.alias_path(PRODUCTION)  # type: ignore[attr-defined]  # LocalRegistry's (the MLflow registry branch changes this)
             stamp = alias_path.stat().st_mtime_ns if alias_path.exists() else None
             if self._cache and self._cache[0] == stamp:
                 return self._cache[1], self._cache[2]

@@ -20,6 +20,14 @@ def _json_integer(value: object) -> object:
     return value
 
 
+def decimal_digits(value: object) -> object:
+    """A path id is ASCII decimal digits only: not "+5008804", " 5008804", "5008804.0", "5_008_804" or
+    full-width digits, all of which int() takes."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is decimal digits only, e.g. 5008804")
+    return value
+
+
 CustomerId = Annotated[
     int, Field(ge=ID_MIN, le=ID_MAX, description="Customer id (bigint), e.g. 5008804."), BeforeValidator(_json_integer)
 ]

@@ -104,11 +104,14 @@ def log_scoring(writer: LogWriter, scoring: Scoring) -> None:
     ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     request_id = current_request_id()
     latency = round(elapsed_ms(), 3)
+    threshold, model_version = scoring.threshold, scoring.model_version
+    if threshold is None or model_version is None:  # set whenever something was scored
+        return
     for s in scoring.scored:
         writer.submit(
             LogEntry(
                 ts=ts, request_id=request_id, customer_id=s.record.id, features=s.record.features,
-                probability=s.probability, label=s.label, threshold=scoring.threshold, model_version=scoring.model_version,
+                probability=s.probability, label=s.label, threshold=threshold, model_version=model_version,
                 snapshot_run_id=s.record.run_id, snapshot_as_of=s.record.as_of, latency_ms=latency,
             )
         )

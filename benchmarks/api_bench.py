@@ -371,7 +371,7 @@ def bench(args, work: Path) -> dict:
                 print(f"open loop at {rate} req/s (half of {best:.0f}) ...", flush=True)
                 # Alternating with the same schedule against the floor (what this shared machine's tail
                 # is without the API in the path); the median of the repeats is reported.
-                for repeat in range(args.open_loop_repeats):
+                for _ in range(args.open_loop_repeats):
                     for key, port, auth in (("open_loop_half_max", api_port, True), ("open_loop_floor_same_rate", frontend_port, False)):
                         loadgen = run_open_loop(port, rate, args.duration * 2, ids_file, auth=auth)
                         results.setdefault(key + "_runs", []).append(open_loop_result(loadgen, args.duration * 2 + 120))

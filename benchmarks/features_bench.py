@@ -198,13 +198,13 @@ def main() -> None:
           f"Python {platform.python_version()}")
     print("| rows | Spark s | Spark rows/s | Spark peak MB | DuckDB s | DuckDB rows/s | DuckDB peak MB | Spark/DuckDB | same outputs |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    for scale, rows, spark_s, spark_mb, duck_s, duck_mb, same, _ in results:
+    for _, rows, spark_s, spark_mb, duck_s, duck_mb, same, _ in results:
         print(f"| {rows:,} | {spark_s:.1f} | {rows / spark_s:,.0f} | {spark_mb:,.0f} | {duck_s:.1f} | {rows / duck_s:,.0f} "
               f"| {duck_mb:,.0f} | {spark_s / duck_s:.2f}x | {'yes' if same else 'NO'} |")
     for scale, *_, stages in results:
         print(f"Spark stages at x{scale}: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     if len(results) >= 2:
-        (s1, r1, t1, *_), (s2, r2, t2, *_) = results[0], results[-1]
+        (_, r1, t1, *_), (_, r2, t2, *_) = results[0], results[-1]
         print(f"Spark time grows {t2 / t1:.2f}x for {r2 / r1:.1f}x the rows")
 
 

@@ -76,7 +76,7 @@ async def open_loop(
 
 def wrk_result(output: str, connections: int) -> dict:
     """The `RESULT {...}` line of a wrk run as rps, latency percentiles in ms and errors (transport + non-2xx)."""
-    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
+    line = next(text for text in output.splitlines() if text.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     seconds = result["duration_us"] / 1e6
     figures = {"connections": connections, "requests": result["requests"], "rps": result["requests"] / seconds,

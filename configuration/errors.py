@@ -15,6 +15,16 @@ class UserError(Exception):
     exit_code = 2
 
 
+def excerpt(text: str, limit: int = 120) -> str:
+    """At most `limit` characters of `text` for a message: control characters shown as `?`, the length told when cut.
+
+    A user's file or request may hold anything (a binary header, a 1 MB line): a message
+    quotes only this much of it, so it stays one short, printable line.
+    """
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text):,} characters)"
+
+
 def run_cli(main: Callable[[], int | None], prog: str) -> None:
     """Run an entry point, turning a UserError into one line on stderr instead of a traceback."""
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from configuration.errors import UserError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -191,6 +191,9 @@ class ApiSettings(Section):
     )
     timeout_seconds: float = Field(2.0, gt=0, description="Model call timeout; slower answers are 504.")
     max_batch: int = Field(100, ge=1, description="Most ids one POST /predict may ask for.")
+    max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest request body the API reads (bytes); a larger one is 413 before it is read whole."
+    )
     api_key_hashes: list[str] = Field(default_factory=list, description="sha256 hex digests of the accepted API keys.")
     auth_enabled: bool = Field(True, description="Require Authorization: Bearer <key>.")
     prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")
@@ -321,7 +324,7 @@ def config_files() -> list[Path]:
     return [p for p in DEFAULT_CONFIG_FILES if p.is_file()]
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; raise ConfigurationError with a one-line reason."""
     try:
         return Settings(**overrides)

@@ -6,8 +6,8 @@ from pathlib import Path
 if not __package__:  # spark-submit runs this file as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configuration.errors import run_cli  # noqa: E402
-from features.cli import main  # noqa: E402
+from configuration.errors import run_cli
+from features.cli import main
 
 if __name__ == "__main__":
     run_cli(main, "features")

@@ -20,7 +20,10 @@ def register(spark: SparkSession, database: str, locations: dict[str, str]) -> N
     schema is unchanged, so readers never find the table missing; a changed schema (an
     input with other extra columns changes `rejects`) needs DROP and CREATE.
     """
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
+    # Checked first: CREATE DATABASE IF NOT EXISTS on an existing database makes the Hive
+    # metastore log a ~95-line AlreadyExistsException (at ERROR) before Spark ignores it.
+    if not spark.catalog.databaseExists(database):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
     for table, uri in locations.items():
         new_schema = spark.read.parquet(uri).schema
         if spark.catalog.tableExists(table):

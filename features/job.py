@@ -56,6 +56,7 @@ def code_version() -> str:
 def describe_input(spark: SparkSession, uri: str) -> dict:
     """Size and sha256 of the input file (or of a folder's files, in name order), through Hadoop's FileSystem."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session (this process built it) has its gateway
     path = jvm.org.apache.hadoop.fs.Path(uri)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(path):
@@ -127,6 +128,11 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
                 f"{sum(counts['rejects'].values()):,} rejected "
                 + (", ".join(f"{r} {n:,}" for r, n in counts["rejects"].items() if n) or "")
                 + f", {counts['exact_duplicates_removed']:,} exact copies dropped"
+                + (
+                    f"; {counts['undecodable_rows']:,} rows hold bytes that are not UTF-8 (read as U+FFFD, counted as "
+                    "undecodable_rows in the manifest): re-encode the input as UTF-8"
+                    if counts["undecodable_rows"] else ""
+                )
             )
             check_reject_share(counts, settings.features.max_reject_share)
 
@@ -189,11 +195,14 @@ def _roll_back(spark: SparkSession, settings: Settings, store: lake.Lake, snapsh
 
 
 def count_rows(classified) -> dict:
-    """rows_in, rows_accepted, rejects per reason (every reason present, zeros included), exact copies dropped."""
-    grouped = classified.groupBy(validate.REASON, validate.DROPPED_COPY).count().collect()
-    rejects = {reason: 0 for reason in REJECT_REASONS}
-    accepted = dropped = 0
+    """rows_in, rows_accepted, rejects per reason (every reason present, zeros included), exact copies dropped,
+    and rows with bytes that are not UTF-8."""
+    grouped = classified.groupBy(validate.REASON, validate.DROPPED_COPY, validate.UNDECODABLE).count().collect()
+    rejects = dict.fromkeys(REJECT_REASONS, 0)
+    accepted = dropped = undecodable = 0
     for row in grouped:
+        if row[validate.UNDECODABLE]:
+            undecodable += row["count"]
         if row[validate.REASON] is not None:
             rejects[row[validate.REASON]] += row["count"]
         elif row[validate.DROPPED_COPY]:
@@ -205,6 +214,8 @@ def count_rows(classified) -> dict:
         "rows_accepted": accepted,
         "rejects": rejects,
         "exact_duplicates_removed": dropped,
+        # Rows holding a byte that is not UTF-8 (read as U+FFFD), wherever they ended up.
+        "undecodable_rows": undecodable,
     }
 
 

@@ -41,10 +41,23 @@ def parse_flag(raw: Column) -> Column:
     return F.when(text == "Y", 1).when(text == "N", 0).cast("int")
 
 
+UNDECODABLE = "_undecodable"
+# Spark reads a byte that is not UTF-8 (a latin-1 "é") as U+FFFD. The contract keeps such rows
+# row for row (the character is in a free-text column more often than not): they are counted
+# in the manifest (`undecodable_rows`), not rejected.
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def undecodable(columns: list[str]) -> Column:
+    """True when any of the row's raw strings holds U+FFFD, the mark of a byte that was not UTF-8."""
+    return F.coalesce(F.concat_ws("", *[F.col(c) for c in columns]).contains(REPLACEMENT_CHARACTER), F.lit(False))
+
+
 def with_parsed_columns(raw: DataFrame) -> DataFrame:
     """Add the typed columns the rules and the features need, prefixed `_`, beside the raw strings."""
     return raw.select(
         "*",
+        undecodable(raw.columns).alias(UNDECODABLE),
         parse_integer(F.col("id")).alias("_id"),
         parse_integer(F.col("loan_id")).alias("_loan_id"),
         parse_date(F.col("loan_date")).alias("_loan_date"),

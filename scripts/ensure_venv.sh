@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Create or refresh .venv at the repository root from requirements.txt.
-# Idempotent: does nothing when .venv matches requirements.txt; rebuilds it when
-# requirements.txt changed (its sha256 is kept in .venv/.requirements.sha256).
+# Create or refresh .venv at the repository root from requirements.lock (every package pinned,
+# with hashes; generated from requirements.txt by scripts/lock.sh), installed with --require-hashes.
+# Idempotent: does nothing when .venv matches both files; rebuilds it when either changed
+# (the sha256 of the two is kept in .venv/.requirements.sha256).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
+want="$(cat "$root/requirements.txt" "$root/requirements.lock" | sha256sum | cut -d' ' -f1)"
 
 if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
   echo "sparkmaker: Java 17 is required by Spark and was not found: install it (Debian: apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME" >&2
@@ -32,12 +33,17 @@ if [ -z "$python" ]; then
   exit 2
 fi
 
-echo "sparkmaker: creating .venv from requirements.txt (first run takes a few minutes)" >&2
+# A pin added to requirements.txt without a refreshed lock would silently not be installed.
+if ! "$python" "$root/scripts/check_lock.py"; then
+  exit 2
+fi
+
+echo "sparkmaker: creating .venv from requirements.lock (first run takes a few minutes)" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-if ! "$venv/bin/python" -m pip install --quiet -r "$root/requirements.txt" >&2; then
-  echo "sparkmaker: installing requirements.txt failed (see pip's message above); fix it and rerun" >&2
+if ! "$venv/bin/python" -m pip install --quiet --require-hashes -r "$root/requirements.lock" >&2; then
+  echo "sparkmaker: installing requirements.lock failed (see pip's message above); fix it and rerun" >&2
   rm -f "$stamp"
   exit 1
 fi

@@ -76,7 +76,7 @@ def registry_exists(settings: Settings) -> bool:
 
 
 def build_state(settings: Settings) -> ServerState:
-    from training.registry import PRODUCTION, open_registry
+    from training.registry import PRODUCTION, ModelRegistry, open_registry
 
     serving = settings.serving
     control_dir = default_control_dir(settings)
@@ -85,7 +85,7 @@ def build_state(settings: Settings) -> ServerState:
         base: ModelSource | None = ModelSource("dir", path=str(serving.model_dir))
         alias_path = None
         # A registry, when there is one, lets the admin call swap to a registered version too.
-        registry = open_registry(settings) if registry_exists(settings) else None
+        registry: ModelRegistry | None = open_registry(settings) if registry_exists(settings) else None
     else:
         base = None
         registry = open_registry(settings)
@@ -108,6 +108,20 @@ class ClientGone(Exception):
     """The client disconnected before its body arrived: nothing to answer."""
 
 
+# A client that sends its whole body before reading (urllib, requests) sees a connection reset
+# instead of the 413 when the server closes with the body unread: read and discard the rest of
+# an oversize body up to this bound first (beyond it, the reset is the answer).
+_DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+async def _drain(receive, size: int) -> None:
+    while size <= _DRAIN_LIMIT_BYTES:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+        size += len(message.get("body", b""))
+
+
 async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
     if declared is not None:
         try:
@@ -115,6 +129,8 @@ async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
         except ValueError:
             raise BadRequest("the Content-Length header is not a number") from None
         if size > limit:
+            if size <= _DRAIN_LIMIT_BYTES:
+                await _drain(receive, 0)
             raise PayloadTooLarge(
                 f"the body is {size} bytes, over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
             )
@@ -127,6 +143,8 @@ async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(receive, size)
             raise PayloadTooLarge(
                 f"the body is over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
             )
@@ -341,7 +359,7 @@ class PredictionRoutes:
 def _admin_source(body: bytes) -> ModelSource:
     try:
         document = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest('the body is not JSON: send {"version": "3"} or {"model_dir": "/path/to/model"}') from None
     if not isinstance(document, dict) or len(document) != 1 or not ({"version", "model_dir"} & set(document)):
         raise BadRequest('send exactly one of {"version": "3"} (a registry version) or {"model_dir": "/path/to/model"}')

@@ -39,20 +39,26 @@ def _shown(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
 
 
+def _not_plain(text: str) -> bool:
+    """float() also reads "1_000", full-width and other Unicode digits and spaces: a number here is plain ASCII."""
+    return "_" in text or not text.isascii()
+
+
 def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
     """A CSV field as a number; an empty (or blank) field is a missing value."""
     try:
-        value = float(text)  # float() itself ignores surrounding spaces
+        value: float | None = float(text)  # float() itself ignores surrounding spaces
     except ValueError:
-        text = text.strip()
-        if not text:
+        value = None
+    if value is None or _not_plain(text):
+        shown = text.strip(" \t\r")
+        if not shown:
             return NAN
         hint = ""
-        if row == 1 and text.strip('"').lower() in features:
+        if row == 1 and shown.strip('"').lower() in features:
             hint = " (this looks like a header: send rows without one)"
-        raise BadRequest(
-            f"row {row}, field {column + 1} ({features[column]}): {_shown(text)} is not a number{hint}"
-        ) from None
+        what = "is not a number" if value is None else "is not a plain number (ASCII digits, sign, point and exponent only)"
+        raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(shown)} {what}{hint}")
     if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX and value == value:  # NaN is a missing value, not out of range
         what = "is not a finite number" if math.isinf(value) else "is out of range (beyond ±3.4e38)"
         raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(text.strip())} {what}")
@@ -72,6 +78,7 @@ def decode_csv(body: bytes, features: Sequence[str]) -> Rows:
         raise BadRequest(f"the body holds no rows: send one line of {len(features)} comma-separated features per row")
     width = len(features)
     rows: list[list[float]] = []
+    plain = not _not_plain(text)  # one scan of the body; otherwise every row is read field by field
     for number, line in enumerate(lines, start=1):
         # Quotes are legal CSV but rare for numbers: only pay for the csv module when present.
         fields = next(csv.reader([line])) if '"' in line else line.split(",")
@@ -83,7 +90,7 @@ def decode_csv(body: bytes, features: Sequence[str]) -> Rows:
             )
         try:
             # The common case in C: plain numbers, each within float32 (beyond, array() stores ±inf).
-            row = array("f", map(float, fields)).tolist()
+            row = array("f", map(float, fields)).tolist() if plain else None
         except ValueError:  # an empty field (a missing value) or not a number: read field by field
             row = None
         if row is None or _INF in row or _NEG_INF in row:
@@ -101,6 +108,8 @@ def decode_json(body: bytes, features: Sequence[str]) -> Rows:
     except ValueError as exc:
         reason = getattr(exc, "msg", str(exc))
         raise BadRequest(f"the body is not valid JSON ({reason}): send {{\"instances\": [{{...}}]}}") from None
+    except RecursionError:
+        raise BadRequest('the JSON body is nested too deeply: send {"instances": [{...}]}, rows one level down') from None
     if isinstance(document, dict):
         extra = sorted(set(document) - {"instances"})
         if "instances" not in document or extra:

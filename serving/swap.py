@@ -82,6 +82,8 @@ class ModelResolver:
             except Exception as exc:  # RegistryError/ArtifactError are UserErrors with a one-line reason
                 raise ModelRefused(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
             return load_model(model_dir, source, version=source.version)
+        if source.path is None:
+            raise ModelRefused("a model directory source names no path")
         return load_model(Path(source.path), source, version=self.directory_version)
 
 
@@ -110,13 +112,14 @@ class Watcher:
 
     # The decision, kept apart from the polling so it can be tested directly.
     def target(self) -> ModelSource | None:
-        alias_sig = _signature(self.alias_path) if self.alias_path else None
+        alias_path = self.alias_path
+        alias_sig = _signature(alias_path) if alias_path else None
         desired_sig = _signature(self.desired_path)
         candidates: list[tuple[int, ModelSource]] = []
         if self.base is not None:
             candidates.append((-1, self.base))
-        if alias_sig is not None:
-            version = _read_line(self.alias_path)
+        if alias_path is not None and alias_sig is not None:
+            version = _read_line(alias_path)
             if version:
                 candidates.append((alias_sig.mtime_ns, ModelSource("registry", version=version)))
         if desired_sig is not None:

@@ -271,7 +271,8 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         else:
             say(f"  features: running the feature job on {csv} ...")
             took = stack.run_stage("features", [PYTHON, "-m", "features", "--input", str(csv)])
-            say(f"  features: snapshot {lake.read_current(settings)['run_id']} published and materialized in {took}")
+            published = lake.read_current(settings) or {"run_id": "?"}
+            say(f"  features: snapshot {published['run_id']} published and materialized in {took}")
 
     from training.registry import open_registry
 

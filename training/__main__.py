@@ -7,8 +7,8 @@ import os
 # XGBoost loads libgomp; a value the user exported wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from configuration.errors import run_cli  # noqa: E402
-from training.cli import main  # noqa: E402
+from configuration.errors import run_cli
+from training.cli import main
 
 if __name__ == "__main__":
     run_cli(main, "training")

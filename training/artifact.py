@@ -188,6 +188,8 @@ def unpack(tar_path: Path, dest: Path) -> dict[str, Any]:
                         f"{tar_path} holds {member.name!r}: model tarballs hold files at their root only (pack with training.artifact.pack)"
                     )
                 source = archive.extractfile(member)
+                if source is None:  # a link or a device passed as a file: not part of a model
+                    raise ArtifactError(f"{tar_path} holds {member.name!r}, which is not a regular file: re-pack the model")
                 with open(dest / name, "wb") as target:
                     shutil.copyfileobj(source, target)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -114,9 +114,7 @@ def _numeric(name: str, column: str, array: pa.ChunkedArray) -> np.ndarray:
 def _dates(name: str, array: pa.ChunkedArray) -> np.ndarray:
     kind = array.type
     try:
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            array = pc.cast(array, pa.date32())
-        elif pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
             array = pc.cast(array, pa.date32())
         elif not pa.types.is_date32(kind):
             raise ChannelError(f"channel {name!r}: column {DATE_COLUMN} is {kind}, not a date")

@@ -52,7 +52,7 @@ def split_by_time(frame: Frame, hps: Hyperparameters) -> Split:
     train, validation = frame.take(~later), frame.take(later)
     rule = "split_date" if hps.split_date else f"validation_fraction={hps.validation_fraction:g}"
     description = (
-        f"time: train on loan_date < {_iso(cutoff)} ({len(train):,} rows, {first} to {_iso(train.loan_date.max())}), "
+        f"time: train on loan_date < {_iso(cutoff)} ({len(train):,} rows, {first} to {_iso(frame.loan_date[~later].max())}), "
         f"validate on loan_date >= {_iso(cutoff)} ({len(validation):,} rows, up to {last}); {rule}"
     )
     return Split(train=train, validation=validation, description=description, cutoff=_iso(cutoff))

@@ -72,7 +72,7 @@ class SqlitePredictionLog(PredictionLog):
         rows = self._connect().execute(
             f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
         ).fetchall()
-        return [LogEntry(*row[:3], json.loads(row[3]), *row[4:]) for row in rows]
+        return [LogEntry(row[0], row[1], row[2], json.loads(row[3]), *row[4:]) for row in rows]
 
     def count(self) -> int:
         return self._connect().execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]

@@ -86,7 +86,7 @@ class LogWriter:
         self.backend.close()
 
     def _take(self, limit: int) -> list[LogEntry]:
-        batch = []
+        batch: list[LogEntry] = []
         buffer = self._buffer
         while buffer and len(batch) < limit:
             batch.append(buffer.popleft())

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from api import service
 from api.deps import ServicesDep, require_api_key
 from api.errors import ApiError
 from api.observability import current_request_id
-from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, batch_request_model
+from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, batch_request_model, decimal_digits
 
 RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,7 +34,10 @@ def build_router(max_batch: int) -> APIRouter:
         responses={**COMMON_ERRORS, 404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."}},
     )
     async def predict_one(
-        id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804])],
+        # BeforeValidator beside Path (not in a nested Annotated alias, which loses minimum/maximum from the schema).
+        id: Annotated[
+            int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804]), BeforeValidator(decimal_digits)
+        ],
         services: ServicesDep,
     ) -> JSONResponse:
         scoring = await service.score([id], services)
@@ -58,7 +62,7 @@ def build_router(max_batch: int) -> APIRouter:
         request: Annotated[BatchRequest, Body()],  # type: ignore[valid-type]
         services: ServicesDep,
     ) -> JSONResponse:
-        ids = list(request.ids)
+        ids = list(request.ids)  # type: ignore[attr-defined]  # BatchRequest is built at run time (max_batch)
         scoring = await service.score(ids, services)
         if not scoring.scored:
             missing = await service.no_snapshot_error(services.store)

@@ -40,7 +40,10 @@ def store_config(settings: Settings):
 
 def open_store(settings: Settings | None = None, config=None) -> OnlineStore:
     """The configured backend; nothing is connected until its first call."""
-    config = config if config is not None else store_config(settings)
+    if config is None:
+        if settings is None:
+            raise TypeError("open_store needs the settings or a store config")
+        config = store_config(settings)
     if config.type == "redis":
         from features.online.redis_store import RedisOnlineStore
 

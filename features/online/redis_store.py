@@ -117,10 +117,11 @@ class RedisOnlineStore(OnlineStore):
     def __init__(self, config: RedisStoreConfig) -> None:
         self.config = config
         self._redis = require("redis", "Redis", "redis")
-        self._client = None
-        self._async_client = None
-        self._script = None
-        self._async_script = None
+        # Made on first use (the clients connect lazily); typed Any: redis' own types differ per version.
+        self._client: Any = None
+        self._async_client: Any = None
+        self._script: Any = None
+        self._async_script: Any = None
         self._lock = threading.Lock()
         p = config.key_prefix
         self._current_key = f"{p}:current"

@@ -38,7 +38,7 @@ def test_the_image_holds_every_first_party_module_the_api_imports():
         return relative in copied or any(relative.startswith(c + "/") for c in copied)
 
     first_party = {"api", "configuration", "features", "training"}
-    seen, todo = set(), [p for p in (REPO_ROOT / "api").rglob("*.py")]
+    seen, todo = set(), list((REPO_ROOT / "api").rglob("*.py"))
     while todo:
         path = todo.pop()
         if path in seen:

@@ -165,7 +165,7 @@ def test_missing_required_column_is_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("loan_id,id,loan_date,birthday,job_start_date,flag_own_car,status\n1,2,2020-01-01,,,Y,0\n")
     proc = _cli("--input", str(bad), "--lake", str(tmp_path / "lake"))
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "features: error: the input lacks the required column loan_amount" in err
     assert "Traceback" not in err

@@ -70,9 +70,15 @@ def test_the_feature_job_waits_for_no_one_and_writes_nothing_while_locked(spark,
         holder.wait(10)
 
 
-def test_remote_lakes_are_not_locked():
-    with lake.exclusive(load_settings(paths={"lake": "s3a://bucket/lake"}), "a run"):
-        pass
+def test_remote_lakes_are_not_locked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(paths={"lake": "s3a://bucket/lake"})
+    entered = []
+    with lake.exclusive(settings, "a run"):
+        with lake.exclusive(settings, "a second run"):  # on a local lake this one is refused (the first test)
+            entered.append("both")
+    assert entered == ["both"]
+    assert list(tmp_path.iterdir()) == []  # no lock file made in a local folder named after the URI
 
 
 def test_a_lake_that_cannot_hold_the_lock_is_one_line(tmp_path):

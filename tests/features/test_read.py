@@ -24,7 +24,7 @@ def load(spark, path: str):
 
 def test_quoted_fields_hold_commas_and_doubled_quotes(spark, tmp_path):
     path = write_csv(tmp_path, HEADER + ',occupation_type\n1,5,2020-01-01,100,1990-01-01,2010-01-01,Y,0,"Cook, ""head"" chef"\n')
-    columns, raw = load(spark, path)
+    _, raw = load(spark, path)
     row = raw.first()
     assert row["occupation_type"] == 'Cook, "head" chef'
     assert row[validate.CORRUPT_COLUMN] is None

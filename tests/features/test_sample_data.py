@@ -25,7 +25,7 @@ def test_same_seed_same_data_other_seed_other_data():
 
 
 def test_shape_and_quirks_of_the_real_file():
-    raw, truth = generate(60_000, seed=3)
+    raw, _ = generate(60_000, seed=3)
     assert list(raw.columns) == list(RAW_COLUMNS) and len(raw) == 60_000
     customers = raw["id"].nunique()
     assert abs(customers - 60_000 / (777_715 / 36_500)) <= 2

@@ -95,11 +95,23 @@ def test_latest_features_use_loans_before_as_of_and_the_most_recent_loan(spark):
     }]
 
 
-def test_no_feature_reads_the_clock():
-    import inspect
-
-    from features import transform, validate
-
-    for module in (transform, validate):
-        source = inspect.getsource(module)
-        assert "current_date" not in source and "current_timestamp" not in source and "now(" not in source
+def test_features_describe_the_loan_date_and_as_of_not_the_day_the_job_runs(spark):
+    """Loans of 2000: a feature computed against the day the job runs (the original notebook's leak) would say
+    26 or more years; the contract's answers, worked by hand, are as of the loan date and as of `as_of`."""
+    rows = loans(
+        spark,
+        (1, 1, D(2000, 6, 15), 100.0, D(1980, 6, 16), D(1999, 6, 15), 1, 0),  # the day before the 20th birthday: 19
+        (1, 2, D(2000, 6, 16), 300.0, D(1980, 6, 16), D(1999, 6, 15), 1, 0),  # on it: 20; one year on the job
+    )
+    training = by_loan(training_features(rows))
+    assert [(training[i]["age"], training[i]["years_on_the_job"]) for i in (1, 2)] == [(19, 1), (20, 1)]
+    (latest,) = latest_features(rows, D(2001, 1, 1)).collect()
+    # As of 2001-01-01: 20 (birthday in June), 1 year on the job (since 1999-06-15), both loans before it.
+    assert (latest["age"], latest["years_on_the_job"], latest["nb_previous_loans"], latest["avg_amount_loans_previous"]) == (20, 1, 2, 200.0)
+    # The same rows computed with the session's clock and time zone moved give the same answers.
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    try:
+        spark.conf.set("spark.sql.session.timeZone", "Pacific/Kiritimati")  # UTC+14: "today" is another day there
+        assert by_loan(training_features(rows)) == training
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)

@@ -6,13 +6,22 @@ import datetime as dt
 
 import pytest
 
-from training.hyperparameters import HyperparameterError, Hyperparameters, parse_hyperparameters, to_strings
+from training.hyperparameters import HyperparameterError, parse_hyperparameters, to_strings
 
 
-def test_defaults():
+# The defaults table of training/README.md, copied by hand: the documented interface, not the code's own values.
+DOCUMENTED_DEFAULTS = {
+    "num_round": 1000, "early_stopping_rounds": 50, "early_stopping_fraction": 0.1, "refit": False, "max_depth": 2,
+    "eta": 0.05, "min_child_weight": 50, "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 10, "alpha": 0,
+    "max_bin": 256, "scale_pos_weight": 1, "seed": 0, "nthread": 0, "validation_fraction": 0.2, "split_date": None,
+    "threshold_rule": "f1",
+}
+
+
+def test_defaults_are_the_documented_ones():
     hps = parse_hyperparameters({})
-    assert hps == Hyperparameters()
-    assert hps.max_depth == 2 and hps.scale_pos_weight == 1.0 and hps.threshold_rule == "f1"
+    assert {name: getattr(hps, name) for name in DOCUMENTED_DEFAULTS} == DOCUMENTED_DEFAULTS
+    assert hps.max_depth == 2 and isinstance(hps.max_depth, int) and isinstance(hps.eta, float)
 
 
 def test_strings_become_typed_values():
@@ -35,7 +44,7 @@ def test_json_values_as_sm_hps_gives_them():
 
 def test_empty_string_keeps_the_default_and_sagemaker_keys_are_ignored():
     hps = parse_hyperparameters({"max_depth": "", "sagemaker_program": "x", "_tuning_objective_metric": "y"})
-    assert hps.max_depth == Hyperparameters().max_depth
+    assert hps.max_depth == 2  # the documented default
 
 
 def test_learner_params_use_xgboost_names():
@@ -47,7 +56,14 @@ def test_learner_params_use_xgboost_names():
 def test_record_round_trips_through_strings():
     hps = parse_hyperparameters({"scale_pos_weight": "auto", "split_date": "2020-01-02", "refit": "true"})
     record = {k: v for k, v in hps.as_record().items() if v is not None}
-    assert parse_hyperparameters(to_strings(record)) == hps
+    strings = to_strings(record)
+    # What SageMaker's hyperparameters.json would hold, written out by hand (XGBoost's names: lambda).
+    assert {k: strings[k] for k in ("scale_pos_weight", "split_date", "refit", "max_depth", "eta", "lambda", "threshold_rule")} == {
+        "scale_pos_weight": "auto", "split_date": "2020-01-02", "refit": "true", "max_depth": "2", "eta": "0.05",
+        "lambda": "10.0", "threshold_rule": "f1",
+    }
+    back = parse_hyperparameters(strings)
+    assert (back.scale_pos_weight, back.split_date, back.refit, back.reg_lambda) == ("auto", dt.date(2020, 1, 2), True, 10.0)
 
 
 @pytest.mark.parametrize(

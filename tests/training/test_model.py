@@ -39,6 +39,23 @@ def test_split_puts_every_later_loan_in_validation():
     assert split.cutoff == str(split.validation.loan_date.min())
 
 
+def test_split_by_hand():
+    # Ten loans, one a day from 2020-01-01: the latest 30 % are the 3 loans from 2020-01-08 on.
+    rows = 10
+    frame = Frame(
+        features=np.arange(rows * len(FEATURE_COLUMNS), dtype=np.float32).reshape(rows, -1),
+        label=np.array([0, 1] * 5, dtype=np.int8),
+        loan_date=np.datetime64("2020-01-01") + np.arange(rows)[::-1].astype("timedelta64[D]"),  # newest first
+        loan_id=np.arange(rows, dtype=np.int64),
+    )
+    split = split_by_time(frame, parse_hyperparameters({"validation_fraction": "0.3"}))
+    assert split.cutoff == "2020-01-08"
+    assert sorted(split.validation.loan_id.tolist()) == [0, 1, 2]  # the three newest, rows 0-2
+    assert sorted(split.train.loan_id.tolist()) == [3, 4, 5, 6, 7, 8, 9]
+    by_date = parse_hyperparameters({"split_date": "2020-01-05"})
+    assert sorted(split_by_time(frame, by_date).validation.loan_id.tolist()) == [0, 1, 2, 3, 4, 5]  # 01-05 .. 01-10
+
+
 def test_split_with_a_date_outside_the_data():
     with pytest.raises(DataError, match="one side would be empty; set split_date inside that range or give a validation channel"):
         split_by_time(_frame(), parse_hyperparameters({"split_date": "2019-01-01"}))

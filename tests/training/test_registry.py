@@ -8,6 +8,7 @@ database `registry_test_<random>` dropped at the end); nothing is mocked.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -364,7 +365,7 @@ def test_concurrent_promotions_from_several_processes_keep_the_history_whole(reg
     # Every promotion was recorded: none lost to a concurrent read-modify-write.
     assert len(history) == len(plans) * rounds * 2
     # The history is a chain: each entry's `previous` is the version the entry before set.
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert after["previous"] == before["version"]
     assert registry.alias(PRODUCTION) == history[-1]["version"]
     assert (registry.root / "aliases" / "production").read_text().strip() == history[-1]["version"]
