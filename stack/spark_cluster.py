@@ -90,7 +90,7 @@ def recorded_workers(stack: Stack) -> list[int]:
 
 def start(settings: Settings, workers: int | None = None) -> list[str]:
     """Start the master, then the workers not yet running; each line says what happened."""
-    count = workers or settings.spark_cluster.workers
+    count = settings.spark_cluster.workers if workers is None else workers
     if count < 1:
         raise UserError(f"--workers {count}: a cluster needs at least one worker")
     stack = Stack(settings)
