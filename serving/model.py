@@ -172,7 +172,8 @@ def load_model(model_dir: Path, source: ModelSource, version: str | None = None)
             answers = np.asarray(fast.predict_rows(probe.tolist()), dtype=np.float32)
             differing = int(np.count_nonzero(answers != reference.astype(np.float32)))
             if differing:
-                log.warning("model %s: fast path differs from XGBoost on %d of %d probe rows; using XGBoost only", label, differing, len(probe))
+                log.warning("model %s: fast path differs from XGBoost on %d of %d probe rows; using XGBoost only",
+                            label, differing, len(probe))
                 fast = None
 
     threshold = float(metadata["threshold"])

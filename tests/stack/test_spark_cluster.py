@@ -124,7 +124,8 @@ def test_feature_job_and_batch_scoring_on_the_cluster_equal_local_mode(cluster, 
           "--model-version", "1"],
          _env(tmp_path, spark__master=spark_cluster.master_url(cluster), training__registry_dir=str(registry_root),
               paths__lake=str(cluster_lake)))
-    batch_settings = lake_settings.model_copy(update={"training": lake_settings.training.model_copy(update={"registry_dir": str(registry_root)})})
+    training = lake_settings.training.model_copy(update={"registry_dir": str(registry_root)})
+    batch_settings = lake_settings.model_copy(update={"training": training})
     local_scores = tmp_path / "local-scores"
     run_batch(batch_settings, input_uri=remote["outputs"]["latest"]["uri"], output_uri=str(local_scores), version="1", spark=spark)
     remote_scores, local_scores_rows = _rows(str(cluster_scores)), _rows(str(local_scores))
