@@ -4,9 +4,10 @@ What runs (every server is a separate process pinned to CPU 0, the load generato
   - the API: `python -m api` (1 worker; SQLite store, then Redis store), calling
     `python -m serving` (1 worker) over HTTP: two hops, as in production;
   - the floor: the same two hops with nothing else in them: a bare ASGI endpoint
-    `GET /predict/{id}` that POSTs one CSV row to a bare ASGI backend answering "0.5"
-    through httpx's pooled transport, called as the API calls the model server, both under
-    uvicorn with the API's options (httptools, uvloop, no access log);
+    `GET /predict/{id}` that POSTs one CSV row to a bare ASGI backend answering "0.5", both
+    under uvicorn with the API's options (httptools, uvloop, no access log); the front hop is
+    measured with each client (`--floor-clients`: httpx's pooled transport, aiohttp's pooled
+    client, a minimal keep-alive HTTP/1.1 client on asyncio streams) and the fastest is the floor;
   - load generators, in their own process on CPU 1:
       * `wrk` (Debian's wrk 4.1, closed loop) with a Lua script that picks a random known
         customer id per request and sends the Authorization header, at several connection
@@ -78,37 +79,93 @@ async def floor_backend(scope, receive, send):
     await send({"type": "http.response.body", "body": b"0.5\n"})
 
 
-_floor_transport = None
+_floor_client = None
+FLOOR_BODY = b"3,2500.5,41,7,1\n"
+FLOOR_CLIENTS = ("httpx", "aiohttp", "streams")
+
+
+class _StreamsClient:
+    """The least an HTTP/1.1 keep-alive client can do: a pool of asyncio stream connections,
+    one request per connection at a time, Content-Length bodies only (what the backend sends)."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.request = (f"POST /invocations HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: text/csv\r\n"
+                        f"Accept: text/csv\r\nContent-Length: {len(FLOOR_BODY)}\r\n\r\n").encode() + FLOOR_BODY
+        self.idle: list = []
+
+    async def post(self) -> bytes:
+        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await reader.readexactly(length)
+        self.idle.append((reader, writer))
+        return body
+
+    async def aclose(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _floor_start() -> None:
+    global _floor_client
+    from configuration.settings import load_settings
+
+    pool = load_settings().api.http_pool_size  # the API's own pool size: the same client, sized the same
+    kind, backend = os.environ.get("FLOOR_CLIENT", "httpx"), os.environ["FLOOR_BACKEND"]
+    if kind == "httpx":
+        import httpx
+
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+        extensions = {"timeout": httpx.Timeout(2.0).as_dict()}
+
+        async def post() -> bytes:
+            request = httpx.Request("POST", backend + "/invocations", content=FLOOR_BODY,
+                                    headers=[("Content-Type", "text/csv"), ("Accept", "text/csv")], extensions=extensions)
+            answer = await transport.handle_async_request(request)
+            try:
+                return await answer.aread()
+            finally:
+                await answer.aclose()
+
+        _floor_client = (post, transport.aclose)
+    elif kind == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool, keepalive_timeout=30.0), auto_decompress=False,
+                                        timeout=aiohttp.ClientTimeout(total=None, connect=1.0), skip_auto_headers=("User-Agent",))
+        url, headers = backend + "/invocations", {"Content-Type": "text/csv", "Accept": "text/csv"}
+
+        async def post() -> bytes:
+            async with session.post(url, data=FLOOR_BODY, headers=headers) as answer:
+                return await answer.read()
+
+        _floor_client = (post, session.close)
+    else:
+        client = _StreamsClient(backend)
+        _floor_client = (client.post, client.aclose)
+
+
+async def _floor_stop() -> None:
+    await _floor_client[1]()
 
 
 async def floor_frontend(scope, receive, send):
-    """GET /predict/{id} -> one POST to the backend -> a small JSON answer; the backend call made
-    exactly as the API's HttpModelEndpoint makes it (httpx's pooled transport, same headers)."""
-    global _floor_transport
-    import httpx
-
+    """GET /predict/{id} -> one POST to the backend -> a small JSON answer; the backend call made by
+    the client FLOOR_CLIENT names (httpx's pooled transport, aiohttp, or bare asyncio streams)."""
     if scope["type"] == "lifespan":
-        async def start():
-            global _floor_transport
-            from configuration.settings import load_settings
-
-            pool = load_settings().api.http_pool_size  # the API's own pool size: the same client, sized the same
-            _floor_transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
-
-        async def stop():
-            await _floor_transport.aclose()
-
-        return await _lifespan(receive, send, start, stop)
+        return await _lifespan(receive, send, _floor_start, _floor_stop)
     ident = scope["path"].rsplit("/", 1)[-1]
-    request = httpx.Request("POST", os.environ["FLOOR_BACKEND"] + "/invocations", content=b"3,2500.5,41,7,1\n",
-                            headers=[("Content-Type", "text/csv"), ("Accept", "text/csv")],
-                            extensions={"timeout": httpx.Timeout(2.0).as_dict()})
-    answer = await _floor_transport.handle_async_request(request)
-    try:
-        await answer.aread()
-    finally:
-        await answer.aclose()
-    body = json.dumps({"id": int(ident), "probability": float(answer.text)}).encode()
+    answer = await _floor_client[0]()
+    body = json.dumps({"id": int(ident), "probability": float(answer)}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -327,18 +384,32 @@ def bench(args, work: Path) -> dict:
                      "loadavg": {"start": os.getloadavg()}}
     processes: list[subprocess.Popen] = []
     try:
-        # The floor.
-        backend_port, frontend_port = free_port(), free_port()
-        processes.append(start(uvicorn_command("api_bench:floor_backend", backend_port), logs, clean_env()))
-        processes.append(start(uvicorn_command("api_bench:floor_frontend", frontend_port), logs,
-                               clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{backend_port}")))
-        floor_url = f"http://127.0.0.1:{frontend_port}"
-        wait_ready(f"{floor_url}/predict/{ids[0]}", processes[-1])
+        # The floor: the same bare backend, the front hop with each client; the fastest is the floor.
+        backend_port = free_port()
+        backend = start(uvicorn_command("api_bench:floor_backend", backend_port), logs, clean_env())
+        processes.append(backend)
         floor_script = wrk_script(work / "floor.lua", ids, auth=False)
-        print("floor (bare endpoint -> bare backend) ...", flush=True)
-        results["runs"]["floor"] = sweep(f"{floor_url}/", args.levels, args.duration, floor_script, [processes[1].pid, processes[0].pid])
-        results["loadavg"]["floor"] = os.getloadavg()
-        # The floor stays up (idle) for the open-loop reference at the API's half rate below.
+        fronts = {}
+        for client in args.floor_clients:
+            frontend_port = free_port()
+            front = start(uvicorn_command("api_bench:floor_frontend", frontend_port), logs,
+                          clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{backend_port}", FLOOR_CLIENT=client))
+            processes.append(front)
+            wait_ready(f"http://127.0.0.1:{frontend_port}/predict/{ids[0]}", front)
+            print(f"floor (bare endpoint -> bare backend) with {client} ...", flush=True)
+            results["runs"][f"floor-{client}"] = sweep(f"http://127.0.0.1:{frontend_port}/", args.levels, args.duration, floor_script,
+                                                       [front.pid, backend.pid])
+            results["loadavg"][f"floor-{client}"] = os.getloadavg()
+            fronts[client] = (front, frontend_port)
+        best_client = max(args.floor_clients, key=lambda c: sum(r["rps"] for r in results["runs"][f"floor-{c}"]))
+        results["floor_client"] = best_client
+        results["runs"]["floor"] = results["runs"][f"floor-{best_client}"]
+        for client, (front, _) in fronts.items():
+            if client != best_client:
+                stop(front)
+                processes.remove(front)
+        frontend_port = fronts[best_client][1]
+        # The fastest floor stays up (idle) for the open-loop reference at the API's half rate below.
 
         # The model server, shared by every API run.
         model_port = free_port()
@@ -365,7 +436,7 @@ def bench(args, work: Path) -> dict:
             runs = sweep(f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid])
             results["runs"][f"api-{store}"] = runs
             results["loadavg"][f"api-{store}"] = os.getloadavg()
-            if store == args.stores[0]:
+            if store == args.stores[0] and args.open_loop_repeats > 0:
                 best = max(r["rps"] for r in runs)
                 rate = round(best / 2)
                 print(f"open loop at {rate} req/s (half of {best:.0f}) ...", flush=True)
@@ -439,8 +510,10 @@ def report(results: dict) -> None:
     for name in names:
         print(f"  {name:<12} " + "  ".join(f"c={r['connections']}: {r['cpu_us_per_request'][0]}+{r['cpu_us_per_request'][1]}" for r in results["runs"][name]))
     floor = max(r["rps"] for r in results["runs"]["floor"])
+    print(f"the floor: the front hop with {results.get('floor_client', 'httpx')}, the fastest of "
+          + ", ".join(n.removeprefix("floor-") for n in names if n.startswith("floor-")))
     for name in names:
-        if name != "floor":
+        if not name.startswith("floor"):
             best = max(r["rps"] for r in results["runs"][name])
             print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
     for key, label in (("open_loop_half_max", "API"), ("open_loop_floor_same_rate", "floor")):
@@ -481,8 +554,13 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,redis", help="online stores to run the API with (default sqlite,redis)")
     parser.add_argument("--memory-seconds", type=int, default=300, help="length of the memory run, 0 to skip (default 300)")
     parser.add_argument("--open-loop-repeats", type=int, default=3, help="open-loop runs of the API and of the floor, alternating (default 3)")
+    parser.add_argument("--floor-clients", default=",".join(FLOOR_CLIENTS),
+                        help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.floor_clients = [c for c in args.floor_clients.split(",") if c]
+    if not args.floor_clients or set(args.floor_clients) - set(FLOOR_CLIENTS):
+        raise SystemExit(f"--floor-clients: choose among {', '.join(FLOOR_CLIENTS)}")
     args.stores = [s for s in args.stores.split(",") if s]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")

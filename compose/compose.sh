@@ -16,7 +16,7 @@ env_file="${SPARKMAKER_COMPOSE_ENV_FILE:-$root/.env}"
 key_file="${SPARKMAKER_COMPOSE_KEY_FILE:-$root/.state/compose/api-key}"
 timeout="${SPARKMAKER_COMPOSE_TIMEOUT:-900}"
 log_dir="$(dirname "$key_file")"
-long_running=(postgres redis moto spark-master spark-worker metastore thrift-server model-server api jupyter)
+long_running=(postgres redis moto spark-master spark-worker-1 spark-worker-2 metastore thrift-server model-server api jupyter)
 one_shots=(features training publish)
 
 say() { printf '%s\n' "$*"; }

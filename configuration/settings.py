@@ -234,6 +234,18 @@ class StackSettings(Section):
     sample_rows: int = Field(777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given.")
 
 
+class SparkClusterSettings(Section):
+    """A Spark standalone cluster on this machine (`python -m stack spark-cluster`): a master and N workers, loopback only."""
+
+    master_port: int = Field(7077, ge=1, le=65535, description="Port of the standalone master (spark://127.0.0.1:PORT).")
+    master_ui_port: int = Field(8090, ge=1, le=65535, description="Web UI of the master; its /json/ page is the cluster's health check.")
+    worker_port: int = Field(7078, ge=1, le=65535, description="Port of the first worker; worker i listens on worker_port + i.")
+    worker_ui_port: int = Field(8091, ge=1, le=65535, description="Web UI of the first worker; worker i on worker_ui_port + i.")
+    workers: int = Field(2, ge=1, le=16, description="Workers `spark-cluster start` starts unless --workers says otherwise.")
+    worker_cores: int = Field(1, ge=1, description="Cores each worker offers.")
+    worker_memory: str = Field("1g", description="Memory each worker offers to executors (an executor takes 1g by default).")
+
+
 class NotebookSettings(Section):
     workdir: str | None = Field(
         None, description="Workspace of the notebooks: their sample data, own lake, metastore, registry and logs; "
@@ -276,6 +288,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
+    spark_cluster: SparkClusterSettings = SparkClusterSettings()
     notebooks: NotebookSettings = NotebookSettings()
 
     @classmethod

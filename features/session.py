@@ -21,6 +21,9 @@ JAVA_MISSING = (
 )
 
 LOG4J_OPTION = f"-Dlog4j2.configurationFile={REPO_ROOT / 'configuration' / 'log4j2.properties'}"
+# Masters whose executors run on this machine (local mode, or a standalone cluster on loopback
+# such as stack.spark_cluster's): they can run this very interpreter.
+_SAME_MACHINE_MASTERS = ("local", "spark://127.0.0.1:", "spark://localhost:")
 _DERBY_IN_USE = ("Another instance of Derby may have already booted the database", "XSDB6")
 
 
@@ -103,7 +106,7 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
 
     launched_by_submit = SparkConf().contains("spark.master")
     chosen_master = master or (None if launched_by_submit else settings.spark.master)
-    if chosen_master and chosen_master.startswith("local"):
+    if chosen_master and chosen_master.startswith(_SAME_MACHINE_MASTERS):
         # Spark would otherwise bind its driver to the machine's first non-loopback address.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers (pandas UDFs, mapInPandas) must run this interpreter, with its packages,

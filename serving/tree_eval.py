@@ -11,25 +11,42 @@ requests; plain comparisons in one function cost less there (benchmarks/README.m
 How: every split becomes an `if` in generated source, compiled once when the model loads.
 Trees that share a split are merged first: for all trees whose root is split s,
 Σ tree(x) = [x goes left at s]·Σ left(x) + [x goes right at s]·Σ right(x), applied again
-to the subtrees, so a split shared by many trees is decided once and their leaves are
-added as one constant. XGBoost goes left when value < threshold in float32, and a missing
+to the subtrees, so a split shared by many trees is decided once, and the leaves its
+path reaches are set together. XGBoost goes left when value < threshold in float32, and a missing
 value (NaN) follows the node's default: `not x >= t` sends NaN left, `x < t` sends it
 right. Inputs are float32 values (serving.decoder rounds them), so comparing them with
 the float32 thresholds as Python floats decides exactly as XGBoost does.
 
+Bit for bit: a row's probability must not depend on how many rows share its request (the
+server answers small requests here and larger ones with XGBoost), so the arithmetic after
+the splits is XGBoost's own, in float32 (xgboost 3.2, src/predictor/cpu_predictor.cc,
+src/common/math.h, src/objective/regression_loss.h): the margin starts at the base margin
+`-logf(1/p - 1)` of the float32 base score p (clamped to [1e-6, 1 - 1e-6]) and adds each
+tree's leaf in tree order, rounding to float32 after every addition; the probability is
+`1 / ((expf(min(-margin, 88.7)) + 1) + 1e-16)` in float32, with the C library's `expf`
+(libxgboost calls the same `expf@GLIBC_2.27`). So merged trees still decide shared splits
+once, but each path assigns every tree's leaf to its own variable instead of adding them
+up, and the float32 sums are made in that order (numpy's `add.accumulate` is a sequential
+prefix sum, not a pairwise one).
+
 It is only a shortcut: `compile_trees` returns None for anything it does not reproduce
-exactly (dart, categorical splits, multi-output, other objectives, non-finite thresholds)
-or that is too large to be worth it, and the model loader compares it with XGBoost on
-probe rows before using it (serving.model).
+exactly (dart, categorical splits, multi-output, other objectives, non-finite thresholds, a
+C library without `expf`) or that is too large to be worth it, and the model loader checks
+that it gives XGBoost's exact float32 answers on probe rows before using it (serving.model).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 SUPPORTED_OBJECTIVES = frozenset(("binary:logistic", "reg:logistic"))
 # Beyond this many nodes the generated source (~60 bytes a node) takes seconds to compile
@@ -48,19 +65,68 @@ ROWS_LIMIT = 32
 
 @dataclass(frozen=True)
 class CompiledTrees:
-    margin: Callable[..., float]  # margin(x0, x1, ...) of one row, without the base margin
-    base_margin: float
+    leaves: Callable[..., tuple[float, ...]]  # leaves(x0, x1, ...): the base margin, then each tree's leaf for one row
+    base_margin: float  # float32, as XGBoost computes it from the base score
     num_features: int
+    num_trees: int
     nodes: int
     searches: int  # features whose several thresholds became a binary search (below)
     max_rows: int  # requests of at most this many rows are cheaper here than in XGBoost
 
     def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
-        """Probabilities of rows of float32 values (NaN is missing), as Python floats (not yet rounded to float32)."""
-        margin = self.margin
-        base = self.base_margin
-        exp = math.exp
-        return [1.0 / (1.0 + exp(-(margin(*row) + base))) for row in rows]
+        """Probabilities of rows of float32 values (NaN is missing): XGBoost's float32 answers, as Python floats."""
+        leaves = self.leaves
+        pack = _float32_struct(self.num_trees + 1).pack  # the values are float32 already: packing is exact
+        terms = np.frombuffer(b"".join([pack(*leaves(*row)) for row in rows]), dtype=np.float32)
+        margins = np.add.accumulate(terms.reshape(len(rows), self.num_trees + 1), axis=1)[:, -1]
+        return sigmoid_float32(margins.tolist())
+
+
+def _libm_function(name: str) -> Callable[[float], float] | None:
+    try:
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_float
+    function.argtypes = [ctypes.c_float]
+    return function
+
+
+_expf = _libm_function("expf")
+_logf = _libm_function("logf")
+_EXP_LIMIT = float(np.float32(88.7))  # XGBoost's guard against expf overflow
+_BASE_SCORE_EPS = float(np.float32(1e-6))  # XGBoost's kRtEps
+
+
+@functools.lru_cache(maxsize=256)
+def _float32_struct(count: int) -> struct.Struct:
+    return struct.Struct(f"{count}f")
+
+
+def _round_float32(values: list[float]) -> list[float]:
+    # Python's + and / round to float64; rounding that to float32 gives float32's own result
+    # (float64 has more than 2 x 24 + 2 bits, so the double rounding is innocuous).
+    rounder = _float32_struct(len(values))
+    return list(rounder.unpack(rounder.pack(*values)))
+
+
+def sigmoid_float32(margins: Sequence[float]) -> list[float]:
+    """XGBoost's common::Sigmoid(float) of float32 margins: 1 / ((expf(min(-m, 88.7)) + 1) + 1e-16), in float32.
+
+    The + 1e-16 is left out: added to a float32 of at least 1 it is below half a unit in
+    the last place, so it never changes the sum.
+    """
+    powers = [_expf(min(-margin, _EXP_LIMIT)) for margin in margins]  # type: ignore[misc]
+    return _round_float32([1.0 / denominator for denominator in _round_float32([power + 1.0 for power in powers])])
+
+
+def base_margin_float32(base_score: float) -> float:
+    """XGBoost's LogisticRegression::ProbToMargin: -logf(1 / p - 1) of the clamped float32 base score, in float32."""
+    (p,) = _round_float32([base_score])
+    p = min(max(p, _BASE_SCORE_EPS), _round_float32([1.0 - _BASE_SCORE_EPS])[0])
+    (odds,) = _round_float32([1.0 / p])
+    (odds,) = _round_float32([odds - 1.0])
+    return -_logf(odds)  # type: ignore[misc]
 
 
 def _parse_base_score(text: str) -> float:
@@ -79,7 +145,8 @@ def _float32(value: float) -> float:
 class _Tree:
     """One tree's arrays from the model JSON, with its values already read as float32."""
 
-    def __init__(self, tree: dict, width: int) -> None:
+    def __init__(self, tree: dict, width: int, index: int) -> None:
+        self.index = index  # its place in the ensemble: the order XGBoost adds the leaves in
         if any(t != 0 for t in tree.get("split_type", [])) or tree.get("categories"):
             raise ValueError("categorical splits")
         self.left = [int(n) for n in tree["left_children"]]
@@ -126,7 +193,7 @@ Subtrees = list[tuple[_Tree, int]]  # (tree, node) pairs whose outputs are to be
 
 
 class _Source:
-    """Writes the body of `margin`: statements that add the sum of some subtrees to `m`."""
+    """Writes the body of `leaves`: statements that set, for some subtrees, their tree's leaf variable `l<tree>`."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -135,18 +202,18 @@ class _Source:
     def add_sum(self, nodes: Subtrees, level: int) -> None:
         if level > NESTING_LIMIT:
             raise ValueError("too deep")
-        constant = 0.0
+        assignments: list[str] = []
         by_feature: dict[int, dict[tuple[float, bool], tuple[Subtrees, Subtrees]]] = {}
         for tree, node in nodes:
             if tree.left[node] == -1:
-                constant += tree.value[node]
+                assignments.append(f"l{tree.index} = {tree.value[node]!r}")
             else:
                 splits = by_feature.setdefault(tree.feature[node], {})
                 lefts, rights = splits.setdefault((tree.value[node], tree.default_left[node]), ([], []))
                 lefts.append((tree, tree.left[node]))
                 rights.append((tree, tree.right[node]))
-        if constant or not by_feature:
-            self.lines.append(f"{'    ' * level}m += {constant!r}")
+        if assignments or not by_feature:
+            self.lines.append(f"{'    ' * level}{'; '.join(assignments) or 'pass'}")
         for feature, splits in by_feature.items():
             thresholds = sorted({threshold for threshold, _ in splits})
             search_depth = math.ceil(math.log2(len(thresholds) + 1)) + 1
@@ -219,6 +286,8 @@ def _size(splits: dict) -> int:
 
 def compile_trees(model_json: bytes | str) -> CompiledTrees | None:
     """Compile a Booster saved as JSON, or None when this evaluator cannot (or should not) reproduce it."""
+    if _expf is None or _logf is None:
+        return None
     try:
         learner = json.loads(model_json)["learner"]
         booster = learner["gradient_booster"]
@@ -235,19 +304,22 @@ def compile_trees(model_json: bytes | str) -> CompiledTrees | None:
         nodes = sum(len(tree["left_children"]) for tree in raw_trees)
         if nodes > MAX_NODES:
             return None
-        trees = [_Tree(tree, width) for tree in raw_trees]
+        trees = [_Tree(tree, width, index) for index, tree in enumerate(raw_trees)]
         arguments = ", ".join(f"x{i}" for i in range(width))
         source = _Source()
         source.add_sum([(tree, 0) for tree in trees], 1)
-        lines = [f"def margin({arguments}):", "    m = 0.0", *source.lines, "    return m"]
+        base_margin = base_margin_float32(base_score)
+        result = ", ".join(f"l{tree.index}" for tree in trees)
+        lines = [f"def leaves({arguments}):", *source.lines, f"    return ({base_margin!r}, {result})"]
         namespace: dict = {}
         exec(compile("\n".join(lines), "<compiled trees>", "exec"), namespace)  # source built only from numbers above
     except (KeyError, TypeError, ValueError, IndexError, RecursionError, SyntaxError, MemoryError):
         return None
     return CompiledTrees(
-        margin=namespace["margin"],
-        base_margin=math.log(base_score / (1.0 - base_score)),
+        leaves=namespace["leaves"],
+        base_margin=base_margin,
         num_features=width,
+        num_trees=len(trees),
         nodes=nodes,
         searches=source.searches,
         max_rows=max(1, min(ROWS_LIMIT, _NODES_PER_XGBOOST_CALL // nodes)),

@@ -400,9 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="show each service")
     reset_parser = commands.add_parser("reset", help="stop everything and delete the lake, metastore, registry, stores and logs")
     reset_parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    from stack import spark_cluster
+
+    spark_cluster.add_command(commands)
     args = parser.parse_args(argv)
     settings = load_settings()
-    return {"start": start, "stop": stop, "status": status, "restart": restart, "reset": reset}[args.command](settings, args)
+    return {"start": start, "stop": stop, "status": status, "restart": restart, "reset": reset,
+            "spark-cluster": spark_cluster.command}[args.command](settings, args)
 
 
 if __name__ == "__main__":

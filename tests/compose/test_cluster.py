@@ -233,7 +233,11 @@ def test_feature_tables_answer_over_the_thrift_port(cluster):
 
 def test_the_feature_job_ran_on_the_spark_cluster(cluster):
     state = httpx.get(f"{cluster.url('SPARK_UI_PORT')}/json/", timeout=10).json()
-    assert state["aliveworkers"] >= 1
+    assert state["aliveworkers"] == 2
+    # Both workers ran tasks: every executor logs each task it starts ("Running task ...").
+    for worker in ("spark-worker-1", "spark-worker-2"):
+        logs = cluster.dc("exec", "-T", worker, "sh", "-c", "cat /tmp/spark-work/app-*/*/stderr").stdout
+        assert logs.count("Running task") > 0, worker
     finished = [app["name"] for app in state["completedapps"]]
     running = [app["name"] for app in state["activeapps"]]
     assert any(name.startswith("sparkmaker-features") for name in finished), finished

@@ -17,7 +17,7 @@ from tests.serving.conftest import synthetic_features
 
 def _predict(compiled, matrix: np.ndarray) -> np.ndarray:
     # The server hands it rows of float32 values as Python floats (serving.decoder).
-    return np.asarray(compiled.predict_rows(matrix.astype(np.float32).tolist()))
+    return np.asarray(compiled.predict_rows(matrix.astype(np.float32).tolist()), dtype=np.float32)
 
 
 def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Booster:
@@ -49,7 +49,7 @@ def test_fast_path_matches_xgboost(params, rounds):
     for matrix in (synthetic_features(500, seed=9), probe_rows(booster, 5)):
         expected = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
         for rows in (matrix[:1], matrix[:7], matrix):
-            np.testing.assert_allclose(_predict(compiled, rows), expected[: len(rows)], rtol=0, atol=2e-6)
+            np.testing.assert_array_equal(_predict(compiled, rows), expected[: len(rows)])
 
 
 def test_fast_path_survives_a_json_round_trip_of_the_model():
@@ -58,7 +58,7 @@ def test_fast_path_survives_a_json_round_trip_of_the_model():
     reloaded.load_model(bytearray(booster.save_raw("json")))
     compiled = compile_trees(bytes(reloaded.save_raw("json")))
     matrix = synthetic_features(300, seed=4)
-    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix)), atol=2e-6)
+    np.testing.assert_array_equal(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix)))
 
 
 @pytest.mark.parametrize(
@@ -121,10 +121,10 @@ def test_trees_sharing_splits_are_merged_without_changing_the_answer():
     internal = sum(sum(1 for c in t["left_children"] if c != -1) for t in trees)
     assert len(roots) + len(below) < internal  # the premise: shared splits
     compiled = compile_trees(bytes(booster.save_raw("json")))
-    comparisons = [i for i in dis.get_instructions(compiled.margin) if i.opname == "COMPARE_OP"]
+    comparisons = [i for i in dis.get_instructions(compiled.leaves) if i.opname == "COMPARE_OP"]
     assert len(comparisons) == len(roots) + len(below)
     matrix = np.concatenate([synthetic_features(300, seed=5), probe_rows(booster, 5)])
-    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)), atol=2e-6)
+    np.testing.assert_array_equal(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)))
 
 
 def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost():
@@ -133,7 +133,7 @@ def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost
     assert compiled.searches > 0
     # Values on, just below and just above every threshold, and missing values.
     matrix = np.concatenate([probe_rows(booster, 5, rows=2000), synthetic_features(500, seed=8)])
-    np.testing.assert_allclose(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)), atol=2e-6)
+    np.testing.assert_array_equal(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)))
 
 
 def test_requests_it_answers_shrink_as_the_model_grows():
@@ -152,3 +152,28 @@ def test_models_too_large_or_too_deep_are_left_to_xgboost(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(tree_eval, "NESTING_LIMIT", 3)
     assert compile_trees(raw) is None
+
+
+def test_sigmoid_is_xgboosts_own_float32_transform():
+    # XGBoost applies its transform to a DMatrix's base margin plus the trees: with one tree of
+    # zero leaves (eta 0), its probabilities are its sigmoid of exactly the margins given.
+    x = synthetic_features(200, 1)
+    booster = xgboost.train({"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1},
+                            xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)), 1)
+    rng = np.random.default_rng(2)
+    margins = np.concatenate(
+        [rng.uniform(-100, 100, 40_000), rng.uniform(-4, 4, 40_000), rng.normal(0, 1e-3, 5_000), [88.7, -88.7, 88.8, -88.8, 0.0]]
+    ).astype(np.float32)
+    data = xgboost.DMatrix(np.zeros((len(margins), x.shape[1]), np.float32), base_margin=margins)
+    assert np.array_equal(booster.predict(data, output_margin=True), margins)  # the premise: margins pass unchanged
+    np.testing.assert_array_equal(np.asarray(tree_eval.sigmoid_float32(margins.tolist()), dtype=np.float32), booster.predict(data))
+
+
+@pytest.mark.parametrize("base_score", [0.5, 0.2463, 0.9, 1e-7, 0.999999])
+def test_base_margin_is_xgboosts_float32_logit(base_score):
+    x = synthetic_features(200, 1)
+    booster = xgboost.train({"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1, "base_score": base_score},
+                            xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)), 1)
+    compiled = compile_trees(bytes(booster.save_raw("json")))
+    margin = booster.predict(xgboost.DMatrix(x[:1]), output_margin=True)[0]  # base margin + a zero leaf
+    assert compiled.base_margin == float(margin)
