@@ -3,6 +3,7 @@
     endpoint = open_model_endpoint(settings)      # settings.api.model_endpoint: "http" | "sagemaker"
     answer = await endpoint.predict(rows)          # rows in the contract's feature order, None = missing
     answer.probabilities, answer.model_version, answer.threshold
+    answer = await endpoint.predict(rows, explain=True)   # also answer.explanations: exact TreeSHAP per row
 
 Both speak SageMaker's container contract: a `text/csv` body, one row per line in the
 model's feature order (`features.contract.FEATURE_COLUMNS`; `training.artifact` refuses a
@@ -13,6 +14,10 @@ project's server sets on every prediction (`model_version=7; threshold=0.25`), s
 label is always computed with the threshold of the very model that scored the row, even
 while the server swaps models. An endpoint that does not send them (AWS's managed
 XGBoost container) falls back to the registry's production model (`RegistryThresholds`).
+
+With `explain=True` the call carries SageMaker's `X-Amzn-SageMaker-Enable-Explanations`
+switch and reads Clarify's answer (serving.explain): the same probabilities plus, per row, a
+base value and one log-odds contribution per feature (`Explanation`).
 
 Failures are typed so the API can answer them: `ModelUnavailable` (503 + Retry-After:
 refused connection, endpoint not ready or not found), `ModelTimeout` (504: no answer
@@ -36,6 +41,8 @@ log = logging.getLogger("api.model")
 
 CSV = "text/csv"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+EXPLANATIONS_HEADER = "X-Amzn-SageMaker-Enable-Explanations"
+EXPLAIN_ALL = "`true`"  # the JMESPath constant SageMaker documents for "explain every record"
 VERSION_HEADER = "X-Model-Version"
 
 
@@ -60,10 +67,17 @@ class ModelFailed(ModelEndpointError):
 
 
 @dataclass(frozen=True, slots=True)
+class Explanation:
+    base_value: float  # log-odds
+    contributions: dict[str, float]  # feature -> log-odds; base_value + sum = logit(probability)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelAnswer:
     probabilities: list[float]
     model_version: str
     threshold: float | None
+    explanations: list[Explanation] | None = None  # one per row when asked (explain=True)
 
 
 def _field(value: Any) -> str:
@@ -92,6 +106,32 @@ def parse_scores(body: bytes, expected: int) -> list[float]:
     return scores
 
 
+def parse_explained(body: bytes, expected: int) -> tuple[list[float], list[Explanation]]:
+    """Clarify's JSON answer (serving.explain) -> the scores and one Explanation per row; ModelFailed when malformed."""
+    import json
+
+    try:
+        document = json.loads(body)
+        predictions = document["predictions"]
+        scores = parse_scores(predictions["data"].encode("ascii"), expected)
+        rows = document["explanations"]["kernel_shap"]
+        bases = document["base_values"]
+        explanations = [
+            Explanation(
+                float(base),
+                {entry["feature_header"]: float(entry["attributions"][0]["attribution"][0]) for entry in row},
+            )
+            for base, row in zip(bases, rows, strict=True)
+        ]
+    except ModelFailed:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeEncodeError):
+        raise ModelFailed(f"the model's explained answer is not Clarify's shape with base values: {body[:80]!r}") from None
+    if len(explanations) != expected or any(set(e.contributions) != set(FEATURE_COLUMNS) for e in explanations):
+        raise ModelFailed(f"the model explained {len(explanations)} rows of {expected}, or other features than the contract's")
+    return scores, explanations
+
+
 def parse_custom_attributes(text: str | None) -> dict[str, str]:
     """'model_version=7; threshold=0.25' -> {'model_version': '7', 'threshold': '0.25'}."""
     attributes: dict[str, str] = {}
@@ -114,8 +154,8 @@ class ModelEndpoint(abc.ABC):
     kind = "abstract"
 
     @abc.abstractmethod
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
-        """Score rows (feature order of the contract); one probability per row, in order."""
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
+        """Score rows (feature order of the contract); one probability per row, in order (and explanations if asked)."""
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -156,13 +196,14 @@ class HttpModelEndpoint(ModelEndpoint):
         )
         self._extensions = {"timeout": httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)).as_dict()}
         self._headers = [("Content-Type", CSV), ("Accept", CSV)]
+        self._explain_headers = [*self._headers, (EXPLANATIONS_HEADER, EXPLAIN_ALL)]
 
     def describe(self) -> str:
         return f"model server {self.base_url}"
 
-    async def _send(self, method: str, url, content: bytes | None = None):
+    async def _send(self, method: str, url, content: bytes | None = None, headers=None):
         httpx = self._httpx
-        request = httpx.Request(method, url, headers=self._headers if content is not None else None, content=content,
+        request = httpx.Request(method, url, headers=(headers or self._headers) if content is not None else None, content=content,
                                 extensions=self._extensions)
         response = await self._transport.handle_async_request(request)
         try:
@@ -171,11 +212,11 @@ class HttpModelEndpoint(ModelEndpoint):
             await response.aclose()
         return response
 
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
         httpx = self._httpx
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                response = await self._send("POST", self._invocations, to_csv(rows))
+                response = await self._send("POST", self._invocations, to_csv(rows), self._explain_headers if explain else None)
         except httpx.ConnectTimeout:
             raise ModelUnavailable(f"{self.describe()}: connection timed out") from None
         except (TimeoutError, httpx.TimeoutException):
@@ -188,6 +229,9 @@ class HttpModelEndpoint(ModelEndpoint):
             raise ModelFailed(f"{self.describe()} answered {response.status_code}: {response.text.strip()[:200]}")
         attributes = parse_custom_attributes(response.headers.get(CUSTOM_ATTRIBUTES_HEADER))
         version = response.headers.get(VERSION_HEADER) or attributes.get("model_version") or "unknown"
+        if explain:
+            scores, explanations = parse_explained(response.content, len(rows))
+            return ModelAnswer(scores, version, _threshold(attributes), explanations)
         return ModelAnswer(parse_scores(response.content, len(rows)), version, _threshold(attributes))
 
     async def ping(self) -> None:
@@ -246,11 +290,12 @@ class SageMakerModelEndpoint(ModelEndpoint):
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         return f"SageMaker endpoint {self.endpoint_name}{where}"
 
-    def _invoke(self, body: bytes) -> dict:
+    def _invoke(self, body: bytes, explain: bool = False) -> dict:
         errors = self._errors
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body
+                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body,
+                **({"EnableExplanations": EXPLAIN_ALL} if explain else {}),
             )
             return {**response, "Body": response["Body"].read()}
         except errors.ConnectTimeoutError:
@@ -270,19 +315,22 @@ class SageMakerModelEndpoint(ModelEndpoint):
         except errors.BotoCoreError as exc:
             raise ModelUnavailable(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
 
-    async def _call(self, body: bytes) -> dict:
+    async def _call(self, body: bytes, explain: bool = False) -> dict:
         import anyio.to_thread
 
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                return await anyio.to_thread.run_sync(self._invoke, body, limiter=self._limiter, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(self._invoke, body, explain, limiter=self._limiter, abandon_on_cancel=True)
         except TimeoutError:
             raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
 
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
-        response = await self._call(to_csv(rows))
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
+        response = await self._call(to_csv(rows), explain)
         attributes = parse_custom_attributes(response.get("CustomAttributes"))
         version = attributes.get("model_version") or response.get("InvokedProductionVariant") or "unknown"
+        if explain:
+            scores, explanations = parse_explained(response["Body"], len(rows))
+            return ModelAnswer(scores, version, _threshold(attributes), explanations)
         return ModelAnswer(parse_scores(response["Body"], len(rows)), version, _threshold(attributes))
 
     async def ping(self) -> None:
