@@ -16,7 +16,6 @@ job never fight over the embedded Derby database.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -319,16 +318,17 @@ def ensure_api_key(stack: Stack) -> str:
     """The local API key: created once, kept in <state_dir>/api-key (0600); its hash is what the API checks."""
     path = stack.state / "api-key"
     if not path.exists():
-        import secrets
+        from api.auth import generate_key
 
         stack.state.mkdir(parents=True, exist_ok=True)
-        key = "smk_" + secrets.token_urlsafe(24)
+        key = generate_key()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
+    from api.auth import hash_key
+
     key = path.read_text().strip()
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
+    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([hash_key(key)])
     return key
 
 
