@@ -180,6 +180,14 @@ class ApiSettings(Section):
         "or concurrent SageMaker Runtime calls (sagemaker: raise it for a remote endpoint's network latency).",
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
+    # Failed authentications (security): a client address that fails this often is refused with 429.
+    auth_max_failures: int = Field(10, ge=1, description="Failed authentications one client address may make per window.")
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="Window of auth_max_failures (s); a blocked address waits for the rest of it (Retry-After)."
+    )
+    auth_max_addresses: int = Field(
+        10_000, ge=1, description="Client addresses the failure table remembers per worker (the oldest are forgotten first)."
+    )
 
     @model_validator(mode="after")
     def _check_hashes(self) -> "ApiSettings":

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.prediction_log.base import COLUMNS, LogEntry, LogUnavailable, PredictionLog
+from configuration.files import private_file
 from configuration.sqlite import ThreadConnections
 
 
@@ -26,6 +27,8 @@ class SqlitePredictionLog(PredictionLog):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            if not self.path.exists():
+                private_file(self.path)  # customer features: 0600 (SQLite gives -wal and -shm the same mode)
             conn, opened = self._connections.get()
             if opened:
                 try:
