@@ -100,6 +100,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predict.build_router(settings.api.max_batch))
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if settings.console.enabled:  # the web console under /console (api.console)
+        from api import console
+
+        console.install(app, settings)
     errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app_metrics)
     return app

@@ -201,6 +201,22 @@ class ApiSettings(Section):
         return self
 
 
+class ConsoleSettings(Section):
+    """The web console under /console (api.console): sign-in with an API key, then a session cookie."""
+
+    enabled: bool = Field(True, description="Serve the console at /console on the API's port.")
+    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60, description="A console session expires this long after sign-in.")
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs session cookies; empty: a random one kept in <state_dir>/console-session.key (0600), "
+        "shared by the API's workers.",
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Mark the cookie Secure: auto = when the request came over https (behind a TLS proxy too)."
+    )
+    rejects_sample_rows: int = Field(20, ge=1, le=500, description="Rejected rows the data page shows.")
+
+
 class StackSettings(Section):
     metastore_port: int = Field(9083, ge=1, le=65535, description="Port of the local stack's Hive metastore service.")
     thrift_port: int = Field(10000, ge=1, le=65535, description="Port of the Spark Thrift server (HiveServer2 protocol).")
@@ -246,6 +262,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
     notebooks: NotebookSettings = NotebookSettings()
