@@ -339,6 +339,8 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say("")
     for name in ("api", "model-server", "thrift-server", "metastore"):
         say(f"{services[name].label}: {services[name].address}")
+    if settings.console.enabled:
+        say(f"Console: {services['api'].address}/console")
     say(f"API key: {key}")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
