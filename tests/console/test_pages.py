@@ -219,3 +219,17 @@ def test_static_files_are_served_without_a_session(client):
 
 def test_console_routes_are_not_in_the_openapi_schema(client):
     assert not [p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/console")]
+
+
+def test_an_unreachable_model_endpoint_gets_the_apis_message(console_settings):
+    from tests.online.conftest import closed_port
+
+    settings = console_settings.model_copy(
+        update={"api": console_settings.api.model_copy(update={"model_url": f"http://127.0.0.1:{closed_port()}"})}
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as session:
+        sign_in(session)
+        page = session.get("/console/customer", params={"id": CUSTOMERS[0]})
+        api = session.get(f"/predict/{CUSTOMERS[0]}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert page.status_code == api.status_code == 503
+    assert api.json()["detail"] in page.text
