@@ -21,10 +21,11 @@ def install(app, settings: Settings) -> None:
     from fastapi.staticfiles import StaticFiles
 
     from api.console.population import Population
-    from api.console.routes import build_router
+    from api.console.routes import SignInNeeded, build_router, to_sign_in
     from api.console.session import Sessions, session_secret
 
-    sessions = Sessions(session_secret(settings), settings.console.session_minutes * 60)
+    sessions = Sessions(lambda: session_secret(settings), settings.console.session_minutes * 60)
     app.state.console_population = Population(settings)
     app.include_router(build_router(settings, sessions, app.state.console_population))
+    app.add_exception_handler(SignInNeeded, to_sign_in)
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import Field, TypeAdapter, ValidationError
@@ -52,7 +52,7 @@ NAV = [("customer", "Customer"), ("models", "Models"), ("data", "Data"), ("monit
 
 
 class SignInNeeded(Exception):
-    pass
+    """A page was asked for without a valid session (api.console.install answers it with `to_sign_in`)."""
 
 
 def _secure(response: Response, csp: str = CSP) -> Response:
@@ -60,6 +60,15 @@ def _secure(response: Response, csp: str = CSP) -> Response:
         response.headers[name] = value
     response.headers["Content-Security-Policy"] = csp
     return response
+
+
+async def to_sign_in(request: Request, exc: Exception | None = None) -> Response:
+    """To the sign-in page, and back here after it (an htmx request is told with HX-Redirect)."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    location = f"/console/sign-in?next={quote(target, safe='')}"
+    if request.headers.get("hx-request"):
+        return _secure(Response(status_code=401, headers={"HX-Redirect": location}))
+    return _secure(RedirectResponse(location, status_code=303))
 
 
 def build_router(settings: Settings, sessions: Sessions, population: Population) -> APIRouter:
@@ -80,12 +89,11 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
         context.setdefault("auth_enabled", keys(request).enabled)
         return _secure(templates.TemplateResponse(request, name, context, status_code=status))
 
-    def to_sign_in(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        location = f"/console/sign-in?next={quote(target, safe='')}"
-        if request.headers.get("hx-request"):
-            return _secure(Response(status_code=401, headers={"HX-Redirect": location}))
-        return _secure(RedirectResponse(location, status_code=303))
+    async def require_session(request: Request) -> None:
+        if not signed_in(request):
+            raise SignInNeeded
+
+    session = [Depends(require_session)]
 
     @router.get("")
     @router.get("/")
@@ -174,10 +182,8 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
             "chart": contribution_chart(scored.explanation.contributions if scored.explanation else {}),
         }
 
-    @router.get("/customer")
+    @router.get("/customer", dependencies=session)
     async def customer(request: Request, id: str | None = None) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         result = await lookup(request, id) if id is not None and id.strip() else None
         partial = bool(request.headers.get("hx-request")) and not request.headers.get("hx-history-restore-request")
         if partial:  # htmx swaps only 2xx answers: the fragment itself says what went wrong
@@ -186,38 +192,28 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
         return render(request, "customer.html", status=status, page="customer", query=id or "", result=result)
 
     # Models, data, monitoring -----------------------------------------------------------------
-    @router.get("/models")
+    @router.get("/models", dependencies=session)
     async def models(request: Request) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         return render(request, "models.html", page="models", **await run_in_threadpool(pages.models_page, settings))
 
-    @router.get("/models/{version}/plots/{plot}")
+    @router.get("/models/{version}/plots/{plot}", dependencies=session)
     async def plot(request: Request, version: str, plot: str) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         path = await run_in_threadpool(pages.plot_path, settings, version, plot)
         if path is None:
             return render(request, "message.html", status=404, page="models", message=f"no {plot} plot for version {version}")
         return _secure(FileResponse(path, media_type="image/png"))
 
-    @router.get("/data")
+    @router.get("/data", dependencies=session)
     async def data(request: Request, run: str | None = None) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         context = await run_in_threadpool(pages.data_page, settings, run)
         return render(request, "data.html", status=404 if context.get("error") and run else 200, page="data", **context)
 
-    @router.get("/monitoring")
+    @router.get("/monitoring", dependencies=session)
     async def monitoring(request: Request) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         return render(request, "monitoring.html", page="monitoring", **await run_in_threadpool(pages.monitoring_page, settings))
 
-    @router.get("/monitoring/report")
+    @router.get("/monitoring/report", dependencies=session)
     async def monitoring_report(request: Request) -> Response:
-        if not signed_in(request):
-            return to_sign_in(request)
         try:
             html = await run_in_threadpool(pages.monitoring_report, settings)
         except ImportError:

@@ -21,7 +21,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from collections.abc import Callable
+
 from configuration.errors import UserError
+from configuration.files import private_dir
 from configuration.settings import Settings
 
 COOKIE = "sparkmaker_console"
@@ -38,7 +41,7 @@ def _secret_from_file(path: Path) -> bytes:
         pass
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the console's session key {path}: {exc}: delete it and restart the API") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # the state folder holds the prediction log too: 0700, as configuration.files makes it
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -60,9 +63,18 @@ def session_secret(settings: Settings) -> bytes:
 
 
 class Sessions:
-    def __init__(self, secret: bytes, lifetime_seconds: float) -> None:
-        self._secret = secret
+    """Issues and checks tokens; the secret is read on first use (nothing is touched when the app is built)."""
+
+    def __init__(self, secret: bytes | Callable[[], bytes], lifetime_seconds: float) -> None:
+        self._secret_source = secret
+        self._secret_value: bytes | None = secret if isinstance(secret, bytes) else None
         self.lifetime_seconds = lifetime_seconds
+
+    @property
+    def _secret(self) -> bytes:
+        if self._secret_value is None:
+            self._secret_value = self._secret_source()  # type: ignore[operator]
+        return self._secret_value
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).hexdigest()

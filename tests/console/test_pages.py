@@ -233,3 +233,16 @@ def test_an_unreachable_model_endpoint_gets_the_apis_message(console_settings):
         api = session.get(f"/predict/{CUSTOMERS[0]}", headers={"Authorization": f"Bearer {API_KEY}"})
     assert page.status_code == api.status_code == 503
     assert api.json()["detail"] in page.text
+
+
+def test_the_session_key_is_private_and_made_on_first_use(console_settings):
+    import stat
+    from pathlib import Path
+
+    key_file = Path(console_settings.paths.state_dir) / "console-session.key"
+    app = create_app(console_settings)
+    assert not key_file.exists()  # building the app touches nothing
+    with TestClient(app, base_url="http://127.0.0.1") as session:
+        sign_in(session)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700

@@ -14,14 +14,13 @@ import json
 import math
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
-from botocore.config import Config
 
 from features.contract import FEATURE_COLUMNS
 from tests.serving.conftest import reference_predict, synthetic_features
+from tests.serving.test_runtime_api import runtime  # noqa: F401 (boto3's client on the server: a fixture)
 
 ENDPOINT = "sparkmaker-credit-risk"
 HEADER = "X-Amzn-SageMaker-Enable-Explanations"
@@ -140,19 +139,7 @@ def test_attributions_are_the_exact_shapley_values_by_brute_force(model_b):
     np.testing.assert_allclose(got[:, :m], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def runtime(dir_server):
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=dir_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )
-
-
-def test_boto3_enable_explanations_gets_clarifys_shape(runtime, model_a):
+def test_boto3_enable_explanations_gets_clarifys_shape(runtime, model_a):  # noqa: F811
     matrix = synthetic_features(3, seed=91)
     answer = runtime.invoke_endpoint(
         EndpointName=ENDPOINT, Body=_csv(matrix), ContentType="text/csv", Accept="text/csv", EnableExplanations="`true`"
@@ -166,7 +153,7 @@ def test_boto3_enable_explanations_gets_clarifys_shape(runtime, model_a):
     np.testing.assert_allclose(_attributions(document), _reference_contribs(model_a, matrix)[:, :-1], rtol=1e-5, atol=1e-6)
 
 
-def test_boto3_false_is_clarifys_shape_with_no_explanations(runtime):
+def test_boto3_false_is_clarifys_shape_with_no_explanations(runtime):  # noqa: F811
     answer = runtime.invoke_endpoint(
         EndpointName=ENDPOINT, Body=b"1,2000,40,3,1", ContentType="text/csv", Accept="text/csv", EnableExplanations="`false`"
     )
@@ -190,7 +177,7 @@ def test_without_the_header_nothing_changes(client):
     assert 0 < float(answer.text) < 1
 
 
-def test_an_expression_the_server_does_not_evaluate_is_a_clear_error(runtime):
+def test_an_expression_the_server_does_not_evaluate_is_a_clear_error(runtime):  # noqa: F811
     with pytest.raises(runtime.exceptions.ModelError) as caught:
         runtime.invoke_endpoint(
             EndpointName=ENDPOINT, Body=b"1,2000,40,3,1", ContentType="text/csv", Accept="text/csv", EnableExplanations="[0]>`0.8`"
