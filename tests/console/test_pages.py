@@ -195,6 +195,7 @@ def test_data_page_shows_snapshots_rejects_per_reason_and_a_sample(signed_in):
     assert f'data-run="{RUN_ID}"' in html and "(current)" in html
     for reason, count in REJECT_COUNTS.items():
         assert f"<th scope=\"row\">{reason}</th><td>{count}</td>" in html
+    assert "<td>malformed_row 1, bad_id 1, bad_loan_date 1</td>" in html  # the reasons with rows, in the contract's order
     sample = html[html.index('data-testid="rejects-sample"'):]
     assert "2020-13-40" in sample and "malformed_row" in sample and "abc" in sample
     assert signed_in.get("/console/data", params={"run": "nope"}).status_code == 404
