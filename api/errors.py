@@ -87,8 +87,26 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return details
 
 
+def failure_answer(exc: Exception, timeout_seconds: float) -> tuple[int, str] | None:
+    """The status and message a client gets for a backend failure (the handlers below and the console say the same)."""
+    if isinstance(exc, StoreUnavailable):
+        return 503, "the feature store is unavailable: retry later"
+    if isinstance(exc, StoreError):
+        return 503, "the feature store cannot answer: retry later"
+    if isinstance(exc, ModelUnavailable):
+        return 503, "the model endpoint is unreachable: retry later"
+    if isinstance(exc, ModelTimeout):
+        return 504, f"the model endpoint did not answer within {timeout_seconds:g} s: retry later"
+    if isinstance(exc, ModelFailed):
+        return 502, "the model endpoint failed to score the request; the operators have the details in the log"
+    return None
+
+
 def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> None:
     retry = {"Retry-After": str(retry_after_seconds)}
+
+    def known(exc: Exception) -> tuple[int, str]:
+        return failure_answer(exc, timeout_seconds) or (500, "internal error: the operators have the details in the log")
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -98,31 +116,31 @@ def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> N
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.error("feature store unavailable: %s", exc, extra={"cause": "store_unavailable"})
         app.state.metrics.errors.labels("store_unavailable").inc()
-        return error_response(503, "the feature store is unavailable: retry later", retry)
+        return error_response(*known(exc), retry)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
         log.error("feature store error: %s", exc, extra={"cause": "store_error"})
         app.state.metrics.errors.labels("store_error").inc()
-        return error_response(503, "the feature store cannot answer: retry later", retry)
+        return error_response(*known(exc), retry)
 
     @app.exception_handler(ModelUnavailable)
     async def model_unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
         log.error("model endpoint unavailable: %s", exc.reason, extra={"cause": "model_unavailable"})
         app.state.metrics.errors.labels("model_unavailable").inc()
-        return error_response(503, "the model endpoint is unreachable: retry later", retry)
+        return error_response(*known(exc), retry)
 
     @app.exception_handler(ModelTimeout)
     async def model_timeout(request: Request, exc: ModelTimeout) -> JSONResponse:
         log.error("model endpoint timed out: %s", exc.reason, extra={"cause": "model_timeout"})
         app.state.metrics.errors.labels("model_timeout").inc()
-        return error_response(504, f"the model endpoint did not answer within {timeout_seconds:g} s: retry later")
+        return error_response(*known(exc))
 
     @app.exception_handler(ModelFailed)
     async def model_failed(request: Request, exc: ModelFailed) -> JSONResponse:
         log.error("model endpoint failed: %s", exc.reason, extra={"cause": "model_failed"})
         app.state.metrics.errors.labels("model_failed").inc()
-        return error_response(502, "the model endpoint failed to score the request; the operators have the details in the log")
+        return error_response(*known(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.auth import KeyChecker
+from api.auth import FailureLimiter, KeyChecker
 from api.body_limit import BodyLimitMiddleware
 from api.deps import Services
 from api.model_endpoint import RegistryThresholds, open_model_endpoint
@@ -92,10 +92,19 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
-    app.state.keys = KeyChecker(settings.api.api_key_hashes, enabled=settings.api.auth_enabled)
+    api = settings.api
+    app.state.keys = KeyChecker(
+        api.api_key_hashes, enabled=api.auth_enabled,
+        limiter=FailureLimiter(api.auth_max_failures, api.auth_failure_window_seconds, api.auth_max_addresses),
+        on_failure=app_metrics.auth_failures.inc, on_throttled=app_metrics.auth_throttled.inc,
+    )
     app.include_router(predict.build_router(settings.api.max_batch))
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if settings.console.enabled:  # the web console under /console (api.console)
+        from api import console
+
+        console.install(app, settings)
     errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
     # Bodies over api.max_body_bytes are 413 before they are read whole (inside RequestMiddleware: the 413 has a request id).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)

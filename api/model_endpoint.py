@@ -3,6 +3,7 @@
     endpoint = open_model_endpoint(settings)      # settings.api.model_endpoint: "http" | "sagemaker"
     answer = await endpoint.predict(rows)          # rows in the contract's feature order, None = missing
     answer.probabilities, answer.model_version, answer.threshold
+    answer = await endpoint.predict(rows, explain=True)   # also answer.explanations: exact TreeSHAP per row
 
 Both speak SageMaker's container contract: a `text/csv` body, one row per line in the
 model's feature order (`features.contract.FEATURE_COLUMNS`; `training.artifact` refuses a
@@ -13,6 +14,10 @@ project's server sets on every prediction (`model_version=7; threshold=0.25`), s
 label is always computed with the threshold of the very model that scored the row, even
 while the server swaps models. An endpoint that does not send them (AWS's managed
 XGBoost container) falls back to the registry's production model (`RegistryThresholds`).
+
+With `explain=True` the call carries SageMaker's `X-Amzn-SageMaker-Enable-Explanations`
+switch and reads Clarify's answer (serving.explain): the same probabilities plus, per row, a
+base value and one log-odds contribution per feature (`Explanation`).
 
 Failures are typed so the API can answer them: `ModelUnavailable` (503 + Retry-After:
 refused connection, endpoint not ready or not found), `ModelTimeout` (504: no answer
@@ -36,6 +41,8 @@ log = logging.getLogger("api.model")
 
 CSV = "text/csv"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+EXPLANATIONS_HEADER = "X-Amzn-SageMaker-Enable-Explanations"
+EXPLAIN_ALL = "`true`"  # the JMESPath constant SageMaker documents for "explain every record"
 VERSION_HEADER = "X-Model-Version"
 
 
@@ -60,10 +67,17 @@ class ModelFailed(ModelEndpointError):
 
 
 @dataclass(frozen=True, slots=True)
+class Explanation:
+    base_value: float  # log-odds
+    contributions: dict[str, float]  # feature -> log-odds; base_value + sum = logit(probability)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelAnswer:
     probabilities: list[float]
     model_version: str
     threshold: float | None
+    explanations: list[Explanation] | None = None  # one per row when asked (explain=True)
 
 
 def _field(value: Any) -> str:
@@ -92,6 +106,32 @@ def parse_scores(body: bytes, expected: int) -> list[float]:
     return scores
 
 
+def parse_explained(body: bytes, expected: int) -> tuple[list[float], list[Explanation]]:
+    """Clarify's JSON answer (serving.explain) -> the scores and one Explanation per row; ModelFailed when malformed."""
+    import json
+
+    try:
+        document = json.loads(body)
+        predictions = document["predictions"]
+        scores = parse_scores(predictions["data"].encode("ascii"), expected)
+        rows = document["explanations"]["kernel_shap"]
+        bases = document["base_values"]
+        explanations = [
+            Explanation(
+                float(base),
+                {entry["feature_header"]: float(entry["attributions"][0]["attribution"][0]) for entry in row},
+            )
+            for base, row in zip(bases, rows, strict=True)
+        ]
+    except ModelFailed:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeEncodeError):
+        raise ModelFailed(f"the model's explained answer is not Clarify's shape with base values: {body[:80]!r}") from None
+    if len(explanations) != expected or any(set(e.contributions) != set(FEATURE_COLUMNS) for e in explanations):
+        raise ModelFailed(f"the model explained {len(explanations)} rows of {expected}, or other features than the contract's")
+    return scores, explanations
+
+
 def parse_custom_attributes(text: str | None) -> dict[str, str]:
     """'model_version=7; threshold=0.25' -> {'model_version': '7', 'threshold': '0.25'}."""
     attributes: dict[str, str] = {}
@@ -114,8 +154,8 @@ class ModelEndpoint(abc.ABC):
     kind = "abstract"
 
     @abc.abstractmethod
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
-        """Score rows (feature order of the contract); one probability per row, in order."""
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
+        """Score rows (feature order of the contract); one probability per row, in order (and explanations if asked)."""
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -169,6 +209,7 @@ class HttpModelEndpoint(ModelEndpoint):
             raise ValueError(f"api.model_url {base_url!r} is not an http(s) URL")
         self._timeout = aiohttp.ClientTimeout(total=None, connect=min(timeout_seconds, 1.0))
         self._headers = {"Content-Type": CSV, "Accept": CSV}
+        self._explain_headers = {**self._headers, EXPLANATIONS_HEADER: EXPLAIN_ALL}
         self._session = None
 
     def describe(self) -> str:
@@ -182,9 +223,9 @@ class HttpModelEndpoint(ModelEndpoint):
                                                   skip_auto_headers=("User-Agent",))
         return self._session
 
-    async def _send(self, method: str, url, content: bytes | None = None) -> _HttpAnswer:
+    async def _send(self, method: str, url, content: bytes | None = None, headers=None) -> _HttpAnswer:
         aiohttp = self._aiohttp
-        headers = self._headers if content is not None else None
+        headers = (headers or self._headers) if content is not None else None
         for attempt in (1, 2):
             try:
                 async with self._client().request(method, url, data=content, headers=headers, allow_redirects=False) as response:
@@ -194,11 +235,11 @@ class HttpModelEndpoint(ModelEndpoint):
                     raise
         raise AssertionError("unreachable")
 
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
         aiohttp = self._aiohttp
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                response = await self._send("POST", self._invocations, to_csv(rows))
+                response = await self._send("POST", self._invocations, to_csv(rows), self._explain_headers if explain else None)
         except aiohttp.ConnectionTimeoutError:
             raise ModelUnavailable(f"{self.describe()}: connection timed out") from None
         except TimeoutError:
@@ -211,6 +252,9 @@ class HttpModelEndpoint(ModelEndpoint):
             raise ModelFailed(f"{self.describe()} answered {response.status}: {response.text.strip()[:200]}")
         attributes = parse_custom_attributes(response.headers.get(CUSTOM_ATTRIBUTES_HEADER))
         version = response.headers.get(VERSION_HEADER) or attributes.get("model_version") or "unknown"
+        if explain:
+            scores, explanations = parse_explained(response.body, len(rows))
+            return ModelAnswer(scores, version, _threshold(attributes), explanations)
         return ModelAnswer(parse_scores(response.body, len(rows)), version, _threshold(attributes))
 
     async def ping(self) -> None:
@@ -270,11 +314,12 @@ class SageMakerModelEndpoint(ModelEndpoint):
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         return f"SageMaker endpoint {self.endpoint_name}{where}"
 
-    def _invoke(self, body: bytes) -> dict:
+    def _invoke(self, body: bytes, explain: bool = False) -> dict:
         errors = self._errors
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body
+                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body,
+                **({"EnableExplanations": EXPLAIN_ALL} if explain else {}),
             )
             return {**response, "Body": response["Body"].read()}
         except errors.ConnectTimeoutError:
@@ -294,19 +339,22 @@ class SageMakerModelEndpoint(ModelEndpoint):
         except errors.BotoCoreError as exc:
             raise ModelUnavailable(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
 
-    async def _call(self, body: bytes) -> dict:
+    async def _call(self, body: bytes, explain: bool = False) -> dict:
         import anyio.to_thread
 
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                return await anyio.to_thread.run_sync(self._invoke, body, limiter=self._limiter, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(self._invoke, body, explain, limiter=self._limiter, abandon_on_cancel=True)
         except TimeoutError:
             raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
 
-    async def predict(self, rows: Sequence[Sequence[Any]]) -> ModelAnswer:
-        response = await self._call(to_csv(rows))
+    async def predict(self, rows: Sequence[Sequence[Any]], explain: bool = False) -> ModelAnswer:
+        response = await self._call(to_csv(rows), explain)
         attributes = parse_custom_attributes(response.get("CustomAttributes"))
         version = attributes.get("model_version") or response.get("InvokedProductionVariant") or "unknown"
+        if explain:
+            scores, explanations = parse_explained(response["Body"], len(rows))
+            return ModelAnswer(scores, version, _threshold(attributes), explanations)
         return ModelAnswer(parse_scores(response["Body"], len(rows)), version, _threshold(attributes))
 
     async def ping(self) -> None:

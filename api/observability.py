@@ -109,6 +109,10 @@ class Metrics:
         )
         self.log_written = Counter("api_prediction_log_written", "Prediction-log entries written.", registry=r)
         self.log_queue = Gauge("api_prediction_log_queue", "Prediction-log entries waiting to be written.", registry=r)
+        self.auth_failures = Counter("api_auth_failures", "Requests refused for a wrong API key (401).", registry=r)
+        self.auth_throttled = Counter(
+            "api_auth_throttled", "Requests refused (429) because their address failed authentication too often.", registry=r
+        )
         self._model_version: str | None = None
         self._snapshot: tuple[str, str] | None = None
 

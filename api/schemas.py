@@ -54,6 +54,42 @@ class FeatureSnapshot(BaseModel):
     as_of: str = Field(description="Date (YYYY-MM-DD) the features describe.")
 
 
+class Contributions(BaseModel):
+    """One TreeSHAP contribution per feature, in log-odds (positive: raises the risk)."""
+
+    nb_previous_loans: float
+    avg_amount_loans_previous: float
+    age: float
+    years_on_the_job: float
+    flag_own_car: float
+
+
+if tuple(Contributions.model_fields) != FEATURE_COLUMNS:
+    raise RuntimeError(f"api.schemas.Contributions lists {tuple(Contributions.model_fields)}, the contract {FEATURE_COLUMNS}")
+
+
+class Explanation(BaseModel):
+    """Exact TreeSHAP (XGBoost's own pred_contribs) of this prediction, on the log-odds scale.
+
+    base_value + the sum of contributions = logit(probability) = ln(p / (1 - p)), to float32
+    precision: the contributions say how far each feature moved this customer's risk from
+    the model's base value.
+    """
+
+    base_value: float = Field(description="The model's expected log-odds (the bias term of TreeSHAP).")
+    contributions: Contributions = Field(
+        description="One contribution per feature, log-odds; base_value + their sum = logit(probability)."
+    )
+    scale: Literal["log_odds"] = "log_odds"
+
+
+class Reason(BaseModel):
+    code: str = Field(description="Stable reason code of the feature (features/reasons.py), e.g. R01.")
+    feature: str = Field(description="The feature that raised the risk.")
+    text: str = Field(description='Code and sentence, e.g. "R01: number of previous loans (28)".')
+    contribution: float = Field(gt=0, description="Its TreeSHAP contribution (log-odds).")
+
+
 class PredictionItem(BaseModel):
     id: int = Field(description="Customer id.")
     probability: float = Field(ge=0.0, le=1.0, description="Probability of a bad loan.")
@@ -62,6 +98,13 @@ class PredictionItem(BaseModel):
     model_version: str = Field(description="Version of the model that scored the request.")
     features: Features
     feature_snapshot: FeatureSnapshot
+    explanation: Explanation | None = Field(
+        None,
+        description="Only with explain: base value and one log-odds contribution per feature, adding up to logit(probability).",
+    )
+    reasons: list[Reason] | None = Field(
+        None, description="Only with explain: the features that pushed the risk up, most first (positive contributions)."
+    )
 
 
 class Prediction(PredictionItem):
@@ -83,6 +126,7 @@ def batch_request_model(max_batch: int) -> type[BaseModel]:
             list[CustomerId],
             Field(min_length=1, max_length=max_batch, description=f"1 to {max_batch} customer ids.", examples=[[5008804, 5008805]]),
         ),
+        explain=(bool, Field(False, strict=True, description="Add explanation and reasons to every prediction.")),
     )
 
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from api.errors import ApiError
-from api.model_endpoint import ModelAnswer, ModelFailed, RegistryThresholds
+from api.model_endpoint import Explanation, ModelAnswer, ModelFailed, RegistryThresholds
 from api.observability import current_request_id, elapsed_ms
 from api.prediction_log import LogEntry, LogWriter
 from configuration.settings import Settings
 from features.contract import FEATURE_COLUMNS
 from features.online.base import FeatureRecord, OnlineStore
+from features.reasons import reasons_for
 
 if TYPE_CHECKING:
     from api.deps import Services
@@ -28,6 +29,8 @@ class Scored:
     record: FeatureRecord
     probability: float
     label: int
+    explanation: Explanation | None = None
+    reasons: list[dict] | None = None  # features.reasons.reasons_for, when explained
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,14 @@ async def no_snapshot_error(store: OnlineStore) -> ApiError | None:
     return None
 
 
+def not_found_message(customer_id: int) -> str:
+    """What the API (404) and the console say of an id the current snapshot lacks."""
+    return (
+        f"customer {customer_id} is not in the current feature snapshot: check the id "
+        "(customers without a loan before the snapshot's date are absent)"
+    )
+
+
 def _threshold(answer: ModelAnswer, thresholds: RegistryThresholds) -> tuple[str, float]:
     if answer.threshold is not None:
         return answer.model_version, answer.threshold
@@ -65,8 +76,8 @@ def _threshold(answer: ModelAnswer, thresholds: RegistryThresholds) -> tuple[str
     return version, fallback[1]
 
 
-async def score(ids: Sequence[int], services: "Services") -> Scoring:
-    """Read every id from one snapshot, score the ones found in one model call."""
+async def score(ids: Sequence[int], services: "Services", explain: bool = False) -> Scoring:
+    """Read every id from one snapshot, score the ones found in one model call (explained: with TreeSHAP and reasons)."""
     metrics = services.metrics
     records = await services.store.online_read_async(ids)
     found = [r for r in records if r is not None]
@@ -76,14 +87,20 @@ async def score(ids: Sequence[int], services: "Services") -> Scoring:
     rows = [[r.features[name] for name in FEATURE_COLUMNS] for r in found]
     started = time.perf_counter()
     try:
-        answer = await services.model.predict(rows)
+        answer = await (services.model.predict(rows, explain=True) if explain else services.model.predict(rows))
     finally:
         metrics.model_latency.observe(time.perf_counter() - started)
     version, threshold = _threshold(answer, services.thresholds)
     metrics.saw_model(version)
     metrics.saw_snapshot(found[0].run_id, found[0].as_of)
     metrics.predictions.inc(len(found))
-    scored = [Scored(r, p, label_of(p, threshold)) for r, p in zip(found, answer.probabilities)]
+    if answer.explanations is None:
+        scored = [Scored(r, p, label_of(p, threshold)) for r, p in zip(found, answer.probabilities)]
+    else:
+        scored = [
+            Scored(r, p, label_of(p, threshold), e, reasons_for(r.features, e.contributions))
+            for r, p, e in zip(found, answer.probabilities, answer.explanations)
+        ]
     return Scoring(scored, not_found, version, threshold)
 
 
@@ -96,6 +113,19 @@ def item(s: Scored, scoring: Scoring) -> dict:
         "model_version": scoring.model_version,
         "features": s.record.features,
         "feature_snapshot": {"run_id": s.record.run_id, "as_of": s.record.as_of},
+        **(explained(s.explanation, s.reasons) if s.explanation is not None else {}),
+    }
+
+
+def explained(explanation: Explanation, reasons: list[dict] | None) -> dict:
+    """The `explanation` and `reasons` fields of an explained answer (api.schemas.Explanation, Reason)."""
+    return {
+        "explanation": {
+            "base_value": explanation.base_value,
+            "contributions": {name: explanation.contributions[name] for name in FEATURE_COLUMNS},
+            "scale": "log_odds",
+        },
+        "reasons": reasons or [],
     }
 
 
@@ -112,7 +142,7 @@ def log_scoring(writer: LogWriter, scoring: Scoring) -> None:
             LogEntry(
                 ts=ts, request_id=request_id, customer_id=s.record.id, features=s.record.features,
                 probability=s.probability, label=s.label, threshold=threshold, model_version=model_version,
-                snapshot_run_id=s.record.run_id, snapshot_as_of=s.record.as_of, latency_ms=latency,
+                snapshot_run_id=s.record.run_id, snapshot_as_of=s.record.as_of, latency_ms=latency, reasons=s.reasons,
             )
         )
 

@@ -54,7 +54,7 @@ conf() {
   printf '%s' "${line:-$default}"
 }
 
-random_token() { head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+random_token() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
 # A first start creates the env file from .env.example with fresh secrets; the API key itself

@@ -35,3 +35,23 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only its owner can enter (0700), created with its parents if missing."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask, and an existing folder keeps its own
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """`path` as a file only its owner can read (0600): created empty if missing, its mode fixed if not.
+
+    For files that hold keys or customer data (the prediction log, logs). A SQLite database
+    created this way gives its -wal and -shm files the same mode.
+    """
+    if not path.parent.exists():
+        private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path

@@ -215,6 +215,14 @@ class ApiSettings(Section):
         "or concurrent SageMaker Runtime calls (sagemaker: raise it for a remote endpoint's network latency).",
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
+    # Failed authentications (security): a client address that fails this often is refused with 429.
+    auth_max_failures: int = Field(10, ge=1, description="Failed authentications one client address may make per window.")
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="Window of auth_max_failures (s); a blocked address waits for the rest of it (Retry-After)."
+    )
+    auth_max_addresses: int = Field(
+        10_000, ge=1, description="Client addresses the failure table remembers per worker (the oldest are forgotten first)."
+    )
 
     @model_validator(mode="after")
     def _check_hashes(self) -> "ApiSettings":
@@ -226,6 +234,22 @@ class ApiSettings(Section):
                 )
         object.__setattr__(self, "api_key_hashes", [d.lower() for d in self.api_key_hashes])
         return self
+
+
+class ConsoleSettings(Section):
+    """The web console under /console (api.console): sign-in with an API key, then a session cookie."""
+
+    enabled: bool = Field(True, description="Serve the console at /console on the API's port.")
+    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60, description="A console session expires this long after sign-in.")
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs session cookies; empty: a random one kept in <state_dir>/console-session.key (0600), "
+        "shared by the API's workers.",
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Mark the cookie Secure: auto = when the request came over https (behind a TLS proxy too)."
+    )
+    rejects_sample_rows: int = Field(20, ge=1, le=500, description="Rejected rows the data page shows.")
 
 
 class StackSettings(Section):
@@ -286,6 +310,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
     spark_cluster: SparkClusterSettings = SparkClusterSettings()

@@ -4,6 +4,8 @@ Routes:
     GET  /ping                              200 (empty) once a model answers, 503 before
     POST /invocations                       text/csv or application/json rows -> one probability per row
     POST /endpoints/{name}/invocations      the same behind SageMaker Runtime's error shapes (boto3 invoke_endpoint)
+                                            either with X-Amzn-SageMaker-Enable-Explanations: Clarify's JSON shape with
+                                            exact TreeSHAP attributions (serving.explain)
     GET  /execution-parameters              what batch transform asks a container
     GET  /admin/model, POST /admin/model    the served model / swap to another one (Authorization: Bearer <token>)
 
@@ -32,8 +34,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from configuration.settings import Settings, load_settings
-from serving.content_types import negotiate
-from serving.decoder import decode, request_media_type
+from serving import explain
+from serving.content_types import JSON, negotiate
+from serving.decoder import Rows, decode, request_media_type
 from serving.encoder import encode
 from serving.environment import PAYLOAD_LIMIT_BYTES
 from serving.errors import BadRequest, InferenceError, ModelNotReady, PayloadTooLarge
@@ -164,15 +167,19 @@ def _answer_type(accept: bytes | None) -> str:
     return negotiate(accept.decode("latin-1") if accept is not None else None)  # 406 is never cached
 
 
-async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> tuple[bytes, str]:
-    """Negotiate, read, decode, predict, encode: every client problem is an InferenceError."""
+async def _read_rows(model: LoadedModel, headers: dict[bytes, bytes], receive) -> tuple[Rows, str]:
+    """Negotiate, read, decode: the rows and the answer's media type; every client problem is an InferenceError."""
     media_type = _request_type(headers.get(b"content-type"))  # 415
     answer_type = _answer_type(headers.get(b"accept"))  # 406, before any model work
     body = await _receive_body(receive, headers.get(b"content-length"), PAYLOAD_LIMIT_BYTES)  # 413
     if len(body) <= _INLINE_BODY_BYTES:
-        rows = decode(body, media_type, model.feature_names)  # 400
-    else:
-        rows = await run_in_threadpool(decode, body, media_type, model.feature_names)
+        return decode(body, media_type, model.feature_names), answer_type  # 400
+    return await run_in_threadpool(decode, body, media_type, model.feature_names), answer_type
+
+
+async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> tuple[bytes, str]:
+    """Negotiate, read, decode, predict, encode: every client problem is an InferenceError."""
+    rows, answer_type = await _read_rows(model, headers, receive)
     try:
         if len(rows) <= model.fast_max_rows:
             probabilities = model.predict(rows)
@@ -182,6 +189,18 @@ async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> 
         log.exception("prediction failed with version %s", model.version)
         raise InferenceError(f"the model failed to predict ({type(exc).__name__}); see the server log") from None
     return encode(probabilities, answer_type), answer_type
+
+
+async def _predict_explained(model: LoadedModel, headers: dict[bytes, bytes], receive, wanted: bool) -> tuple[bytes, str]:
+    """The same prediction, answered in Clarify's shape with XGBoost's exact TreeSHAP values (serving.explain)."""
+    rows, answer_type = await _read_rows(model, headers, receive)
+    try:
+        probabilities = await run_in_threadpool(model.predict, rows)
+        contribs = await run_in_threadpool(explain.contributions, model.booster, rows) if wanted else None
+    except Exception as exc:
+        log.exception("explained prediction failed with version %s", model.version)
+        raise InferenceError(f"the model failed to explain ({type(exc).__name__}); see the server log") from None
+    return explain.clarify_body(encode(probabilities, answer_type), answer_type, model.feature_names, contribs), JSON
 
 
 async def _send(send, status: int, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]) -> None:
@@ -343,8 +362,13 @@ class PredictionRoutes:
             else:
                 answer = _plain_error(ModelNotReady("no model loaded yet: retry when GET /ping answers 200"))
             return await answer(scope, receive, send)
+        headers = dict(scope["headers"])
+        switch = headers.get(explain.HEADER)
         try:
-            content, media_type = await _predict(model, dict(scope["headers"]), receive)
+            if switch is None:
+                content, media_type = await _predict(model, headers, receive)
+            else:
+                content, media_type = await _predict_explained(model, headers, receive, explain.wanted(switch))
         except ClientGone:
             return None
         except PayloadTooLarge as error:

@@ -16,7 +16,7 @@ job never fight over the embedded Derby database.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from configuration.errors import UserError, run_cli
-from configuration.files import sha256_file
+from configuration.files import private_dir, private_file, sha256_file
 from configuration.settings import REPO_ROOT, Settings, load_settings
 
 PYTHON = sys.executable
@@ -136,15 +136,35 @@ class Stack:
         path.unlink(missing_ok=True)
         return None
 
+    def secure_state(self) -> None:
+        """The state folder, logs and PID files private to the stack's user: 0700 folders, 0600 files.
+
+        Logs and the prediction log hold customer data and the state folder the keys; files
+        made before this rule (0644) are fixed too.
+        """
+        for folder in (self.state, self.logs, self.pids):
+            private_dir(folder)
+        for folder in (self.logs, self.pids):
+            for path in folder.iterdir():
+                if path.is_file():
+                    os.chmod(path, 0o600)
+        for path in self.state.glob("predictions.sqlite*"):
+            os.chmod(path, 0o600)
+
+    def open_log(self, name: str):
+        return open(private_file(self.logs / f"{name}.log"), "ab")
+
+    def write_pid_file(self, name: str, record: dict) -> None:
+        private_file(self.pid_file(name)).write_text(json.dumps(record))
+
     def launch(self, service: Service) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.pids.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{service.name}.log", "ab")
+        self.secure_state()
+        log = self.open_log(service.name)
         proc = subprocess.Popen(service.command, cwd=REPO_ROOT, env={**self.env(), **service.env},
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         created = psutil.Process(proc.pid).create_time()
-        self.pid_file(service.name).write_text(json.dumps({"pid": proc.pid, "created": created, "command": service.command}))
+        self.write_pid_file(service.name, {"pid": proc.pid, "created": created, "command": service.command})
         deadline = time.monotonic() + service.start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -182,10 +202,10 @@ class Stack:
     # --- one-shot stages ---------------------------------------------------------------
     def run_stage(self, name: str, command: list[str]) -> str:
         """Run a stage to completion; its output goes to its log; a failure names the log."""
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.secure_state()
         log_path = self.logs / f"{name}.log"
         started = time.perf_counter()
-        with open(log_path, "ab") as log:
+        with self.open_log(name) as log:
             proc = subprocess.run(command, cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             raise UserError(f"{name} failed: {last_line(log_path)} (log: {log_path})")
@@ -243,8 +263,31 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def take_start_lock(stack: Stack):
+    """An flock on <state_dir>/start.lock, held until this process ends; a second start stops in one line.
+
+    The kernel drops the lock however the process ends, so a killed start never blocks the
+    next. Services do not inherit the descriptor (Popen closes it), so the lock is the
+    start's alone.
+    """
+    stack.secure_state()
+    handle = open(private_file(stack.state / "start.lock"), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"sparkmaker is already starting (pid {holder}) with state in {stack.state}: "
+                        "wait for it to finish, then python -m stack status shows each service") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def start(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
+    lock = take_start_lock(stack)  # noqa: F841 (held while this process runs)
     services = {s.name: s for s in stack.services()}
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
@@ -297,6 +340,8 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say("")
     for name in ("api", "model-server", "thrift-server", "metastore"):
         say(f"{services[name].label}: {services[name].address}")
+    if settings.console.enabled:
+        say(f"Console: {services['api'].address}/console")
     say(f"API key: {key}")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
@@ -320,16 +365,17 @@ def ensure_api_key(stack: Stack) -> str:
     """The local API key: created once, kept in <state_dir>/api-key (0600); its hash is what the API checks."""
     path = stack.state / "api-key"
     if not path.exists():
-        import secrets
+        from api.auth import generate_key
 
         stack.state.mkdir(parents=True, exist_ok=True)
-        key = "smk_" + secrets.token_urlsafe(24)
+        key = generate_key()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
+    from api.auth import hash_key
+
     key = path.read_text().strip()
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
+    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([hash_key(key)])
     return key
 
 
@@ -376,6 +422,7 @@ def reset(settings: Settings, args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             say("reset cancelled: nothing deleted")
             return 1
+    lock = take_start_lock(stack)  # noqa: F841 (no start may run while everything is deleted)
     for line in stack.stop():
         say(line)
     if settings.online_store.kind == "redis":

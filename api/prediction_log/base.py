@@ -32,11 +32,12 @@ class LogEntry:
     snapshot_run_id: str
     snapshot_as_of: str  # ISO date
     latency_ms: float  # from the request's arrival to the answer
+    reasons: list[dict[str, Any]] | None = None  # explained answers only (features.reasons.reasons_for); NULL otherwise
 
 
 COLUMNS: tuple[str, ...] = (
     "ts", "request_id", "customer_id", "features", "probability", "label", "threshold",
-    "model_version", "snapshot_run_id", "snapshot_as_of", "latency_ms",
+    "model_version", "snapshot_run_id", "snapshot_as_of", "latency_ms", "reasons",
 )
 
 

@@ -68,9 +68,11 @@ class PostgresPredictionLog(PredictionLog):
                             ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, customer_id BIGINT NOT NULL, features JSONB NOT NULL,
                             probability DOUBLE PRECISION NOT NULL, label SMALLINT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
                             model_version TEXT NOT NULL, snapshot_run_id TEXT NOT NULL, snapshot_as_of DATE NOT NULL,
-                            latency_ms DOUBLE PRECISION NOT NULL)"""
+                            latency_ms DOUBLE PRECISION NOT NULL, reasons JSONB)"""
                         ).format(self._ident())
                     )
+                    # A log written before explanations existed: add the column (NULL for the old rows).
+                    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS reasons JSONB").format(self._ident()))
                     conn.execute(
                         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ts)").format(sql.Identifier(f"{self.table}_ts"), self._ident())
                     )
@@ -104,7 +106,8 @@ class PostgresPredictionLog(PredictionLog):
                 for e in entries:
                     copy.write_row(
                         (e.ts, e.request_id, e.customer_id, json.dumps(e.features), e.probability, e.label, e.threshold,
-                         e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms)
+                         e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms,
+                         None if e.reasons is None else json.dumps(e.reasons))
                     )
 
         self._run(write)
@@ -116,7 +119,7 @@ class PostgresPredictionLog(PredictionLog):
         )
         rows = self._run(lambda conn: conn.execute(query, (limit,)).fetchall())
         return [
-            LogEntry(_iso(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].isoformat(), r[10]) for r in rows
+            LogEntry(_iso(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].isoformat(), r[10], r[11]) for r in rows
         ]
 
     def count(self) -> int:

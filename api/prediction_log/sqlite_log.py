@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api.prediction_log.base import COLUMNS, LogEntry, LogUnavailable, PredictionLog
+from configuration.files import private_file
 from configuration.sqlite import ThreadConnections
 
 
@@ -26,6 +27,8 @@ class SqlitePredictionLog(PredictionLog):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            if not self.path.exists():
+                private_file(self.path)  # customer features: 0600 (SQLite gives -wal and -shm the same mode)
             conn, opened = self._connections.get()
             if opened:
                 try:
@@ -36,11 +39,13 @@ class SqlitePredictionLog(PredictionLog):
                             seq INTEGER PRIMARY KEY AUTOINCREMENT,
                             ts TEXT NOT NULL, request_id TEXT NOT NULL, customer_id INTEGER NOT NULL, features TEXT NOT NULL,
                             probability REAL NOT NULL, label INTEGER NOT NULL, threshold REAL NOT NULL, model_version TEXT NOT NULL,
-                            snapshot_run_id TEXT NOT NULL, snapshot_as_of TEXT NOT NULL, latency_ms REAL NOT NULL
+                            snapshot_run_id TEXT NOT NULL, snapshot_as_of TEXT NOT NULL, latency_ms REAL NOT NULL,
+                            reasons TEXT
                         );
                         CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts);
                         COMMIT;"""
                     )
+                    self._add_reasons_column(conn)
                 except BaseException:
                     self._connections.forget_this_thread()  # the next call tries again
                     raise
@@ -48,13 +53,26 @@ class SqlitePredictionLog(PredictionLog):
             raise LogUnavailable(f"cannot open the prediction log {self.path}: {exc}") from None
         return conn
 
+    def _add_reasons_column(self, conn: sqlite3.Connection) -> None:
+        # A log written before explanations existed has no reasons column: add it (NULL for the old rows).
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({self.table})")}
+        if "reasons" not in columns:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({self.table})")}
+                if "reasons" not in columns:
+                    conn.execute(f"ALTER TABLE {self.table} ADD COLUMN reasons TEXT")
+            finally:
+                conn.execute("COMMIT")
+
     def write_batch(self, entries: Sequence[LogEntry]) -> None:
         if not entries:
             return
         conn = self._connect()
         rows = [
             (e.ts, e.request_id, e.customer_id, json.dumps(e.features), e.probability, e.label, e.threshold,
-             e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms)
+             e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms,
+             None if e.reasons is None else json.dumps(e.reasons))
             for e in entries
         ]
         try:
@@ -72,7 +90,9 @@ class SqlitePredictionLog(PredictionLog):
         rows = self._connect().execute(
             f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
         ).fetchall()
-        return [LogEntry(row[0], row[1], row[2], json.loads(row[3]), *row[4:]) for row in rows]
+        return [
+            LogEntry(*row[:3], json.loads(row[3]), *row[4:11], None if row[11] is None else json.loads(row[11])) for row in rows
+        ]
 
     def count(self) -> int:
         return self._connect().execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]

@@ -4,7 +4,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
 
@@ -39,13 +39,14 @@ def build_router(max_batch: int) -> APIRouter:
             int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804]), BeforeValidator(decimal_digits)
         ],
         services: ServicesDep,
+        explain: Annotated[bool, Query(description="Add explanation (exact TreeSHAP, log-odds) and reasons.")] = False,
     ) -> JSONResponse:
-        scoring = await service.score([id], services)
+        scoring = await service.score([id], services, explain)
         if not scoring.scored:
             missing = await service.no_snapshot_error(services.store)
             if missing:
                 raise missing
-            raise ApiError(404, f"customer {id} is not in the current feature snapshot: check the id (customers without a loan before the snapshot's date are absent)")
+            raise ApiError(404, service.not_found_message(id))
         service.log_scoring(services.log_writer, scoring)
         body = service.item(scoring.scored[0], scoring)
         body["request_id"] = current_request_id()
@@ -63,7 +64,7 @@ def build_router(max_batch: int) -> APIRouter:
         services: ServicesDep,
     ) -> JSONResponse:
         ids = list(request.ids)  # type: ignore[attr-defined]  # BatchRequest is built at run time (max_batch)
-        scoring = await service.score(ids, services)
+        scoring = await service.score(ids, services, request.explain)
         if not scoring.scored:
             missing = await service.no_snapshot_error(services.store)
             if missing:

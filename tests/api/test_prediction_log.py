@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from api.prediction_log import LogEntry, LogUnavailable, LogWriter
+from tests.api.conftest import CUSTOMERS, deploy, teardown_deployment
 from tests.online.conftest import closed_port
 
 BACKENDS = ("sqlite", "postgres")
@@ -187,3 +189,21 @@ def test_many_writers_creating_the_table_at_once_all_succeed(request, tmp_path):
             first.teardown()
             for log in logs:
                 log.close()
+
+
+def test_the_sqlite_log_and_its_new_folder_are_private(request, tmp_path, model_server):
+    """Customer features are in the log: 0600 for the file (and SQLite's -wal/-shm beside it), 0700 for a folder it creates."""
+    import stat
+
+    deployed = deploy(tmp_path, request, "sqlite", "sqlite", model_server.url)
+    try:
+        assert deployed.get(f"/predict/{CUSTOMERS[0]}").status_code == 200
+        path = Path(deployed.settings.api.prediction_log_sqlite)
+        deadline = time.monotonic() + 10
+        while not path.with_name(path.name + "-wal").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        teardown_deployment(deployed)

@@ -58,6 +58,10 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     key = next(line.split(": ", 1)[1] for line in lines if line.startswith("API key: "))
     assert api == f"http://127.0.0.1:{stack_env['ports']['api']}"
     assert any(line.startswith("SQL (HiveServer2): jdbc:hive2://127.0.0.1:") for line in lines)
+    console = next(line.split(": ", 1)[1] for line in lines if line.startswith("Console: "))
+    assert console == f"{api}/console"
+    with urllib.request.urlopen(f"{console}/sign-in", timeout=10) as response:  # the console answers; pages need a session
+        assert response.status == 200 and b'type="password"' in response.read()
 
     # the printed curl works: the customer it names gets a prediction
     curl = next(line for line in lines if line.startswith("Try: curl"))
