@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from monitoring.step import drift_step
 
     run_id = _snapshot(settings, args.snapshot)
-    if args.command == "drift" or args.recompute or store.read_results(settings, run_id, "drift") is None:
+    measured = args.command == "drift" or args.recompute or store.read_results(settings, run_id, "drift") is None
+    if measured:
         print(f"[monitoring] measuring snapshot {run_id} ...", file=sys.stderr, flush=True)
         _print_outcome(drift_step(settings, run_id))
     if args.command == "report":
@@ -92,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise UserError(f"cannot write the report to {args.out}: {exc.strerror}") from None
-        if args.command == "report" and not args.recompute and store.read_results(settings, run_id, "drift") is not None:
-            from monitoring.figures import read_latest
+        if not measured:
+            from monitoring.report import snapshot_figures
 
-            latest = read_latest(settings)
-            if latest and latest.get("snapshot_run_id") == run_id:
-                print(f"[monitoring] {latest['summary']}")
+            print(f"[monitoring] {snapshot_figures(settings, run_id, store.read_results(settings, run_id, 'drift'))['summary']}")
         print(f"[monitoring] report written to {args.out} ({len(page) / 1e3:,.0f} kB)")
     return 0

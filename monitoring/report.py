@@ -28,7 +28,7 @@ from monitoring import figures, store
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em;display:block;overflow-x:auto}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.alert{background:#fdd}.warn{background:#ffe9b3}.ok{background:#e3f6e3}
 .banner{padding:.8em 1em;border-radius:4px;margin:1em 0}.plots{display:flex;flex-wrap:wrap;gap:1em}
 figure{margin:0}figcaption{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .2em}

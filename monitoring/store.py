@@ -119,11 +119,14 @@ def _sql_string(value: str) -> str:
 def register(spark, settings: Settings, run_id: str) -> list[str]:
     """Add (or repoint) this snapshot's partition of each table; drop partitions whose snapshot is gone. Returns the tables."""
     database = settings.features.database
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    if not spark.catalog.databaseExists(database):  # IF NOT EXISTS alone logs the metastore's exception
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     names = []
     for table in TABLES:
         name = f"`{database}`.`{table}`"
         root = lake.join(lake.dataset_uri(settings), "monitoring", "tables", table)
+        if lake.is_local(root):
+            lake.local_path(root).mkdir(parents=True, exist_ok=True)  # Spark warns about a missing table folder
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {name} ({spark_ddl(table)}) USING parquet "
             f"PARTITIONED BY (snapshot_run_id) LOCATION {_sql_string(root)}"
@@ -134,8 +137,9 @@ def register(spark, settings: Settings, run_id: str) -> list[str]:
                 spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (snapshot_run_id = {_sql_string(other)})")
         spec = f"PARTITION (snapshot_run_id = {_sql_string(run_id)})"
         location = _sql_string(result_uri(settings, run_id, table))
-        spark.sql(f"ALTER TABLE {name} ADD IF NOT EXISTS {spec} LOCATION {location}")
-        spark.sql(f"ALTER TABLE {name} {spec} SET LOCATION {location}")
+        known = {row[0] for row in spark.sql(f"SHOW PARTITIONS {name}").collect()}
+        if f"snapshot_run_id={run_id}" not in known:
+            spark.sql(f"ALTER TABLE {name} ADD {spec} LOCATION {location}")
         spark.sql(f"REFRESH TABLE {name}")
         names.append(f"{database}.{table}")
     return names
