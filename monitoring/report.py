@@ -242,16 +242,16 @@ def report_html(settings: Settings, run_id: str | None = None) -> str:
 
 def snapshot_figures(settings: Settings, run_id: str, drift: pd.DataFrame) -> dict:
     """The summary of an older snapshot, rebuilt from its stored rows (latest.json only holds the newest)."""
-    from monitoring.step import summarize
+    from monitoring.step import drift_problems, summarize, verdict
 
     prediction = store.read_results(settings, run_id, "prediction_drift")
-    quality = store.read_results(settings, run_id, "realized_quality")
+    stored_quality = store.read_results(settings, run_id, "realized_quality")
     pred = prediction.iloc[0].to_dict() if prediction is not None and not prediction.empty else {}
+    quality = stored_quality.to_dict("records") if stored_quality is not None else []
     rows = drift.to_dict("records")
-    alerts = [f"{r['feature']} ({r['comparison']})" for r in rows if r["status"] == "alert"]
+    alert, reason = verdict(rows, quality, pred.get("model_version"), settings)  # the production version then
     return {
-        "snapshot_run_id": run_id, "computed_at": rows[0]["computed_at"] if rows else "",
-        "alert": bool(alerts), "reason": ("drift alert: " + ", ".join(alerts)) if alerts else "no feature drift alert",
-        "summary": summarize(run_id, rows, pred, quality.to_dict("records") if quality is not None else []),
-        "problems": [f"{r['comparison']} {r['feature']}: {r['note']}" for r in rows if r["note"]],
+        "snapshot_run_id": run_id, "computed_at": rows[0]["computed_at"] if rows else "", "alert": alert, "reason": reason,
+        "summary": summarize(run_id, rows, pred, quality),
+        "problems": drift_problems(rows),
     }

@@ -144,21 +144,27 @@ def measure_predictions(settings: Settings, run_id: str, production: Production,
     return row, quality, problems
 
 
-def verdict(drift: list[dict], quality: list[dict], production: Production, settings: Settings) -> tuple[bool, str]:
+def verdict(drift: list[dict], quality: list[dict], production_version: str | None, settings: Settings) -> tuple[bool, str]:
+    """(alert, reason): alert-level drift on any feature, or the production model's realized AUC under the floor."""
     alerts = [r for r in drift if r["status"] == feature_drift.ALERT]
     parts = []
     if alerts:
         by_feature: dict[str, list[str]] = {}
         for r in alerts:
-            what = f"PSI {r['psi']:.2f}" if r["psi"] is not None else "all missing"
+            what = f"PSI {r['psi']:.2f}" if _number(r["psi"]) is not None else "all missing"
             by_feature.setdefault(r["feature"], []).append(f"{what} ({r['comparison']})")
-        parts.append("drift alert: " + ", ".join(f"{f} {'; '.join(v)}" for f, v in by_feature.items()))
+        parts.append("drift alert: " + ", ".join(f"{f} {' / '.join(v)}" for f, v in by_feature.items()))
     floor = settings.monitoring.min_realized_auc
     for q in quality:
-        if q["model_version"] == production.version and q["roc_auc"] is not None and q["roc_auc"] < floor:
-            parts.append(f"realized ROC-AUC {q['roc_auc']:.3f} of model {q['model_version']} below {floor:g} "
+        auc = _number(q["roc_auc"])
+        if q["model_version"] == production_version and auc is not None and auc < floor:
+            parts.append(f"realized ROC-AUC {auc:.3f} of model {q['model_version']} below {floor:g} "
                          f"({q['matched_predictions']:,} matched)")
     return bool(parts), "; ".join(parts) or "no alert"
+
+
+def drift_problems(drift: list[dict]) -> list[str]:
+    return [f"{r['comparison']} {r['feature']}: {r['note']}" for r in drift if r["note"]]
 
 
 def _number(value) -> float | None:
@@ -188,7 +194,7 @@ def drift_step(settings: Settings, run_id: str, spark=None, now: dt.datetime | N
     production = production_model(settings)
     drift = measure_features(settings, run_id, production, spark)
     prediction, quality, problems = measure_predictions(settings, run_id, production, now, spark)
-    problems = [f"{r['comparison']} {r['feature']}: {r['note']}" for r in drift if r["note"]] + problems
+    problems = drift_problems(drift) + problems
     for rows in (drift, [prediction], quality):
         for r in rows:
             r.update(snapshot_run_id=run_id, computed_at=computed_at)
@@ -204,7 +210,7 @@ def drift_step(settings: Settings, run_id: str, spark=None, now: dt.datetime | N
     if settings.monitoring.register_hive:
         tables = register_tables(settings, run_id, spark)
 
-    alert, reason = verdict(drift, quality, production, settings)
+    alert, reason = verdict(drift, quality, production.version, settings)
     summary = summarize(run_id, drift, prediction, quality)
     figures.write_latest(settings, {
         "snapshot_run_id": run_id, "computed_at": computed_at, "alert": alert, "reason": reason, "summary": summary,
