@@ -232,7 +232,7 @@ class MonitoringCollector:
         yield family("sparkmaker_drift_alert", "1 when the latest drift step alerted (retraining due), else 0.", [],
                      [{"alert": 1.0 if figures.get("alert") else 0.0}], "alert")
         try:
-            stamp = dt.datetime.fromisoformat(str(figures.get("computed_at", "")).replace("Z", "+00:00")).timestamp()
+            stamp = dt.datetime.fromisoformat(str(figures.get("computed_at", ""))).timestamp()
         except ValueError:
             return
         yield family("sparkmaker_monitoring_last_run_timestamp_seconds", "When the latest drift step ran (Unix time).", [],

@@ -55,7 +55,7 @@ def compare_feature(
     limits = settings.thresholds(feature)
     row = {
         "feature": feature, "status": OK, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-        "reference_rows": int(len(reference)), "current_rows": int(len(current)),
+        "reference_rows": len(reference), "current_rows": len(current),
         "reference_missing_share": None, "current_missing_share": None, "missing_share_change": None,
         "psi_warn": limits.warn, "psi_alert": limits.alert, "bins_json": None, "note": "",
     }
@@ -96,7 +96,7 @@ def compare(
             limits = settings.thresholds(feature)
             rows.append({
                 "feature": feature, "status": NO_REFERENCE, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-                "reference_rows": 0, "current_rows": int(len(cur)), "reference_missing_share": None,
+                "reference_rows": 0, "current_rows": len(cur), "reference_missing_share": None,
                 "current_missing_share": stats.missing_share(cur) if len(cur) else None, "missing_share_change": None,
                 "psi_warn": limits.warn, "psi_alert": limits.alert, "bins_json": None, "note": why_no_reference,
             })

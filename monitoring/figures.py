@@ -10,6 +10,7 @@ and the realized quality per model version. Standard library only: the API image
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from configuration.settings import Settings
@@ -28,7 +29,7 @@ def latest_uri(settings: Settings) -> str:
 
 def _finite(value):
     """NaN and infinities as null: JSON has no such numbers."""
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}

@@ -37,7 +37,7 @@ def compare(
     """The prediction-drift row (without snapshot id and window), served = the window's predictions of every version."""
     row = {
         "model_version": model_version, "status": OK, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-        "served_rows": 0, "other_version_rows": 0, "reference_rows": 0 if reference is None else int(len(reference)),
+        "served_rows": 0, "other_version_rows": 0, "reference_rows": 0 if reference is None else len(reference),
         "served_positive_share": None, "reference_positive_share": None, "threshold": threshold,
         "bins_json": None, "note": "",
     }
@@ -45,7 +45,7 @@ def compare(
         row.update(status=NO_REFERENCE, note=why_no_reference)
         return row
     mine = served[served["model_version"] == str(model_version)]
-    row["served_rows"] = int(len(mine))
+    row["served_rows"] = len(mine)
     row["other_version_rows"] = int(len(served) - len(mine))
     others = f" ({row['other_version_rows']:,} served by other versions left out)" if row["other_version_rows"] else ""
     if len(mine) == 0:

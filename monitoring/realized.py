@@ -86,7 +86,7 @@ def quality(served: pd.DataFrame, loans: pd.DataFrame, settings: MonitoringSetti
             "model_version": str(version), "status": OK,
             "served_predictions": int((served["model_version"] == version).sum()),
             "distinct_predictions": int((distinct["model_version"] == version).sum()),
-            "matched_predictions": int(len(mine)), "positives": int(y.sum()),
+            "matched_predictions": len(mine), "positives": int(y.sum()),
             "roc_auc": None, "brier": None, "calibration_json": None, "note": "",
         }
         if len(mine) < settings.min_matched:

@@ -18,6 +18,8 @@ import base64
 import html
 import io
 import json
+import math
+from itertools import pairwise
 
 import pandas as pd
 
@@ -52,7 +54,7 @@ def _png(fig) -> str:
 
 
 def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
@@ -68,7 +70,7 @@ def bin_labels(edges: list[float], missing_bin: bool) -> list[str]:
     if not edges:
         labels = ["all"]
     else:
-        labels = [f"< {num(edges[0])}"] + [f"[{num(a)}, {num(b)})" for a, b in zip(edges, edges[1:])] + [f"≥ {num(edges[-1])}"]
+        labels = [f"< {num(edges[0])}"] + [f"[{num(a)}, {num(b)})" for a, b in pairwise(edges)] + [f"≥ {num(edges[-1])}"]
     return labels + (["missing"] if missing_bin else [])
 
 
@@ -166,9 +168,9 @@ def prediction_section(prediction: pd.DataFrame) -> str:
 
 def quality_section(quality: pd.DataFrame | None, history: pd.DataFrame) -> str:
     parts = ['<section id="realized-quality"><h2>Realized quality</h2>',
-             "<p>A prediction's outcome is the status of the customer's first loan dated on or after the prediction's "
-             "feature snapshot <code>as_of</code>, in this snapshot's loans; one prediction per model version, customer "
-             "and snapshot (the last served).</p>"]
+             ("<p>A prediction's outcome is the status of the customer's first loan dated on or after the prediction's "
+              "feature snapshot <code>as_of</code>, in this snapshot's loans; one prediction per model version, customer "
+              "and snapshot (the last served).</p>")]
     if quality is None or quality.empty:
         parts.append("<p>No realized quality: no prediction was served yet, or none has an outcome.</p>")
     else:

@@ -18,6 +18,7 @@ too few rows) are statuses with a note, never an exception and never a made-up n
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -168,7 +169,7 @@ def drift_problems(drift: list[dict]) -> list[str]:
 
 
 def _number(value) -> float | None:
-    return None if value is None or value != value else float(value)  # NaN (from a stored row) is no number
+    return None if value is None or math.isnan(value) else float(value)  # NaN (from a stored row) is no number
 
 
 def summarize(run_id: str, drift: list[dict], prediction: dict, quality: list[dict]) -> str:
@@ -188,7 +189,7 @@ def summarize(run_id: str, drift: list[dict], prediction: dict, quality: list[di
 
 def drift_step(settings: Settings, run_id: str, spark=None, now: dt.datetime | None = None) -> DriftOutcome:
     """Measure snapshot `run_id`, store the results, and say whether the lifecycle should retrain."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     computed_at = iso_utc(now)
     lake.read_manifest(settings, run_id, spark)  # a one-line UserError for an unknown snapshot, before any work
     production = production_model(settings)
@@ -230,7 +231,7 @@ def register_tables(settings: Settings, run_id: str, spark=None) -> list[str]:
         return store.register(spark, settings, run_id)
     except UserError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (Spark raises its own classes: turned into one line here)
         explained = explain_metastore_error(exc, settings)
         if explained is not None:
             raise explained from None

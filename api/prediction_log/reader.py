@@ -29,7 +29,7 @@ def _frame(rows: list[tuple]):
 
 def iso_utc(moment: dt.datetime) -> str:
     """The log's own time format (ISO 8601 UTC with microseconds and Z), which sorts as text."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class PredictionReader(abc.ABC):

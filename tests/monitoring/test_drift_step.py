@@ -29,7 +29,7 @@ from tests.monitoring.conftest import own_settings, run_features, shifted
 
 AS_OF = dt.date(2021, 9, 18)
 SHIFTED = {"age", "avg_amount_loans_previous"}  # ages +15 years, amounts x3 (the average of earlier amounts)
-NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def register_production_model(settings, run_id: str, tmp) -> tuple[str, np.ndarray]:
@@ -57,7 +57,7 @@ def world(spark, spark_settings, tmp_path_factory):
     raw.to_csv(tmp / "a.csv", index=False)
     shifted(raw).to_csv(tmp / "b.csv", index=False)
     first = run_features(spark, settings, tmp / "a.csv", AS_OF)
-    version, scores = register_production_model(settings, first["run_id"], tmp)
+    version, _ = register_production_model(settings, first["run_id"], tmp)
 
     # Served in the last hour: the model's own score distribution (no prediction drift), for customers of the snapshot.
     customers = pq.read_table(first["outputs"]["latest"]["uri"], columns=["id"]).column("id").to_pylist()
@@ -161,7 +161,7 @@ def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
     out = tmp_path / "report.html"
     result = subprocess.run(
         [sys.executable, "-m", "monitoring", "report", "--snapshot", world["second"]["run_id"], "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "SPARKMAKER_PATHS__LAKE": world["settings"].paths.lake,
              "SPARKMAKER_PATHS__STATE_DIR": world["settings"].paths.state_dir},
     )

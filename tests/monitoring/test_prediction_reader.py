@@ -46,7 +46,7 @@ def test_reads_what_was_written_in_order_and_filters_by_time(backend):
     assert served["model_version"].tolist() == ["3", "4", "3"]
     assert served["snapshot_as_of"].tolist() == ["2024-01-31", "2024-02-01", "2024-01-31"]
     assert served["ts"].tolist() == ["2024-02-01T10:00:00.000000Z", "2024-02-01T12:30:00.500000Z", "2024-02-02T08:00:00.000001Z"]
-    since = dt.datetime(2024, 2, 1, 12, 30, 0, 500000, tzinfo=dt.timezone.utc)
+    since = dt.datetime(2024, 2, 1, 12, 30, 0, 500000, tzinfo=dt.UTC)
     assert reader.served(since)["customer_id"].tolist() == [12, 11]  # ts >= since
     assert reader.served(since + dt.timedelta(days=5)).empty
 
