@@ -21,7 +21,7 @@ from api.auth import FailureLimiter, KeyChecker
 from api.body_limit import BodyLimitMiddleware
 from api.deps import Services
 from api.model_endpoint import RegistryThresholds, open_model_endpoint
-from api.observability import Metrics, RequestMiddleware, configure_logging
+from api.observability import Metrics, MonitoringCollector, RequestMiddleware, configure_logging
 from api.prediction_log import LogWriter, open_prediction_log
 from api.routes import health, metrics, predict
 from api.service import settings_summary
@@ -51,6 +51,7 @@ def check_auth_settings(settings: Settings) -> None:
 def create_app(settings: Settings) -> FastAPI:
     check_auth_settings(settings)
     app_metrics = Metrics()
+    app_metrics.registry.register(MonitoringCollector(settings))  # the latest drift figures (monitoring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

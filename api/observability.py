@@ -173,3 +173,71 @@ class RequestMiddleware:
                            "ms": round(seconds * 1000, 3)},
                 )
             CURRENT.reset(token)
+
+
+# Monitoring figures ---------------------------------------------------------------------------
+class MonitoringCollector:
+    """The latest stored drift and realized-quality figures (monitoring.figures) as gauges, read at scrape time.
+
+    A scrape costs one stat() of latest.json (re-read only when it changed), never a
+    computation. Labels are feature names, comparisons and model versions only: bounded,
+    and no customer or snapshot ids. Nothing is exported before the first drift step, and a
+    figure that could not be measured (too few rows, no production model) is absent, not 0.
+    """
+
+    def __init__(self, settings) -> None:
+        from monitoring.figures import LatestFigures
+
+        self._latest = LatestFigures(settings)
+
+    def describe(self):
+        return []  # names vary with the stored figures: nothing to check at registration
+
+    def collect(self):
+        import datetime as dt
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        figures = self._latest.get()
+        if not figures:
+            return
+
+        def family(name: str, doc: str, labels: list[str], rows, value_key: str):
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            for row in rows:
+                value = row.get(value_key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    gauge.add_metric([str(row[label]) for label in labels], float(value))
+            return gauge
+
+        drift = figures.get("drift", [])
+        by = ["feature", "comparison"]
+        yield family("sparkmaker_feature_drift_psi", "Population stability index of a feature against its reference.", by, drift, "psi")
+        yield family("sparkmaker_feature_drift_ks", "Two-sample Kolmogorov-Smirnov statistic of a feature.", by, drift, "ks_statistic")
+        yield family("sparkmaker_feature_drift_ks_pvalue", "p-value of the Kolmogorov-Smirnov test of a feature.", by, drift, "ks_pvalue")
+        yield family("sparkmaker_feature_missing_share_change", "Change in a feature's share of missing values.", by, drift,
+                     "missing_share_change")
+        levels = [{**r, "level": {"ok": 0, "warn": 1, "alert": 2}.get(r["status"])} for r in drift]
+        yield family("sparkmaker_feature_drift_level", "Drift level of a feature: 0 ok, 1 warn, 2 alert.", by, levels, "level")
+        prediction = [figures["prediction"]] if figures.get("prediction") else []
+        yield family("sparkmaker_prediction_drift_psi", "PSI of the served probabilities against the validation scores.", [],
+                     prediction, "psi")
+        yield family("sparkmaker_prediction_drift_ks", "KS statistic of the served probabilities against the validation scores.",
+                     [], prediction, "ks_statistic")
+        yield family("sparkmaker_served_positive_share", "Share of positive labels served in the prediction-drift window.", [],
+                     prediction, "served_positive_share")
+        quality = figures.get("quality", [])
+        yield family("sparkmaker_realized_roc_auc", "ROC-AUC of the served predictions against their realized outcomes.",
+                     ["model_version"], quality, "roc_auc")
+        yield family("sparkmaker_realized_brier", "Brier score of the served predictions against their realized outcomes.",
+                     ["model_version"], quality, "brier")
+        yield family("sparkmaker_realized_matched_predictions", "Served predictions matched with an outcome.",
+                     ["model_version"], quality, "matched_predictions")
+        yield family("sparkmaker_drift_alert", "1 when the latest drift step alerted (retraining due), else 0.", [],
+                     [{"alert": 1.0 if figures.get("alert") else 0.0}], "alert")
+        try:
+            stamp = dt.datetime.fromisoformat(str(figures.get("computed_at", ""))).timestamp()
+        except ValueError:
+            return
+        yield family("sparkmaker_monitoring_last_run_timestamp_seconds", "When the latest drift step ran (Unix time).", [],
+                     [{"t": stamp}], "t")

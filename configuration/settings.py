@@ -292,6 +292,40 @@ class AwsSettings(Section):
     s3_bucket: str = Field("", description="Bucket for model artifacts and published snapshots.")
 
 
+class PsiThresholds(Section):
+    warn: float = Field(0.1, ge=0, description="PSI at or above this is a warning.")
+    alert: float = Field(0.25, ge=0, description="PSI at or above this is an alert (starts a retraining run).")
+
+
+class MonitoringSettings(Section):
+    psi_warn: float = Field(0.1, ge=0, description="Default PSI of a warning, per feature and comparison.")
+    psi_alert: float = Field(0.25, ge=0, description="Default PSI of an alert (the lifecycle retrains on one).")
+    feature_thresholds: dict[str, PsiThresholds] = Field(
+        default_factory=dict, description="Per-feature PSI thresholds, e.g. {age = {warn = 0.2, alert = 0.4}}."
+    )
+    bins: int = Field(10, ge=2, le=100, description="Quantile bins of the reference (missing values get one more).")
+    min_rows: int = Field(100, ge=1, description="Fewer rows than this on either side: reported as too few, not compared.")
+    recent_days: int = Field(
+        365, ge=1, description="A snapshot's most recent training rows: loans of its last this many days of loan dates."
+    )
+    prediction_window_hours: float = Field(24.0, gt=0, description="Served predictions of this recent window are compared.")
+    min_realized_auc: float = Field(0.6, ge=0, le=1, description="A realized ROC-AUC of the production model below this is an alert.")
+    min_matched: int = Field(30, ge=1, description="Fewer matched predictions than this: realized quality is not computed.")
+    register_hive: bool = Field(True, description="Register the results as Hive tables (drift, prediction_drift, realized_quality).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "MonitoringSettings":
+        if self.psi_alert < self.psi_warn:
+            raise ValueError("monitoring.psi_alert must be at least monitoring.psi_warn")
+        for name, limits in self.feature_thresholds.items():
+            if limits.alert < limits.warn:
+                raise ValueError(f"monitoring.feature_thresholds.{name}: alert must be at least warn")
+        return self
+
+    def thresholds(self, feature: str) -> PsiThresholds:
+        return self.feature_thresholds.get(feature) or PsiThresholds(warn=self.psi_warn, alert=self.psi_alert)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPARKMAKER_",
@@ -315,6 +349,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     spark_cluster: SparkClusterSettings = SparkClusterSettings()
     notebooks: NotebookSettings = NotebookSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

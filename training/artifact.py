@@ -41,9 +41,12 @@ METADATA_FILE = "model-metadata.json"
 CARD_FILE = "model-card.md"
 ROC_FILE = "roc.png"
 CALIBRATION_FILE = "calibration.png"
+# The model's scores of its own validation rows (probability, label): the reference of prediction drift.
+VALIDATION_SCORES_FILE = "validation-scores.parquet"
 REQUIRED_FILES: tuple[str, ...] = (MODEL_FILE, METADATA_FILE)
 CARD_FILES: tuple[str, ...] = (CARD_FILE, ROC_FILE, CALIBRATION_FILE)
-ARTIFACT_FILES: tuple[str, ...] = (*REQUIRED_FILES, *CARD_FILES)
+MONITORING_FILES: tuple[str, ...] = (VALIDATION_SCORES_FILE,)
+ARTIFACT_FILES: tuple[str, ...] = (*REQUIRED_FILES, *CARD_FILES, *MONITORING_FILES)
 METADATA_KEYS: tuple[str, ...] = (
     "format_version", "model_sha256", "feature_names", "feature_dtypes", "threshold", "metrics",
     "hyperparameters", "training_data", "code_version", "created_at", "learner",
@@ -195,6 +198,19 @@ def unpack(tar_path: Path, dest: Path) -> dict[str, Any]:
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ArtifactError(f"{tar_path} is not a readable tar.gz archive ({exc}): re-download or re-pack the model") from None
     return verify_model_dir(dest)
+
+
+def write_validation_scores(model_dir: Path, probability: Any, label: Any) -> Path:
+    """Save the validation rows' scores and labels (optional for loading; monitoring compares served scores with them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"probability": pa.array(probability, pa.float64()), "label": pa.array(label, pa.int8())})
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    path = Path(model_dir) / VALIDATION_SCORES_FILE
+    write_atomic(path, buffer.getvalue().to_pybytes())
+    return path
 
 
 def load_booster(model_dir: Path):

@@ -131,6 +131,7 @@ def run(env: ContainerEnv) -> dict[str, Any]:
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         },
     )
+    artifact.write_validation_scores(env.model_dir, p, y)
     rule = "maximises F1" if hps.threshold_rule == "f1" else "maximises TPR - FPR (Youden's J)"
     bins = card.write_card(
         env.model_dir, metadata, y, p, truth_y, truth_p,

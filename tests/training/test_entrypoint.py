@@ -68,6 +68,15 @@ def test_model_directory_and_outputs(trained):
     assert f"{metadata['metrics']['roc_auc']:.4f}" in card and "roc.png" in card and "calibration.png" in card
 
 
+def test_validation_scores_are_the_models_own_on_its_validation_rows(trained):
+    # Stored for monitoring's prediction drift: one score per validation row, the same ones the metrics come from.
+    metadata = artifact.verify_model_dir(trained / "model")
+    scores = pq.read_table(trained / "model" / artifact.VALIDATION_SCORES_FILE).to_pandas()
+    assert len(scores) == metadata["training_data"]["rows_validation"]
+    assert set(scores["label"].unique()) <= {0, 1}
+    assert sk.roc_auc_score(scores["label"], scores["probability"]) == pytest.approx(metadata["metrics"]["roc_auc"], abs=1e-9)
+
+
 def test_time_split_and_metrics_recomputed_independently(trained, training_data):
     metadata = artifact.read_metadata(trained / "model")
     table = training_data["table"].to_pandas()
