@@ -37,7 +37,8 @@ def _date(text: str) -> dt.date:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Run the model lifecycle: ingest a raw CSV, "
-                                     "compute features, train a challenger, gate it against production, promote and deploy.",
+                                     "compute features, train a challenger, gate it against production, promote and "
+                                     "deploy.\n" + __doc__.split("\n", 1)[1],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,step,runs}")
 

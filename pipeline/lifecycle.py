@@ -60,13 +60,13 @@ class Params:
         return self.as_of or dt.datetime.now(dt.timezone.utc).date()
 
 
-def _call(settings: Settings, name: str, inputs: list[Any], params: Params, key: str):
+def _call(settings: Settings, name: str, inputs: list[Any], params: Params, key: str, spark=None):
     if name == "ingest":
         if not params.input:
             raise UserError("the ingest step needs --input URI (a local CSV path or s3://bucket/key)")
         return steps.ingest(settings, params.input)
     if name == "features":
-        return steps.features(settings, *inputs, as_of=params.day(), force=params.force)
+        return steps.features(settings, *inputs, as_of=params.day(), force=params.force, spark=spark)
     if name == "train":
         return steps.train(settings, *inputs, force=params.force, run_key=key)
     if name == "evaluate":
@@ -97,8 +97,11 @@ def _recorded_defaults(record: RunRecord, name: str, params: Params) -> Params:
 
 
 def run_step(settings: Settings, record: RunRecord, name: str, params: Params,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one step of `record`'s run (or reuse its recorded output); return its output as recorded."""
+             say: Callable[[str], None] = print, spark=None) -> dict[str, Any]:
+    """Run one step of `record`'s run (or reuse its recorded output); return its output as recorded.
+
+    `spark`: a session the feature job may run in (else it runs in a process of its own).
+    """
     if name not in STEPS:
         raise UserError(f"unknown step {name!r}: one of {', '.join(STEPS)}")
     upstream = {}
@@ -119,7 +122,7 @@ def run_step(settings: Settings, record: RunRecord, name: str, params: Params,
     started, clock = now(), time.perf_counter()
     typed = [OUTPUT_TYPES[need](**upstream[need]) for need in NEEDS[name]]
     try:
-        output = asdict(_call(settings, name, typed, params, record.key))
+        output = asdict(_call(settings, name, typed, params, record.key, spark))
     except UserError as exc:
         record.set(name, {"status": "failed", "error": str(exc), "inputs": inputs, "started_at": started,
                           "seconds": round(time.perf_counter() - clock, 2)})
@@ -152,7 +155,7 @@ def summary(record: RunRecord) -> str:
 
 
 def run(settings: Settings, key: str, params: Params, batch: bool = False,
-        say: Callable[[str], None] = print) -> RunRecord:
+        say: Callable[[str], None] = print, spark=None) -> RunRecord:
     """The whole lifecycle for one run key, in order; a failed step raises StepFailed (and later steps do not run)."""
     record = RunRecord.open(settings, key)
     say(f"[pipeline] run {key}: input {params.input or '(recorded)'}, as of {params.day()}"
@@ -160,7 +163,7 @@ def run(settings: Settings, key: str, params: Params, batch: bool = False,
     for name in STEPS:
         if name == "batch-score" and not batch:
             continue
-        run_step(settings, record, name, params, say)
+        run_step(settings, record, name, params, say, spark)
     record.summary = summary(record)
     record.save()
     say(record.summary)

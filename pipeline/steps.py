@@ -133,16 +133,27 @@ def current_snapshot_for(settings: Settings, sha256: str, as_of: dt.date) -> dic
     return manifest if same else None
 
 
-def features(settings: Settings, ingested: Ingested, as_of: dt.date, force: bool = False) -> Snapshot:
-    """The feature job, unless the current snapshot came from the same sha256 and as_of (or `force`)."""
+def features(settings: Settings, ingested: Ingested, as_of: dt.date, force: bool = False, spark=None) -> Snapshot:
+    """The feature job, unless the current snapshot came from the same sha256 and as_of (or `force`).
+
+    The job runs in a process of its own (its JVM holds an embedded metastore only while it
+    runs), or in `spark` when the caller has a session already (the tests' shared one).
+    """
     from features import lake
 
     current = None if force else current_snapshot_for(settings, ingested.sha256, as_of)
     if current is not None:
         return _snapshot(current, False, f"snapshot {current['run_id']} is current for sha256 {ingested.sha256[:12]} "
                                          f"as of {as_of}: skipped (--force recomputes it)")
-    seconds = _run_child(settings, ["features", "--input", ingested.path, "--as-of", as_of.isoformat()], "features",
-                         "the feature job", SPARKMAKER_FEATURES__MATERIALIZE="false")  # the materialize step does it
+    started = time.perf_counter()
+    if spark is not None:
+        from features import job
+
+        job.run(spark, settings, job.JobParams(input_uri=ingested.path, as_of=as_of))
+    else:
+        _run_child(settings, ["features", "--input", ingested.path, "--as-of", as_of.isoformat()], "features",
+                   "the feature job", SPARKMAKER_FEATURES__MATERIALIZE="false")  # the materialize step does it
+    seconds = time.perf_counter() - started
     manifest = lake.read_manifest(settings)
     if manifest.get("input", {}).get("sha256") != ingested.sha256:
         raise UserError(f"the feature job finished but the current snapshot {manifest['run_id']} was not made from "
