@@ -112,10 +112,42 @@ class OnlineStoreSettings(Section):
 
 
 class TrainingSettings(Section):
-    registry_dir: str | None = Field(None, description="Local model registry; default <lake>/registry.")
+    registry_dir: str | None = Field(None, description="Local side of the model registry (alias mirror, unpacked models); default <lake>/registry.")
+    registry_backend: Literal["mlflow", "index"] = Field(
+        "mlflow", description="mlflow: the MLflow model registry (mlflow.*); index: the old index.json registry "
+        "in registry_dir (kept for reading; import it with python -m training registry import)."
+    )
     image_uri: str = Field("", description="Training image for SageMaker jobs.")
     role_arn: str = Field("", description="IAM role SageMaker training jobs run as.")
     instance_type: str = Field("ml.m5.large", description="SageMaker training instance type.")
+
+
+class MlflowSettings(Section):
+    """MLflow tracking and the model registry (training/registry.py, training/mlflow_store.py)."""
+
+    tracking_uri: str = Field(
+        "", description="Tracking and registry store: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
+        "http://HOST:PORT; empty = sqlite:///<registry_dir>/mlflow/mlflow.db (default <lake>/registry/mlflow/mlflow.db), no server needed."
+    )
+    artifact_location: str = Field(
+        "", description="Where new experiments keep their artifacts (a folder or s3:// URI); "
+        "empty = <registry_dir>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides)."
+    )
+    experiment: str = Field("sparkmaker-credit-risk", min_length=1, description="Experiment of the training runs.")
+    model_name: str = Field("sparkmaker-credit-risk", min_length=1, description="Registered model holding the versions.")
+    host: str = Field("127.0.0.1", description="Address of the browsable `mlflow server` the local stack starts.")
+    port: int = Field(5000, ge=1, le=65535, description="Port of the browsable `mlflow server` the local stack starts.")
+    sagemaker_mirror: bool = Field(
+        False, description="Also mirror every version into SageMaker's Model Registry (a model package group; "
+        "Approved while production, PendingManualApproval or Rejected otherwise)."
+    )
+    sagemaker_group: str = Field(
+        "sparkmaker-credit-risk", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="Model package group of the SageMaker mirror."
+    )
+    sagemaker_image_uri: str = Field(
+        "", description="Inference image the mirrored model packages name (default: serving's image, else training.image_uri)."
+    )
 
 
 class ServingSettings(Section):
@@ -268,6 +300,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     training: TrainingSettings = TrainingSettings()
+    mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
     api: ApiSettings = ApiSettings()
     aws: AwsSettings = AwsSettings()
