@@ -337,9 +337,16 @@ def evaluate(settings: Settings, snapshot: Snapshot, trained: Trained, force: bo
             if name != "version":
                 figures[f"gate.{who}.{name}"] = value
     figures.update({"gate.rows": decision.rows, "gate.positives": decision.positives})
-    _annotate(registry, trained.version, tags={"gate.decision": "promote" if decision.promote else "refuse",
-                                               "gate.reason": decision.reason[:5000],
-                                               "gate.champion": trained.champion or ""}, metrics=figures)
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sparkmaker-gate-") as tmp:
+        record = Path(tmp) / "gate-decision.json"
+        record.write_text(json.dumps(asdict(decision), indent=2) + "\n", encoding="utf-8")
+        _annotate(registry, trained.version, tags={"gate.decision": "promote" if decision.promote else "refuse",
+                                                   "gate.reason": decision.reason[:5000],
+                                                   "gate.champion": trained.champion or ""},
+                  metrics={k: float(v) for k, v in figures.items()}, artifacts={"gate-decision.json": record})
     return Evaluation(decision.promote, decision.reason, False, asdict(decision), decision.reason)
 
 
