@@ -120,7 +120,7 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
-    run_lifecycle(stack, args)
+    csv = run_lifecycle(stack, args)  # noqa: F841 (the input this start used: the Airflow DAG's default input)
 
     key, digest = ensure_api_key(stack.state)
     os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
@@ -140,8 +140,8 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_lifecycle(stack: Stack, args: argparse.Namespace) -> None:
-    """The input (given, the current snapshot's, or generated sample data), then the pipeline's whole run.
+def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
+    """The input (given, the current snapshot's, or generated sample data), then the pipeline's whole run; returns the input.
 
     Without --input the current snapshot's input and as_of are taken again, so the pipeline
     finds everything current and changes nothing; --refresh recomputes the features,
@@ -175,6 +175,7 @@ def run_lifecycle(stack: Stack, args: argparse.Namespace) -> None:
     if open_registry(settings).alias() is None:
         raise UserError("no model in production: the gate refused the first model (see the line above); "
                         "start with --retrain to promote it anyway, or give a larger --input")
+    return csv
 
 
 def current_input(settings: Settings, current: dict | None) -> Path | None:
