@@ -65,8 +65,18 @@ class ServerState:
     admin_token: str
 
 
+def registry_exists(settings: Settings) -> bool:
+    """Whether there is a registry to swap from beside a fixed --model-dir (no empty store created for nothing)."""
+    from training.mlflow_store import is_local_sqlite, tracking_uri
+
+    if settings.training.registry_backend == "index":
+        return (settings.registry_dir() / "index.json").is_file()
+    uri = tracking_uri(settings)
+    return not is_local_sqlite(uri) or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
 def build_state(settings: Settings) -> ServerState:
-    from training.registry import PRODUCTION, LocalRegistry, open_registry
+    from training.registry import PRODUCTION, open_registry
 
     serving = settings.serving
     control_dir = default_control_dir(settings)
@@ -75,8 +85,7 @@ def build_state(settings: Settings) -> ServerState:
         base: ModelSource | None = ModelSource("dir", path=str(serving.model_dir))
         alias_path = None
         # A registry, when there is one, lets the admin call swap to a registered version too.
-        registry_root = settings.registry_dir()
-        registry = LocalRegistry(registry_root) if (registry_root / "index.json").is_file() else None
+        registry = open_registry(settings) if registry_exists(settings) else None
     else:
         base = None
         registry = open_registry(settings)

@@ -6,6 +6,7 @@
     python -m training models                     list registered models
     python -m training promote VERSION            make VERSION the production model
     python -m training rollback                   make the previous production model production again
+    python -m training registry import [--from DIR]   import an old index.json registry into MLflow (once)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from configuration.errors import UserError
 from configuration.settings import Settings, load_settings
 
-COMMANDS = ("train", "local", "sagemaker", "models", "promote", "rollback")
+COMMANDS = ("train", "local", "sagemaker", "models", "promote", "rollback", "registry")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_option(promote)
     rollback = commands.add_parser("rollback", help="make the previous production model production again")
     _lake_option(rollback)
+    registry = commands.add_parser("registry", help="registry maintenance: import an old index.json registry into MLflow")
+    actions = registry.add_subparsers(dest="action", metavar="{import}", required=True)
+    imports = actions.add_parser(
+        "import", help="import an index.json registry (versions, tarballs, aliases, history) into MLflow, once",
+        description="Register every version of an old index.json registry in the MLflow registry (each an MLflow "
+        "run with its metrics, lineage and files), append its alias history and point the aliases where it left "
+        "them. The old folder is not changed. A second import of the same folder says so and changes nothing.",
+    )
+    imports.add_argument("--from", dest="source", type=Path,
+                         help="the folder holding index.json (default: the registry folder, <lake>/registry)")
+    _lake_option(imports)
     return parser
 
 
@@ -129,6 +141,29 @@ def _report(result, registry) -> None:
     else:
         print(f"production model stays version {result.production}; promote this one with: python -m training promote {result.version}")
     print(f"model card: {registry.model_dir(result.version) / 'model-card.md'}")
+    run = registry.run_of(result.version)
+    if run:
+        print(f"MLflow run {run} (model {getattr(registry, 'model_name', '')!r} version {result.version}) in {getattr(registry, 'uri', '')}")
+
+
+def _import(args: argparse.Namespace, settings: Settings, registry) -> int:
+    from training.mlflow_registry import MlflowRegistry
+    from training.mlflow_store import tracking_uri
+    from training.registry_import import import_index
+
+    if not isinstance(registry, MlflowRegistry):
+        raise UserError("training.registry_backend is \"index\": set it to \"mlflow\" (the default) to import into MLflow")
+    source = args.source or settings.registry_dir()
+    result = import_index(source, registry)
+    if result.already:
+        print(f"already imported: {result.source} is in the MLflow registry {settings.mlflow.model_name!r}; nothing changed")
+        return 0
+    aliases = ", ".join(f"{name} -> {version}" for name, version in result.aliases.items()) or "none"
+    print(f"imported {len(result.versions)} versions from {result.source} into {tracking_uri(settings)} "
+          f"(model {settings.mlflow.model_name!r}); aliases: {aliases}")
+    if result.kept_production:
+        print(f"the MLflow registry already had a production model (version {result.kept_production}): it stays production")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     registry = open_registry(settings)
     if args.command == "models":
         print_models(registry)
+        from training.registry_import import pending_index
+
+        pending = pending_index(settings)
+        if pending is not None:
+            print(f"an older index.json registry is in {pending}, not imported yet: import it with python -m training registry import")
         return 0
     if args.command == "promote":
         previous = registry.alias()
@@ -155,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         version = registry.rollback()
         print(f"rolled back: version {version} is the production model again (was {previous})")
         return 0
+
+    if args.command == "registry":
+        return _import(args, settings, registry)
 
     from training.local import parse_hp_pairs
 

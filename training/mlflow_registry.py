@@ -8,7 +8,8 @@ any other the pipeline sets) and the alias history (registered-model tags
 
     aliases/<name>             one line: the version the alias points at (serving polls `production`)
     models/<version>/model/    the version's model directory, downloaded once and sha256-verified
-    models/<version>/model.tar.gz
+    models/<version>/model.tar.gz   (the old index.json registry's layout: serving and its tests rely on it)
+    mlflow/mlflow.db, mlflow/artifacts/   the default store (when mlflow.tracking_uri is empty)
     .lock                      fcntl lock taken around every change
 
 A registration logs, on a new run of the experiment `mlflow.experiment`: the hyperparameters
@@ -22,7 +23,6 @@ the lock; several machines changing aliases of one PostgreSQL store at the same 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -35,7 +35,15 @@ from typing import Any
 
 from configuration.files import write_atomic
 from training import artifact, mlflow_store
-from training.registry import PRODUCTION, ModelRegistry, ModelVersion, RegistryError
+from training.registry import (
+    PRODUCTION,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+    nothing_to_roll_back,
+    registry_lock,
+    stage_model,
+)
 
 HISTORY_TAG = "sparkmaker.history."
 IMPORTED_TAG = "sparkmaker.imported_from"
@@ -176,19 +184,8 @@ class MlflowRegistry(ModelRegistry):
                 "check mlflow.tracking_uri, that its server or database is up and the file is an MLflow database"
             ) from None
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / ".lock", "a+")
-        except OSError as exc:
-            raise RegistryError(f"cannot open the model registry at {self.root} ({exc.strerror}): check the path and its permissions") from None
-        with handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _locked(self):
+        return registry_lock(self.root)
 
     def alias_path(self, name: str = PRODUCTION) -> Path:
         return self.root / "aliases" / name
@@ -310,13 +307,7 @@ class MlflowRegistry(ModelRegistry):
         model_tar = Path(model_tar)
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
-            staging.mkdir(parents=True)
-            shutil.copyfile(model_tar, staging / "model.tar.gz")
-            packed = artifact.unpack(staging / "model.tar.gz", staging / "model")
-            if packed["model_sha256"] != metadata.get("model_sha256"):
-                raise RegistryError(
-                    f"the metadata given for {model_tar} does not describe the model inside it (sha256 differs): register the tarball with its own metadata"
-                )
+            packed = stage_model(model_tar, metadata, staging)
             tags = {
                 **lineage(packed),
                 "model_sha256": packed["model_sha256"],
@@ -382,17 +373,26 @@ class MlflowRegistry(ModelRegistry):
         return self._as_version(mv, self._aliases())
 
     def _cached(self, version: str, name: str, subpath: str, check) -> Path:
-        """A local copy of one of the version's artifacts, downloaded once and checked each time."""
+        """A local copy of one of the version's artifacts, downloaded once and checked each time.
+
+        A copy already here is checked on its own (the model file against its metadata's sha256)
+        without asking the store: serving workers load models through this, and importing MLflow
+        and querying the store on every swap would cost them seconds. A download is checked
+        against the sha256 the version was registered with."""
+        number = str(version).strip()
+        if number.isdigit():
+            path = self._version_dir(str(int(number))) / name
+            if path.exists():
+                try:
+                    check(path, "")
+                except artifact.ArtifactError as exc:
+                    # Refused, not silently replaced: serving must not load it, and someone should look.
+                    raise artifact.ArtifactError(f"{exc} (delete {path} to fetch version {int(number)} again from the MLflow store)") from None
+                return path
         mv = self._model_version(version)
         version = str(mv.version)
         expected = (mv.tags or {}).get("model_sha256", "")
         path = self._version_dir(version) / name
-        if path.exists():
-            try:
-                check(path, expected)
-                return path
-            except artifact.ArtifactError:
-                pass  # a damaged cache: fetch the store's copy again
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
@@ -472,9 +472,7 @@ class MlflowRegistry(ModelRegistry):
             model = self._registered()
             stack = replay_stack(self._history_of(model))
             if len(stack) < 2:
-                current = (model.aliases or {}).get(PRODUCTION) if model is not None else None
-                what = f"version {current} is the first production model" if current else "no model was promoted yet"
-                raise RegistryError(f"nothing to roll back to: {what}; promote a version with python -m training promote VERSION")
+                raise nothing_to_roll_back((model.aliases or {}).get(PRODUCTION) if model is not None else None)
             previous, version = stack[-1], stack[-2]
             self._move(PRODUCTION, version, "rollback", model, previous)
         if self.on_change is not None:
@@ -519,10 +517,30 @@ class MlflowRegistry(ModelRegistry):
     def run_of(self, version: str) -> str | None:
         return self._model_version(version).run_id
 
-    # For the import and the mirror
+    # For the import (training/registry_import.py)
     def imported_from(self) -> list[str]:
         model = self._registered()
         return [] if model is None else json.loads((model.tags or {}).get(IMPORTED_TAG, "[]"))
+
+    def mark_imported(self, source: str) -> None:
+        self._ensure_registered_model()
+        with self._locked(), self._errors():
+            done = self.imported_from()
+            if source not in done:
+                self.client.set_registered_model_tag(self.model_name, IMPORTED_TAG, json.dumps([*done, source]))
+
+    def restore(self, aliases: dict[str, str], history: list[dict[str, Any]]) -> None:
+        """Append another registry's alias history as it was, then point the aliases where it left them."""
+        self._ensure_registered_model()
+        with self._locked():
+            model = self._registered()
+            count = len(self._history_of(model))
+            with self._errors():
+                for offset, entry in enumerate(history, start=1):
+                    self.client.set_registered_model_tag(self.model_name, f"{HISTORY_TAG}{count + offset:06d}", json.dumps(entry))
+                for name, version in aliases.items():
+                    self.client.set_registered_model_alias(self.model_name, name, version)
+            self._sync_mirror(self._aliases())
 
 
 def registry_from_settings(settings, on_change=None) -> MlflowRegistry:

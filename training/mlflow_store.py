@@ -58,8 +58,11 @@ def is_local_sqlite(uri: str) -> bool:
 def quiet() -> None:
     """Silence MLflow's chatter for this process (warnings stay visible as our own one-line errors)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_TRACKING_INSECURE_TLS", os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "false"))
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow's default retries an unreachable server for minutes; a few seconds, then one line.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("sagemaker_mlflow").disabled = True

@@ -1,9 +1,11 @@
 """The model registry: numbered model versions, their metadata, and the `production` alias.
 
-`ModelRegistry` is the interface every backend keeps (a SageMaker Model Registry backend
-can be added beside `LocalRegistry`); `open_registry(settings)` returns the configured one.
+`ModelRegistry` is the interface every backend keeps; `open_registry(settings)` returns the
+configured one: `MlflowRegistry` (training/mlflow_registry.py, the default and the one
+registry), or with `training.registry_backend = "index"` the old `LocalRegistry` below, kept
+as the reader `python -m training registry import` needs.
 
-Local layout (`settings.registry_dir()`, default `<lake>/registry`):
+The old layout (`settings.registry_dir()`, default `<lake>/registry`):
 
     index.json                      versions, aliases, the production stack and the promotion history
     models/<version>/model.tar.gz   the tarball as registered
@@ -122,6 +124,42 @@ class ModelRegistry(abc.ABC):
         return None if version is None else self.model_dir(version)
 
 
+def stage_model(model_tar: Path, metadata: dict[str, Any], staging: Path) -> dict[str, Any]:
+    """Copy and unpack a tarball into `staging` (model.tar.gz, model/), checked against the metadata given.
+
+    Done outside the registry lock (the slow part), in a folder on the registry's file system
+    so that moving it into place is one rename. Returns the model's own metadata."""
+    staging.mkdir(parents=True)
+    shutil.copyfile(model_tar, staging / "model.tar.gz")
+    packed = artifact.unpack(staging / "model.tar.gz", staging / "model")
+    if packed["model_sha256"] != metadata.get("model_sha256"):
+        raise RegistryError(
+            f"the metadata given for {model_tar} does not describe the model inside it (sha256 differs): register the tarball with its own metadata"
+        )
+    return packed
+
+
+@contextmanager
+def registry_lock(root: Path) -> Iterator[None]:
+    """The exclusive fcntl lock on `<root>/.lock` every change of a registry is made under (threads and processes)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / ".lock", "a+")
+    except OSError as exc:
+        raise RegistryError(f"cannot open the model registry at {root} ({exc.strerror}): check the path and its permissions") from None
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def nothing_to_roll_back(current: str | None) -> RegistryError:
+    what = f"version {current} is the first production model" if current else "no model was promoted yet"
+    return RegistryError(f"nothing to roll back to: {what}; promote a version with python -m training promote VERSION")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -177,17 +215,8 @@ class LocalRegistry(ModelRegistry):
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Hold the registry lock; yield the index; whoever changes it calls _write_index."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / ".lock", "a+")
-        except OSError as exc:
-            raise RegistryError(f"cannot open the model registry at {self.root} ({exc.strerror}): check the path and its permissions") from None
-        with handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield self._read_index()
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with registry_lock(self.root):
+            yield self._read_index()
 
     def _entry(self, index: dict[str, Any], version: str) -> dict[str, Any]:
         version = str(version).strip()
@@ -217,17 +246,9 @@ class LocalRegistry(ModelRegistry):
     # The interface
     def register(self, model_tar: Path, metadata: dict[str, Any]) -> str:
         model_tar = Path(model_tar)
-        # Unpack and verify outside the lock (the slow part), in a staging folder on the
-        # same file system so that moving it into place is one rename.
         staging = self.root / "staging" / uuid.uuid4().hex
         try:
-            staging.mkdir(parents=True)
-            shutil.copyfile(model_tar, staging / "model.tar.gz")
-            packed = artifact.unpack(staging / "model.tar.gz", staging / "model")
-            if packed["model_sha256"] != metadata.get("model_sha256"):
-                raise RegistryError(
-                    f"the metadata given for {model_tar} does not describe the model inside it (sha256 differs): register the tarball with its own metadata"
-                )
+            stage_model(model_tar, metadata, staging)
             with self._locked() as index:
                 versions = [_version_key(v) for v in index["versions"]]
                 version = str(max(versions, default=0) + 1)
@@ -333,9 +354,7 @@ class LocalRegistry(ModelRegistry):
         with self._locked() as index:
             stack = index["production_stack"]
             if len(stack) < 2:
-                current = index["aliases"].get(PRODUCTION)
-                what = f"version {current} is the first production model" if current else "no model was promoted yet"
-                raise RegistryError(f"nothing to roll back to: {what}; promote a version with python -m training promote VERSION")
+                raise nothing_to_roll_back(index["aliases"].get(PRODUCTION))
             previous = stack.pop()
             version = stack[-1]
             index["aliases"][PRODUCTION] = version

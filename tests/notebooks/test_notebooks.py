@@ -98,13 +98,15 @@ def _snapshot(workdir: Path) -> None:
 
 
 def _registry(workdir: Path) -> None:
-    index = json.loads((workdir / "lake" / "registry" / "index.json").read_text())
-    assert len(index["versions"]) >= 2
+    from training.mlflow_registry import MlflowRegistry
+
+    registry = MlflowRegistry(workdir / "lake" / "registry")  # the workspace's registry_dir, its MLflow store inside
+    assert len(registry.versions()) >= 2
     # The notebook promoted the challenger, then rolled back to the first candidate.
-    promote, rollback = index["history"][-2:]
+    promote, rollback = registry.history()[-2:]
     assert (promote["action"], rollback["action"]) == ("promote", "rollback")
     assert rollback["previous"] == promote["version"]
-    assert index["aliases"]["production"] == rollback["version"] == promote["previous"]
+    assert registry.alias("production") == rollback["version"] == promote["previous"]
 
 
 def _services_stopped(workdir: Path) -> None:

@@ -182,11 +182,11 @@ def dir_server(tmp_path_factory, model_a: Path):
 
 
 def registry_with(root: Path, *model_dirs: Path):
-    """A LocalRegistry holding the given model directories as versions 1, 2, ..."""
+    """The MLflow registry at `root` (its default SQLite store inside) holding the given model directories as versions 1, 2, ..."""
     from training import artifact
-    from training.registry import LocalRegistry
+    from training.mlflow_registry import MlflowRegistry
 
-    registry = LocalRegistry(root)
+    registry = MlflowRegistry(root)
     for index, model_dir in enumerate(model_dirs):
         tar = artifact.pack(model_dir, root.parent / f"{root.name}-{index}.tar.gz")
         registry.register(tar, artifact.read_metadata(model_dir))

@@ -195,3 +195,17 @@ def settings_for(tmp_path):
         return load_settings(**overrides)
 
     return build
+
+
+def open_lake_registry(lake: Path):
+    """The registry a `python -m training ... --lake LAKE` command uses (MLflow under <lake>/registry)."""
+    from configuration.settings import load_settings
+    from training.registry import open_registry
+
+    return open_registry(load_settings(paths={"lake": str(lake)}))
+
+
+@pytest.fixture
+def lake_registry():
+    """Factory: lake_registry(lake) -> the registry the CLI uses for that lake."""
+    return open_lake_registry

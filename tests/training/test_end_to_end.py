@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from training import artifact
-from training.registry import LocalRegistry
+
+from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_generated_csv_to_features_to_registered_model(spark, lake_settings, tmp
     assert "using the truth file" in result.stdout
     assert "version 1 is now the production model" in result.stdout
 
-    registry = LocalRegistry(lake / "registry")
+    registry = open_lake_registry(lake)
     assert registry.alias() == "1"
     assert (lake / "registry" / "aliases" / "production").read_text().strip() == "1"
     model_dir = registry.model_dir("1")

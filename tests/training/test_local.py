@@ -14,7 +14,8 @@ import pytest
 
 from training import artifact, local
 from training.aws import AwsError, download_prefix
-from training.registry import LocalRegistry
+
+from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_local_runs_registers_and_promotes_only_the_first(tmp_path, training_dat
     assert "registered model version 2" in second.stdout
     assert "production model stays version 1; promote this one with: python -m training promote 2" in second.stdout
 
-    registry = LocalRegistry(lake / "registry")
+    registry = open_lake_registry(lake)
     assert [(v.version, v.stage) for v in registry.versions()] == [("1", "production"), ("2", None)]
     assert registry.metadata("2")["hyperparameters"]["max_depth"] == 3
     assert registry.metadata("1")["metrics"]["ceiling_roc_auc"] is not None
@@ -63,6 +64,9 @@ def test_local_runs_registers_and_promotes_only_the_first(tmp_path, training_dat
     assert unknown.returncode == 2 and unknown.stderr.startswith("training: error: no model version '9'")
 
 
+INPUT_SHA256 = "5e" * 32
+
+
 def _fake_feature_run(lake: Path, training_data, run_id: str = "20240101T000000Z-abc123") -> Path:
     """The lake layout the feature job leaves (features/lake.py): CURRENT.json -> manifest -> training/."""
     import shutil
@@ -72,7 +76,7 @@ def _fake_feature_run(lake: Path, training_data, run_id: str = "20240101T000000Z
     csv = lake.parent / "input.csv"
     csv.write_text("not read\n")
     (lake.parent / "input.truth.parquet").write_bytes(training_data["truth"].read_bytes())
-    manifest = {"run_id": run_id, "as_of": "2024-01-01", "input": {"uri": str(csv)},
+    manifest = {"run_id": run_id, "as_of": "2024-01-01", "input": {"uri": str(csv), "sha256": INPUT_SHA256},
                 "outputs": {"training": {"uri": str(snapshot / "training"), "rows": 4000}}}
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
     (lake / "credit_risk" / "CURRENT.json").write_text(
@@ -88,9 +92,24 @@ def test_default_train_is_the_current_snapshot_with_its_truth(tmp_path, training
     assert result.returncode == 0, result.stderr
     assert "training on " + str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training") in result.stdout
     assert "using the truth file" in result.stdout
-    metadata = LocalRegistry(lake / "registry").metadata("1")
+    registry = open_lake_registry(lake)
+    metadata = registry.metadata("1")
     assert metadata["training_data"]["run_id"] == "20240101T000000Z-abc123"
     assert metadata["metrics"]["ceiling_roc_auc"] is not None
+    # The MLflow run and the model version carry the lineage: snapshot, its input and as_of, the code.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri)
+    run = client.get_run(registry.run_of("1"))
+    lineage = {"snapshot_run_id": "20240101T000000Z-abc123", "input_uri": str(lake.parent / "input.csv"),
+               "input_sha256": INPUT_SHA256, "as_of": "2024-01-01", "code_version": metadata["code_version"],
+               "training_uri": str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training")}
+    version_tags = client.get_model_version(registry.model_name, "1").tags
+    for key, value in lineage.items():
+        assert run.data.tags[key] == value and version_tags[key] == value
+    assert run.data.metrics["ceiling_gap"] == pytest.approx(metadata["metrics"]["ceiling_roc_auc"] - metadata["metrics"]["roc_auc"])
+    assert {"model/roc.png", "model/calibration.png", "model/model-card.md"} <= {
+        f.path for f in client.list_artifacts(run.info.run_id, "model")}
 
 
 def test_no_snapshot_yet(tmp_path):
@@ -112,7 +131,7 @@ def test_bad_arguments_fail_before_training(tmp_path, training_data, args, sente
     result = cli("local", "--train", str(training_data["train"]), "--lake", str(tmp_path / "lake"), *args)
     assert result.returncode == 2
     assert result.stderr.strip() == sentence
-    assert not (tmp_path / "lake" / "registry" / "index.json").exists()
+    assert open_lake_registry(tmp_path / "lake").versions() == []
 
 
 def test_a_failed_training_registers_nothing(tmp_path, training_data):
@@ -124,7 +143,7 @@ def test_a_failed_training_registers_nothing(tmp_path, training_data):
     assert result.stderr.strip().endswith(
         "training: error: training failed: channel 'train' lacks the column age: it must hold the feature job's training table"
     )
-    assert LocalRegistry(tmp_path / "lake" / "registry").versions() == []
+    assert open_lake_registry(tmp_path / "lake").versions() == []
 
 
 # s3:// channels, staged as SageMaker's File mode does, against moto.
@@ -155,7 +174,7 @@ def test_s3_prefix_is_staged_like_file_mode(moto_url, training_data, tmp_path):
 def test_train_local_from_s3(moto_url, training_data, settings_for, tmp_path):
     uri = _upload_snapshot(moto_url, training_data)
     settings = settings_for(endpoint_url=moto_url)
-    registry = LocalRegistry(tmp_path / "registry")
+    registry = open_lake_registry(tmp_path)
     result = local.train_local(settings, registry, local.source_for(uri), None, "s3://lake-bucket/truth/data.truth.parquet",
                                {"num_round": "20", "early_stopping_rounds": "0"}, promote=False, keep=tmp_path / "kept")
     assert (result.version, result.promoted, result.production) == ("1", True, "1")

@@ -25,7 +25,9 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from training.registry import LocalRegistry
+from training.mlflow_registry import MlflowRegistry
+
+from .conftest import open_lake_registry
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -163,7 +165,7 @@ def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, t
     assert all(isinstance(v, str) for v in job["HyperParameters"].values())
 
     # The registered model is the one the job trained, with its hyperparameters.
-    registry = LocalRegistry(tmp_path / "lake" / "registry")
+    registry = open_lake_registry(tmp_path / "lake")
     metadata = registry.metadata("1")
     assert metadata["hyperparameters"]["max_depth"] == 3
     assert metadata["training_data"]["uri"] == "s3://data/credit_risk/snapshots/r9/training"
@@ -185,7 +187,7 @@ def test_a_failed_job_reports_its_failure_reason(moto_url, service, tmp_path):
     )
     sagemaker = boto3.client("sagemaker", endpoint_url=moto_url, region_name=REGION)
     assert sagemaker.describe_training_job(TrainingJobName="sm-test-bad")["TrainingJobStatus"] == "Failed"
-    assert not (tmp_path / "lake" / "registry" / "index.json").exists()
+    assert open_lake_registry(tmp_path / "lake").versions() == []
 
 
 def test_completed_without_a_model_file(moto_url, service, settings_for, tmp_path):
@@ -197,7 +199,7 @@ def test_completed_without_a_model_file(moto_url, service, settings_for, tmp_pat
     request = JobRequest(image_uri=IMAGE, role_arn=ROLE, train="s3://data/credit_risk/snapshots/r9/training", output="s3://data/empty",
                          instance_type="ml.m5.large", job_name="sm-test-nothing")
     with pytest.raises(UserError, match=r"cannot download s3://data/empty/sm-test-nothing/output/model.tar.gz: 404"):
-        train_on_sagemaker(settings_for(endpoint_url=moto_url), LocalRegistry(tmp_path / "reg"), request, promote=False,
+        train_on_sagemaker(settings_for(endpoint_url=moto_url), MlflowRegistry(tmp_path / "reg"), request, promote=False,
                            poll_seconds=0.1, timeout_seconds=30, echo=lambda line: None)
 
 
