@@ -151,7 +151,10 @@ def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
     from pipeline import lifecycle
     from training.registry import open_registry
 
+    from training.registry_import import import_if_present
+
     settings = stack.pipeline_settings()
+    import_if_present(settings, echo=lambda line: say("  registry: " + line))  # an old index.json registry, once
     current = lake.read_current(settings)
     csv = Path(args.input).resolve() if args.input else None
     if csv is not None and not csv.is_file():
