@@ -172,6 +172,10 @@ class ServingSettings(Section):
     )
     watch_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often workers look at the production alias and the desired model.")
     batch_table: str = Field("batch_predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive table of batch scoring, in features.database.")
+    target: Literal["local", "sagemaker"] = Field(
+        "local", description="Where the pipeline's deploy step puts a promoted model: local (the model server follows the "
+        "production alias) or sagemaker (serving.endpoint_name is updated through serving/deploy.py)."
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> "ServingSettings":
@@ -286,6 +290,34 @@ class NotebookSettings(Section):
         return self
 
 
+class GateSettings(Section):
+    """The pipeline's evaluation gate (pipeline/gate.py): challenger and champion scored on the same recent rows."""
+
+    window_fraction: float = Field(
+        0.1, gt=0, lt=1, description="The comparison window: loans in this last share of the new snapshot's date range "
+        "(and, where the snapshots overlap, after the champion's own training data ends)."
+    )
+    window_from: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="Start the window on this loan date instead (YYYY-MM-DD)."
+    )
+    min_rows: int = Field(200, ge=1, description="Refuse to judge on fewer rows in the window.")
+    min_positives: int = Field(20, ge=1, description="Refuse to judge on fewer positives (status = 1) in the window.")
+    min_auc: float = Field(0.55, ge=0, le=1, description="Absolute floor of the challenger's ROC-AUC, champion or not.")
+    max_auc_drop: float = Field(0.005, ge=0, le=1, description="Most the challenger's ROC-AUC may fall below the champion's.")
+    max_brier_rise: float = Field(
+        0.05, ge=0, description="Most the challenger's Brier score may exceed the champion's, as a share of the champion's."
+    )
+    min_brier_skill: float = Field(
+        -0.05, le=1, description="Floor of the challenger's Brier skill score, 1 - Brier / (Brier of always predicting "
+        "the window's own positive rate, which no model knows beforehand): -0.05 refuses a model more than 5 % worse "
+        "than that constant, e.g. probabilities several times too high."
+    )
+
+
+class PipelineSettings(Section):
+    gate: GateSettings = GateSettings()
+
+
 class AwsSettings(Section):
     region: str = Field("us-east-1", description="AWS region.")
     endpoint_url: str | None = Field(None, description="AWS API endpoint override (a local emulator such as moto).")
@@ -350,6 +382,7 @@ class Settings(BaseSettings):
     spark_cluster: SparkClusterSettings = SparkClusterSettings()
     notebooks: NotebookSettings = NotebookSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
     def settings_customise_sources(

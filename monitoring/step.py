@@ -231,7 +231,7 @@ def register_tables(settings: Settings, run_id: str, spark=None) -> list[str]:
         return store.register(spark, settings, run_id)
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001 (Spark raises its own classes: turned into one line here)
+    except Exception as exc:
         explained = explain_metastore_error(exc, settings)
         if explained is not None:
             raise explained from None

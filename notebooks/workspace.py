@@ -71,26 +71,11 @@ def settings() -> Settings:
 
 
 def env(s: Settings) -> dict[str, str]:
-    """Environment of a child process (`python -m features|training|serving|api`) that sees the same workspace."""
-    values = {
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "SPARKMAKER_PATHS__LAKE": s.paths.lake,
-        "SPARKMAKER_PATHS__STATE_DIR": s.paths.state_dir,
-        "SPARKMAKER_SPARK__MASTER": s.spark.master,
-        "SPARKMAKER_SPARK__SHUFFLE_PARTITIONS": str(s.spark.shuffle_partitions),
-        "SPARKMAKER_SPARK__DRIVER_MEMORY": s.spark.driver_memory,
-        "SPARKMAKER_METASTORE__KIND": s.metastore.kind,
-        "SPARKMAKER_FEATURES__DATABASE": s.features.database,
-        "SPARKMAKER_ONLINE_STORE__KIND": s.online_store.kind,
-        "SPARKMAKER_ONLINE_STORE__SQLITE_PATH": str(s.online_sqlite_path()),
-        "SPARKMAKER_TRAINING__REGISTRY_DIR": str(s.registry_dir()),
-        "SPARKMAKER_API__PREDICTION_LOG": s.api.prediction_log,
-        "SPARKMAKER_API__PREDICTION_LOG_SQLITE": str(s.api.prediction_log_sqlite),
-    }
-    if s.metastore.derby_dir:
-        values["SPARKMAKER_METASTORE__DERBY_DIR"] = s.metastore.derby_dir
-    return {**os.environ, **values}
+    """Environment of a child process (`python -m features|training|serving|api`) that sees the same workspace:
+    the workspace's settings as a file (pipeline.child), not a hand-kept list of variables."""
+    from pipeline.child import environ_for, write_settings
+
+    return environ_for(write_settings(s, Path(s.paths.state_dir) / "workspace-settings.toml"))
 
 
 def logs_dir(s: Settings) -> Path:
@@ -141,46 +126,46 @@ def current_manifest(s: Settings) -> dict | None:
     return lake.read_manifest(s) if lake.read_current(s) else None
 
 
-def ensure_snapshot(s: Settings) -> dict:
-    """The current feature snapshot of the workspace; runs the feature job (a child process) when there is none.
+def lifecycle(s: Settings, *names: str) -> None:
+    """Steps of the pipeline (pipeline.lifecycle) on the workspace's sample data, as of its extraction day.
 
-    The job runs as `python -m features`, not in this kernel: its JVM holds the embedded
-    metastore only while it runs, and it materializes the online store as its last step.
+    The pipeline decides, as everywhere else: the feature job runs unless the current snapshot
+    came from the same file and as_of; a challenger is trained when there is reason to and
+    promoted when the gate says so. The job itself runs as `python -m features`, not in this
+    kernel: its JVM holds the embedded metastore only while it runs.
     """
-    manifest = current_manifest(s)
-    if manifest is None:
-        csv = ensure_sample_data(s)
-        run_module(s, "features", "--input", str(csv), "--as-of", AS_OF.isoformat(), log_name="features")
-        manifest = current_manifest(s)
-    return manifest
+    from pipeline import lifecycle as steps
+    from pipeline.record import RunRecord
+
+    record = RunRecord.open(s, "notebooks")
+    params = steps.Params(input=str(ensure_sample_data(s)), as_of=AS_OF)
+    for name in names:
+        steps.run_step(s, record, name, params, say=lambda line: None)
+
+
+def ensure_snapshot(s: Settings) -> dict:
+    """The current feature snapshot of the workspace (the pipeline's ingest and features steps)."""
+    if current_manifest(s) is None:
+        lifecycle(s, "ingest", "features")
+    return current_manifest(s)
 
 
 def ensure_online_store(s: Settings) -> None:
-    """Load the current snapshot into the online store unless it is there already."""
-    from features.online import open_store
-    from features.online.materialize import materialize
-
-    manifest = ensure_snapshot(s)
-    store = open_store(s)
-    try:
-        current = store.current_snapshot()
-    finally:
-        store.close()
-    if current is None or current.run_id != manifest["run_id"]:
-        materialize(s, manifest["run_id"])
+    """The current snapshot in the online store (the pipeline's materialize step)."""
+    lifecycle(s, "ingest", "features", "materialize")
 
 
 def ensure_production_model(s: Settings) -> str:
-    """The production model version of the workspace's registry; trains one with the defaults when there is none."""
-    from training import local
+    """The production model version of the workspace's registry; the pipeline trains and gates one when there is none."""
+    from pipeline.record import RunRecord
     from training.registry import open_registry
 
     registry = open_registry(s)
     if registry.alias() is None:
-        manifest = ensure_snapshot(s)
-        source = local.Source(uri=manifest["outputs"]["training"]["uri"], run_id=manifest["run_id"])
-        truth = truth_path(s)
-        local.train_local(s, registry, source, None, str(truth) if truth.exists() else None, {}, promote=True)
+        lifecycle(s, "ingest", "features", "drift", "train", "evaluate", "promote")
+    if registry.alias() is None:
+        reason = (RunRecord.open(s, "notebooks").output("evaluate") or {}).get("reason", "no decision recorded")
+        raise UserError(f"no production model in the workspace: the gate {reason}")
     return registry.alias()
 
 
@@ -228,17 +213,17 @@ def start_service(s: Settings, name: str, args: list[str], health_url: str, extr
     record.write_text(json.dumps({"pid": process.pid, "command": args, "url": health_url}))
     service = Service(name, health_url.rsplit("/", 1)[0], process, log, record)
     atexit.register(service.stop)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            service.stop()
-            lines = log.read_text(errors="replace").strip().splitlines()
-            raise UserError(f"{name} exited with code {process.returncode} while starting: {lines[-1] if lines else 'no output'} (log: {log})")
+    from stack.supervisor import wait_healthy
+
+    def healthy() -> bool:
         try:
-            if httpx.get(health_url, timeout=1.0).status_code == 200:
-                return service
+            return httpx.get(health_url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    service.stop()
-    raise UserError(f"{name} did not answer {health_url} within {timeout:.0f} s (log: {log})")
+            return False
+
+    try:
+        wait_healthy(process, healthy, timeout, name, log)
+    except UserError:
+        service.stop()
+        raise
+    return service

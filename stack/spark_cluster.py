@@ -26,7 +26,8 @@ from typing import Any
 
 from configuration.errors import UserError
 from configuration.settings import Settings
-from stack.local import Service, Stack, port_open, say, stop_group
+from stack.local import Stack, say
+from stack.supervisor import Service, port_open, stop_group
 
 MASTER = "spark-master"
 WORKER_PREFIX = "spark-worker-"
@@ -81,7 +82,7 @@ def worker_service(settings: Settings, index: int) -> Service:
 def recorded_workers(stack: Stack) -> list[int]:
     """Indexes of the workers with a PID file, whatever --workers they were started with."""
     indexes = []
-    for path in stack.pids.glob(f"{WORKER_PREFIX}*.pid") if stack.pids.exists() else ():
+    for path in stack.supervisor.pids.glob(f"{WORKER_PREFIX}*.pid") if stack.supervisor.pids.exists() else ():
         suffix = path.stem[len(WORKER_PREFIX):]
         if suffix.isdigit():
             indexes.append(int(suffix))
@@ -110,7 +111,7 @@ def stop(settings: Settings, timeout: float = 20.0) -> list[str]:
         if pid is not None:
             stop_group(pid, timeout)
             done.append(f"stopped {name} (pid {pid})")
-        stack.pid_file(name).unlink(missing_ok=True)
+        stack.supervisor.pid_file(name).unlink(missing_ok=True)
     return done or ["no Spark cluster was running from this state folder"]
 
 

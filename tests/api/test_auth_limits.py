@@ -89,11 +89,10 @@ def test_generated_keys_carry_256_random_bits():
 
 
 def test_start_sh_and_keygen_make_256_bit_keys(tmp_path, monkeypatch):
-    from configuration.settings import load_settings
-    from stack.local import Stack, ensure_api_key
+    from stack.supervisor import ensure_api_key
 
     monkeypatch.setenv("SPARKMAKER_API__API_KEY_HASHES", "[]")  # ensure_api_key sets it for the services: undone after
-    stack_key = ensure_api_key(Stack(load_settings(paths={"state_dir": str(tmp_path / "state")})))
+    stack_key, _ = ensure_api_key(tmp_path / "state")
     assert key_bits(stack_key) == 256
     out = subprocess.run([sys.executable, "-m", "api", "keygen"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     cli_key = next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))

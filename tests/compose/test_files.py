@@ -25,7 +25,7 @@ def test_constraints_hold_every_pin_of_requirements():
     assert not stale, f"run compose/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
 
 
-def test_only_four_services_are_published_and_only_on_loopback(compose):
+def test_only_five_services_are_published_and_only_on_loopback(compose):
     published = {}
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
@@ -124,3 +124,28 @@ def test_compose_sh_without_an_engine_says_so_in_one_line(tmp_path):
     assert result.stderr.count("\n") == 1, result.stderr
     assert ("no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
             or "docker-compose (1.29 or later) is not installed" in result.stderr), result.stderr
+
+
+def test_mlflow_runs_on_postgres_with_s3_artifacts_and_the_pipeline_roles_use_it(compose):
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://sparkmaker:${POSTGRES_PASSWORD")
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://") and env["MLFLOW_S3_ENDPOINT_URL"] == "http://moto:5000"
+    assert {"mlflow", "mlflow:5000", "127.0.0.1:5000"} <= set(env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","))
+    assert mlflow["command"][:2] == ["sparkmaker-container", "mlflow"]
+    assert set(mlflow["depends_on"]) == {"postgres", "moto"}
+    assert "CREATE DATABASE mlflow;" in (REPO_ROOT / "compose" / "postgres-init" / "20-mlflow.sql").read_text()
+    for role in ("features", "training", "publish"):
+        role_env = services[role]["environment"]
+        assert role_env["SPARKMAKER_MLFLOW__TRACKING_URI"] == "http://mlflow:5000", role
+        assert role_env["SPARKMAKER_PATHS__STATE_DIR"] == "/lake/.state", role  # one run record for both roles
+    assert services["training"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def test_the_image_holds_the_pipeline_and_stack_packages_the_roles_import():
+    dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
+    ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    for package in ("pipeline", "stack"):
+        assert f"COPY {package}/ {package}/" in dockerfile and f"!{package}/" in ignore

@@ -19,9 +19,9 @@ from features.sample_data import generate, write
 def stack_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     csv = root / "loans.csv"
-    raw, truth = generate(6_000, seed=17)
+    raw, truth = generate(6_000, seed=17, positive_rate=0.1)  # enough positives for the gate to judge the first model
     write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift")}
+    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "mlflow")}
     env = {
         **os.environ,
         "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
@@ -31,6 +31,7 @@ def stack_env(tmp_path_factory):
         "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
         "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
         "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
+        "SPARKMAKER_MLFLOW__PORT": str(ports["mlflow"]),
     }
     yield {"env": env, "csv": csv, "ports": ports, "root": root}
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
@@ -62,6 +63,11 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     assert console == f"{api}/console"
     with urllib.request.urlopen(f"{console}/sign-in", timeout=10) as response:  # the console answers; pages need a session
         assert response.status == 200 and b'type="password"' in response.read()
+    assert f"MLflow: http://127.0.0.1:{stack_env['ports']['mlflow']}" in lines
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack_env['ports']['mlflow']}/health", timeout=10) as response:
+        assert response.status == 200
+    # the lifecycle ran through the pipeline: the first model judged by the gate and promoted
+    assert any("[pipeline] promote" in line and "is production (the first model)" in line for line in lines)
 
     # the printed curl works: the customer it names gets a prediction
     curl = next(line for line in lines if line.startswith("Try: curl"))
@@ -81,10 +87,11 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     again = script("start", stack_env)
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout and "is current" in again.stdout and "started" not in again.stdout
+    assert "skipped: production v1 was trained on this snapshot" in again.stdout  # no second model
 
     stopped = script("stop", stack_env)
     assert stopped.returncode == 0
-    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 4
+    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 5
     assert not any(listening(port) for port in stack_env["ports"].values())
     assert script("stop", stack_env).stdout.strip() == "sparkmaker: nothing to stop"
 

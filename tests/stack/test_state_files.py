@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from configuration.settings import REPO_ROOT, load_settings
+from pipeline.child import run_module
 from stack.local import Stack
 
 
@@ -27,10 +28,11 @@ def test_stages_write_private_logs_and_existing_files_are_fixed(tmp_path):
     (state / "predictions.sqlite").write_bytes(b"")
     os.chmod(state / "predictions.sqlite", 0o644)
 
-    stack = Stack(load_settings(paths={"state_dir": str(state), "lake": str(tmp_path / "lake")}))
-    stack.run_stage("hello", [sys.executable, "-c", "print('hi')"])
+    settings = load_settings(paths={"state_dir": str(state), "lake": str(tmp_path / "lake")})
+    Stack(settings).supervisor.secure_state()  # what every launch does first
+    run_module(settings, ["calendar", "2000", "1"], state / "logs" / "hello.log", "a stage")
 
-    assert (state / "logs" / "hello.log").read_text() == "hi\n"
+    assert "January 2000" in (state / "logs" / "hello.log").read_text()
     for folder in (state, state / "logs", state / "pids"):
         assert mode(folder) == 0o700, folder
     for file in (old_log, state / "logs" / "hello.log", state / "predictions.sqlite"):
