@@ -221,6 +221,34 @@ class AwsSettings(Section):
     s3_bucket: str = Field("", description="Bucket for model artifacts and published snapshots.")
 
 
+class AirflowSettings(Section):
+    """The Airflow DAG credit_risk_lifecycle and the Airflow the local stack runs (orchestration/)."""
+
+    schedule: str = Field("@daily", min_length=1, description="Schedule of the DAG: a cron expression or a preset such as @daily.")
+    port: int = Field(8090, ge=1, le=65535, description="Port of the local stack's Airflow UI and API server.")
+    input_uri: str | None = Field(
+        None, description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "
+        "<state_dir>/data/dataset_credit_risk.csv."
+    )
+    parallelism: int = Field(2, ge=1, le=16, description="Tasks Airflow runs at once (AIRFLOW__CORE__PARALLELISM); small for 2 cores.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed task, with exponential back-off.")
+    retry_delay_seconds: float = Field(30.0, gt=0, description="Wait before the first retry; it doubles at each retry.")
+    max_retry_delay_seconds: float = Field(600.0, gt=0, description="Longest wait between two retries.")
+    batch_score: bool = Field(False, description="Add the optional batch-score task after deploy.")
+    project_python: str | None = Field(
+        None, description="Python of the project's venv that runs each task's CLI; default <repo>/.venv/bin/python."
+    )
+    home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "AirflowSettings":
+        for name in ("input_uri", "project_python", "home"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, resolve_path(value))
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPARKMAKER_",
@@ -241,6 +269,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
     notebooks: NotebookSettings = NotebookSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     @classmethod
     def settings_customise_sources(
