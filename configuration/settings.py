@@ -224,7 +224,7 @@ class AwsSettings(Section):
 class AirflowSettings(Section):
     """The Airflow DAG credit_risk_lifecycle and the Airflow the local stack runs (orchestration/)."""
 
-    schedule: str = Field("@daily", min_length=1, description="Schedule of the DAG: a cron expression or a preset such as @daily.")
+    schedule: str = Field("@daily", min_length=1, description="Schedule of the DAG: a cron expression, a preset such as @daily, or none (only when triggered).")
     port: int = Field(8090, ge=1, le=65535, description="Port of the local stack's Airflow UI and API server.")
     input_uri: str | None = Field(
         None, description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "

@@ -93,7 +93,17 @@ class Stack:
                     api_url, lambda: http_ok(f"{api_url}/health"), 60),
             Service("thrift-server", "SQL (HiveServer2)", thrift_port, self.thrift_server_command(),
                     f"jdbc:hive2://127.0.0.1:{thrift_port}/{s.features.database}", lambda: port_open(thrift_port), 180),
+            self.airflow_service(),
         ]
+
+    def airflow_service(self) -> Service:
+        """Airflow (`airflow standalone`: scheduler, DAG processor, triggerer, API server) in its own venv."""
+        from orchestration import runtime
+
+        port = self.settings.airflow.port
+        return Service("airflow", "Airflow", port, runtime.standalone_command(), f"http://127.0.0.1:{port}",
+                       lambda: runtime.healthy(port), 300,
+                       env=runtime.airflow_environment(self.settings, runtime.airflow_home(self.settings)))
 
     def thrift_server_command(self) -> list[str]:
         from features.metastore import spark_home
@@ -292,16 +302,46 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         service = services[name]
         say(f"  {service.label}: {stack.ensure_running(service)}")
 
+    airflow_login = None if args.no_scheduler else start_airflow(stack, services["airflow"], csv)
+
     customer = any_customer_id(settings)
     say("")
     for name in ("api", "model-server", "thrift-server", "metastore"):
         say(f"{services[name].label}: {services[name].address}")
+    if airflow_login:
+        say(f"Airflow: {services['airflow'].address}")
+        say(f"Airflow login: user {airflow_login.user}, password {airflow_login.password} (kept in {airflow_login.path}); "
+            "DAG credit_risk_lifecycle")
     say(f"API key: {key}")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
         "-e 'SELECT * FROM latest_features LIMIT 5'")
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
+
+
+def start_airflow(stack: Stack, service: Service, csv: Path | None):
+    """Airflow's venv (installed once), its login (generated once, 0600), then the service.
+
+    The DAG ingests airflow.input_uri, else the CSV this start used (--input, or the current
+    snapshot's), else the generated sample data.
+    """
+    from dataclasses import replace
+
+    from features import lake
+    from orchestration import runtime
+
+    settings = stack.settings
+    if not settings.airflow.input_uri:
+        source = csv or current_input(settings, lake.read_current(settings))
+        if source:
+            service = replace(service, env={**service.env, "SPARKMAKER_AIRFLOW__INPUT_URI": str(source)})
+    if not runtime.AIRFLOW_VENV.exists():
+        say("  Airflow: installing its venv (.venv-airflow, about 300 MB, once) ...")
+    runtime.ensure_venv()
+    login = runtime.ensure_login(runtime.airflow_home(settings))
+    say(f"  {service.label}: {stack.ensure_running(service)}")
+    return login
 
 
 def current_input(settings: Settings, current: dict | None) -> Path | None:
@@ -395,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--input", help="raw loans CSV (default: generated sample data)")
         p.add_argument("--retrain", action="store_true", help="train and promote a new model even if one is in production")
         p.add_argument("--refresh", action="store_true", help="rerun the feature job even if the snapshot is current")
+        p.add_argument("--no-scheduler", action="store_true", help="do not start Airflow (the DAG credit_risk_lifecycle)")
     commands.add_parser("stop", help="stop what start started")
     commands.add_parser("status", help="show each service")
     reset_parser = commands.add_parser("reset", help="stop everything and delete the lake, metastore, registry, stores and logs")

@@ -42,6 +42,12 @@ def setting(name: str, default: str) -> str:
     return os.environ.get(f"SPARKMAKER_AIRFLOW__{name.upper()}") or default
 
 
+def schedule() -> str | None:
+    """airflow.schedule: a cron expression or preset; `none` runs the DAG only when triggered."""
+    value = setting("schedule", "@daily")
+    return None if value.strip().lower() == "none" else value
+
+
 def as_of_date(context: dict) -> str:
     """The run's date: its logical date, or, for a run triggered without one, when it was due."""
     when = context.get("logical_date") or context["dag_run"].run_after
@@ -97,7 +103,7 @@ def build_dag() -> DAG:
     with DAG(
         dag_id=DAG_ID,
         description="ingest -> features -> materialize -> drift -> train -> evaluate -> promote -> deploy",
-        schedule=setting("schedule", "@daily"),
+        schedule=schedule(),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         # One lifecycle at a time: a feature run holds the dataset's lock, and two runs would
