@@ -112,10 +112,42 @@ class OnlineStoreSettings(Section):
 
 
 class TrainingSettings(Section):
-    registry_dir: str | None = Field(None, description="Local model registry; default <lake>/registry.")
+    registry_dir: str | None = Field(None, description="Local side of the model registry (alias mirror, unpacked models); default <lake>/registry.")
+    registry_backend: Literal["mlflow", "index"] = Field(
+        "mlflow", description="mlflow: the MLflow model registry (mlflow.*); index: the old index.json registry "
+        "in registry_dir (kept for reading; import it with python -m training registry import)."
+    )
     image_uri: str = Field("", description="Training image for SageMaker jobs.")
     role_arn: str = Field("", description="IAM role SageMaker training jobs run as.")
     instance_type: str = Field("ml.m5.large", description="SageMaker training instance type.")
+
+
+class MlflowSettings(Section):
+    """MLflow tracking and the model registry (training/registry.py, training/mlflow_store.py)."""
+
+    tracking_uri: str = Field(
+        "", description="Tracking and registry store: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
+        "http://HOST:PORT; empty = sqlite:///<registry_dir>/mlflow/mlflow.db (default <lake>/registry/mlflow/mlflow.db), no server needed."
+    )
+    artifact_location: str = Field(
+        "", description="Where new experiments keep their artifacts (a folder or s3:// URI); "
+        "empty = <registry_dir>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides)."
+    )
+    experiment: str = Field("sparkmaker-credit-risk", min_length=1, description="Experiment of the training runs.")
+    model_name: str = Field("sparkmaker-credit-risk", min_length=1, description="Registered model holding the versions.")
+    host: str = Field("127.0.0.1", description="Address of the browsable `mlflow server` the local stack starts.")
+    port: int = Field(5000, ge=1, le=65535, description="Port of the browsable `mlflow server` the local stack starts.")
+    sagemaker_mirror: bool = Field(
+        False, description="Also mirror every version into SageMaker's Model Registry (a model package group; "
+        "Approved while production, PendingManualApproval or Rejected otherwise)."
+    )
+    sagemaker_group: str = Field(
+        "sparkmaker-credit-risk", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="Model package group of the SageMaker mirror."
+    )
+    sagemaker_image_uri: str = Field(
+        "", description="Inference image the mirrored model packages name (default: serving's image, else training.image_uri)."
+    )
 
 
 class ServingSettings(Section):
@@ -140,6 +172,10 @@ class ServingSettings(Section):
     )
     watch_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often workers look at the production alias and the desired model.")
     batch_table: str = Field("batch_predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive table of batch scoring, in features.database.")
+    target: Literal["local", "sagemaker"] = Field(
+        "local", description="Where the pipeline's deploy step puts a promoted model: local (the model server follows the "
+        "production alias) or sagemaker (serving.endpoint_name is updated through serving/deploy.py)."
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> "ServingSettings":
@@ -215,6 +251,34 @@ class NotebookSettings(Section):
         return self
 
 
+class GateSettings(Section):
+    """The pipeline's evaluation gate (pipeline/gate.py): challenger and champion scored on the same recent rows."""
+
+    window_fraction: float = Field(
+        0.1, gt=0, lt=1, description="The comparison window: loans in this last share of the new snapshot's date range "
+        "(and, where the snapshots overlap, after the champion's own training data ends)."
+    )
+    window_from: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="Start the window on this loan date instead (YYYY-MM-DD)."
+    )
+    min_rows: int = Field(200, ge=1, description="Refuse to judge on fewer rows in the window.")
+    min_positives: int = Field(20, ge=1, description="Refuse to judge on fewer positives (status = 1) in the window.")
+    min_auc: float = Field(0.55, ge=0, le=1, description="Absolute floor of the challenger's ROC-AUC, champion or not.")
+    max_auc_drop: float = Field(0.005, ge=0, le=1, description="Most the challenger's ROC-AUC may fall below the champion's.")
+    max_brier_rise: float = Field(
+        0.05, ge=0, description="Most the challenger's Brier score may exceed the champion's, as a share of the champion's."
+    )
+    min_brier_skill: float = Field(
+        -0.05, le=1, description="Floor of the challenger's Brier skill score, 1 - Brier / (Brier of always predicting "
+        "the window's own positive rate, which no model knows beforehand): -0.05 refuses a model more than 5 % worse "
+        "than that constant, e.g. probabilities several times too high."
+    )
+
+
+class PipelineSettings(Section):
+    gate: GateSettings = GateSettings()
+
+
 class AwsSettings(Section):
     region: str = Field("us-east-1", description="AWS region.")
     endpoint_url: str | None = Field(None, description="AWS API endpoint override (a local emulator such as moto).")
@@ -264,12 +328,14 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     training: TrainingSettings = TrainingSettings()
+    mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
     api: ApiSettings = ApiSettings()
     aws: AwsSettings = AwsSettings()
     stack: StackSettings = StackSettings()
     notebooks: NotebookSettings = NotebookSettings()
     airflow: AirflowSettings = AirflowSettings()
+    pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -164,17 +164,21 @@ class Registered:
     production: str | None
 
 
-def register_with_policy(registry: ModelRegistry, tar: Path, metadata: dict[str, Any], promote: bool) -> Registered:
-    """Register; promote when asked, or when there is no production model yet (nothing to protect)."""
+def register_with_policy(registry: ModelRegistry, tar: Path, metadata: dict[str, Any], promote: bool,
+                         promote_first: bool = True) -> Registered:
+    """Register; promote when asked, or when there is no production model yet (nothing to protect).
+
+    promote_first=False registers a challenger only, even the first one: the pipeline's gate decides.
+    """
     version = registry.register(tar, metadata)
-    promoted = promote or registry.alias() is None
+    promoted = promote or (promote_first and registry.alias() is None)
     if promoted:
         registry.promote(version)
     return Registered(version=version, metadata=metadata, promoted=promoted, production=registry.alias())
 
 
 def train_local(settings, registry: ModelRegistry, source: Source, validation: str | None, truth: str | None,
-                hp_pairs: dict[str, str], promote: bool, keep: Path | None = None) -> Registered:
+                hp_pairs: dict[str, str], promote: bool, keep: Path | None = None, promote_first: bool = True) -> Registered:
     hyperparameters = dict(hp_pairs)
     hyperparameters.setdefault("data_uri", source.uri)
     if source.run_id:
@@ -200,4 +204,4 @@ def train_local(settings, registry: ModelRegistry, source: Source, validation: s
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copytree(root, keep, dirs_exist_ok=True)
-        return register_with_policy(registry, tar, metadata, promote)
+        return register_with_policy(registry, tar, metadata, promote, promote_first)

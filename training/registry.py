@@ -93,6 +93,25 @@ class ModelRegistry(abc.ABC):
     def rollback(self) -> str:
         """Make the previous production model production again; return its version."""
 
+    @abc.abstractmethod
+    def set_alias(self, name: str, version: str) -> None:
+        """Point any alias at `version` (`production` goes through promote: its stack and history)."""
+
+    @abc.abstractmethod
+    def history(self) -> list[dict[str, Any]]:
+        """Every alias change, oldest first: {"action", "alias", "version", "previous", "at"}."""
+
+    @abc.abstractmethod
+    def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                 artifacts: dict[str, Path] | None = None) -> None:
+        """Record more about a version on its run: tags, metrics and files (artifact name -> local file).
+
+        The evaluation gate writes its decision here. Tags and metrics of the same name are replaced."""
+
+    @abc.abstractmethod
+    def run_of(self, version: str) -> str | None:
+        """The MLflow run id of the version's training run (None where the backend has no runs)."""
+
     def metadata(self, version: str) -> dict[str, Any]:
         """The full model-metadata.json of that version."""
         return artifact.read_metadata(self.model_dir(version))
@@ -264,6 +283,39 @@ class LocalRegistry(ModelRegistry):
     def history(self) -> list[dict[str, Any]]:
         return list(self._read_index()["history"])
 
+    def set_alias(self, name: str, version: str) -> None:
+        if name == PRODUCTION:
+            self.promote(version)
+            return
+        with self._locked() as index:
+            version = self._entry(index, version)["version"]
+            previous = index["aliases"].get(name)
+            index["aliases"][name] = version
+            index["history"].append({"action": "alias", "alias": name, "version": version, "previous": previous, "at": _now()})
+            self._write_index(index)
+
+    def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                 artifacts: dict[str, Path] | None = None) -> None:
+        with self._locked() as index:
+            entry = self._entry(index, version)
+            notes = entry.setdefault("annotations", {"tags": {}, "metrics": {}, "artifacts": []})
+            notes["tags"].update({str(k): str(v) for k, v in (tags or {}).items()})
+            notes["metrics"].update({str(k): float(v) for k, v in (metrics or {}).items()})
+            folder = self._version_dir(entry["version"]) / "annotations"
+            for name, path in (artifacts or {}).items():
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, folder / Path(name).name)
+                if Path(name).name not in notes["artifacts"]:
+                    notes["artifacts"].append(Path(name).name)
+            self._write_index(index)
+
+    def annotations(self, version: str) -> dict[str, Any]:
+        entry = self._entry(self._read_index(), version)
+        return entry.get("annotations", {"tags": {}, "metrics": {}, "artifacts": []})
+
+    def run_of(self, version: str) -> str | None:
+        return self._entry(self._read_index(), version).get("mlflow_run_id")
+
     def promote(self, version: str) -> None:
         with self._locked() as index:
             version = self._entry(index, version)["version"]
@@ -295,5 +347,14 @@ class LocalRegistry(ModelRegistry):
 
 
 def open_registry(settings) -> ModelRegistry:
-    """The configured registry backend (today: the local one at settings.registry_dir())."""
-    return LocalRegistry(settings.registry_dir())
+    """The configured registry: MLflow (training.registry_backend = "mlflow", the default), or the old index.json one."""
+    if settings.training.registry_backend == "index":
+        return LocalRegistry(settings.registry_dir())
+    from training.mlflow_registry import registry_from_settings
+
+    on_change = None
+    if settings.mlflow.sagemaker_mirror:
+        from training.sagemaker_mirror import mirror_for
+
+        on_change = mirror_for(settings)
+    return registry_from_settings(settings, on_change=on_change)

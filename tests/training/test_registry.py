@@ -1,22 +1,81 @@
-"""The model registry: versions, promotion, rollback, the alias mirror, and concurrency."""
+"""The model registry, one suite for every backend: MLflow on SQLite, MLflow on PostgreSQL, the old index.json.
+
+Versions, promotion, rollback, other aliases, annotations, the alias mirror serving polls,
+concurrency from several processes. MLflow is real (a SQLite file, or a throwaway PostgreSQL
+database `registry_test_<random>` dropped at the end); nothing is mocked.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from training import artifact
+from training.mlflow_registry import MlflowRegistry
 from training.registry import PRODUCTION, LocalRegistry, RegistryError, open_registry
+
+from .registry_backends import build
+
+REPO = Path(__file__).resolve().parents[2]
+BACKENDS = ["mlflow-sqlite", "mlflow-postgres", "index"]
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory):
+    """A migrated, empty MLflow SQLite store, copied by each test (migrating one takes ~3 s)."""
+    root = tmp_path_factory.mktemp("mlflow-template")
+    MlflowRegistry(root, f"sqlite:///{root / 'mlflow.db'}").versions()
+    return root / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def postgres_store(postgres_dsn):
+    """A throwaway database on the local PostgreSQL; each test uses its own registered model in it."""
+    import psycopg
+
+    name = f"registry_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    uri = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    MlflowRegistry(Path("/nonexistent"), uri).versions()  # migrate once
+    yield uri
+    from sqlalchemy import create_engine
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    del create_engine
+
+
+@pytest.fixture(params=BACKENDS)
+def spec(request, tmp_path):
+    root = tmp_path / "registry"
+    name = f"model-{uuid.uuid4().hex[:8]}"
+    if request.param == "index":
+        return {"kind": "index", "root": str(root), "uri": "", "name": name}
+    if request.param == "mlflow-sqlite":
+        db = root / "mlflow" / "mlflow.db"
+        db.parent.mkdir(parents=True)
+        shutil.copyfile(request.getfixturevalue("empty_mlflow_db"), db)
+        return {"kind": "mlflow", "root": str(root), "uri": f"sqlite:///{db}", "name": name}
+    return {"kind": "mlflow", "root": str(root), "uri": request.getfixturevalue("postgres_store"), "name": name}
 
 
 @pytest.fixture
-def registry(tmp_path):
-    return LocalRegistry(tmp_path / "registry")
+def registry(spec):
+    return build(spec)
+
+
+def mlflow_only(registry):
+    if not isinstance(registry, MlflowRegistry):
+        pytest.skip("MLflow backend only")
 
 
 def test_register_numbers_versions_and_keeps_the_tarball_and_the_unpacked_model(registry, model_tar):
@@ -30,6 +89,7 @@ def test_register_numbers_versions_and_keeps_the_tarball_and_the_unpacked_model(
     assert [(v.version, v.run_id, v.roc_auc, v.stage) for v in versions] == [("1", "r1", 0.7, None), ("2", "r2", 0.8, None)]
     assert versions[0].created_at == meta1["created_at"]
     assert registry.get("2").model_sha256 == meta2["model_sha256"]
+    assert registry.get("2").threshold == meta2["threshold"]
     assert registry.metadata("1") == meta1
     assert registry.alias() is None
     assert registry.production_dir() is None
@@ -71,7 +131,7 @@ def test_promote_sets_the_alias_and_mirrors_it(registry, model_tar):
         registry.register(tar, meta)
     registry.promote("2")
     assert registry.alias(PRODUCTION) == "2"
-    assert registry.alias_path().read_text() == "2\n"
+    assert (registry.root / "aliases" / "production").read_text() == "2\n"
     assert [v.stage for v in registry.versions()] == [None, PRODUCTION, None]
     assert registry.production_dir() == registry.model_dir("2")
 
@@ -83,7 +143,7 @@ def test_rollback_walks_back_through_promotions(registry, model_tar):
     for version in ("1", "2", "3"):
         registry.promote(version)
     assert registry.rollback() == "2"
-    assert registry.alias_path().read_text() == "2\n"
+    assert (registry.root / "aliases" / "production").read_text() == "2\n"
     assert registry.rollback() == "1"
     with pytest.raises(RegistryError, match="nothing to roll back to: version 1 is the first"):
         registry.rollback()
@@ -112,12 +172,102 @@ def test_rollback_with_nothing_promoted(registry):
 def test_unknown_version_is_one_clear_line(registry, model_tar, version):
     tar, meta = model_tar()
     registry.register(tar, meta)
-    for call in (registry.promote, registry.get, registry.model_dir, registry.model_tar):
-        with pytest.raises(RegistryError, match=r"no model version .* \(versions: 1\)"):
+    calls = (registry.promote, registry.get, registry.model_dir, registry.model_tar, registry.run_of,
+             lambda v: registry.set_alias("challenger", v), lambda v: registry.annotate(v, tags={"a": "b"}))
+    for call in calls:
+        with pytest.raises(RegistryError, match=r"no model version .* \(versions: 1\)") as caught:
             call(version)
+        assert "\n" not in str(caught.value)
 
 
-def test_corrupt_index_is_reported(registry, model_tar):
+def test_other_aliases_move_without_touching_production(registry, model_tar):
+    tar, meta = model_tar()
+    for _ in range(2):
+        registry.register(tar, meta)
+    registry.promote("1")
+    registry.set_alias("challenger", "2")
+    assert registry.alias("challenger") == "2"
+    assert registry.alias(PRODUCTION) == "1"
+    assert (registry.root / "aliases" / "production").read_text() == "1\n"
+    assert registry.history()[-1]["action"] == "alias"
+    registry.set_alias(PRODUCTION, "2")  # the same as promote: on the stack, so a rollback returns to 1
+    assert registry.rollback() == "1"
+
+
+def test_annotate_records_tags_metrics_and_files_on_the_version(registry, model_tar, tmp_path):
+    tar, meta = model_tar()
+    registry.register(tar, meta)
+    report = tmp_path / "gate.json"
+    report.write_text('{"decision": "promote"}')
+    registry.annotate("1", tags={"gate.decision": "promote"}, metrics={"gate.champion_auc": 0.71})
+    registry.annotate("1", tags={"gate.decision": "refuse"}, artifacts={"gate.json": report})
+    if isinstance(registry, LocalRegistry):
+        notes = registry.annotations("1")
+        assert notes["tags"] == {"gate.decision": "refuse"} and notes["metrics"] == {"gate.champion_auc": 0.71}
+        assert registry.run_of("1") is None
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri)  # read back independently
+    run = client.get_run(registry.run_of("1"))
+    assert run.data.tags["gate.decision"] == "refuse"
+    assert run.data.metrics["gate.champion_auc"] == 0.71
+    assert "annotations/gate.json" in [f.path for f in client.list_artifacts(run.info.run_id, "annotations")]
+    assert client.get_model_version(registry.model_name, "1").tags["gate.decision"] == "refuse"
+
+
+def test_a_run_holds_params_metrics_lineage_and_the_served_bytes(registry, model_tar, tmp_path):
+    mlflow_only(registry)
+    from mlflow.tracking import MlflowClient
+
+    tar, meta = model_tar(roc_auc=0.77, run_id="snap-9")
+    registry.register(tar, meta)
+    client = MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri)
+    run = client.get_run(registry.run_of("1"))
+    assert run.info.status == "FINISHED"
+    assert run.data.params["num_round"] == "3"
+    assert run.data.metrics["roc_auc"] == 0.77 and run.data.metrics["brier"] == 0.1
+    assert run.data.metrics["confusion_matrix.tp"] == 1.0
+    for key in ("snapshot_run_id", "input_uri", "input_sha256", "as_of", "code_version", "training_uri"):
+        assert key in run.data.tags and key in client.get_model_version(registry.model_name, "1").tags
+    assert run.data.tags["snapshot_run_id"] == "snap-9"
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/xgboost-model", "model/model-metadata.json"} <= files
+    stored = Path(client.download_artifacts(run.info.run_id, "model/xgboost-model", str(tmp_path)))
+    served = registry.model_dir("1") / "xgboost-model"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(served.read_bytes()).hexdigest() == meta["model_sha256"]
+
+
+def test_a_damaged_local_copy_is_fetched_again_and_a_damaged_store_is_refused(registry, model_tar):
+    tar, meta = model_tar()
+    registry.register(tar, meta)
+    (registry.model_dir("1") / "xgboost-model").write_bytes(b"{}")
+    if isinstance(registry, LocalRegistry):  # the old registry has no other copy
+        with pytest.raises(artifact.ArtifactError, match="sha256"):
+            registry.model_dir("1")
+        return
+    assert artifact.verify_model_dir(registry.model_dir("1"))["model_sha256"] == meta["model_sha256"]
+    stored = Path(registry.artifact_location)
+    for path in stored.rglob("xgboost-model"):
+        path.write_bytes(b"{}")
+    shutil.rmtree(registry.root / "models")
+    with pytest.raises(artifact.ArtifactError, match="sha256"):
+        registry.model_dir("1")
+
+
+def test_the_mirror_heals_when_the_alias_moved_elsewhere(registry, model_tar):
+    mlflow_only(registry)
+    tar, meta = model_tar()
+    registry.register(tar, meta)
+    registry.register(tar, meta)
+    registry.promote("1")
+    registry.client.set_registered_model_alias(registry.model_name, PRODUCTION, "2")  # as MLflow's UI would
+    assert registry.alias() == "2"
+    assert (registry.root / "aliases" / "production").read_text() == "2\n"
+
+
+def test_corrupt_index_is_reported(tmp_path, model_tar):
+    registry = LocalRegistry(tmp_path / "registry")
     tar, meta = model_tar()
     registry.register(tar, meta)
     registry.index_path.write_text("{")
@@ -125,36 +275,48 @@ def test_corrupt_index_is_reported(registry, model_tar):
         registry.versions()
 
 
-def test_model_dir_changed_by_hand_is_detected(registry, model_tar):
-    tar, meta = model_tar()
-    registry.register(tar, meta)
-    (registry.model_dir("1") / "xgboost-model").write_bytes(b"{}")
-    with pytest.raises(artifact.ArtifactError, match="sha256"):
-        registry.model_dir("1")
+def test_a_corrupt_mlflow_database_is_one_line(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RegistryError, match="MLflow store .* (failed|cannot be used)") as caught:
+        MlflowRegistry(tmp_path, f"sqlite:///{db}").versions()
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 600
 
 
-def test_open_registry_uses_the_settings_folder(tmp_path):
+def test_an_unreachable_tracking_server_is_one_line(tmp_path, monkeypatch):
+    from configuration.network import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(RegistryError, match="MLflow store http://127.0.0.1") as caught:
+        MlflowRegistry(tmp_path, f"http://127.0.0.1:{free_port()}").versions()
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 600
+
+
+def test_open_registry_is_mlflow_under_the_lake_by_default(tmp_path):
     from configuration.settings import load_settings
 
     settings = load_settings(paths={"lake": str(tmp_path / "lake")})
     registry = open_registry(settings)
-    assert isinstance(registry, LocalRegistry)
+    assert isinstance(registry, MlflowRegistry)
     assert registry.root == tmp_path / "lake" / "registry"
+    assert registry.uri == f"sqlite:///{tmp_path / 'lake' / 'registry' / 'mlflow' / 'mlflow.db'}"
+    assert registry.model_name == "sparkmaker-credit-risk"
+    old = open_registry(load_settings(paths={"lake": str(tmp_path / "lake")}, training={"registry_backend": "index"}))
+    assert isinstance(old, LocalRegistry) and old.root == tmp_path / "lake" / "registry"
 
 
 # Concurrency: several processes, each with its own registry object, as CLI calls would be.
 # Plain child interpreters (not multiprocessing) so nothing depends on how pytest imports tests.
 
-REPO = Path(__file__).resolve().parents[2]
-
 PROMOTE = """
 import sys, time
 from pathlib import Path
-from training.registry import LocalRegistry
-root, go, rounds, *versions = sys.argv[1:]
+from tests.training.registry_backends import build
+spec, go, rounds, *versions = sys.argv[1:]
+registry = build(spec)
+registry.versions()
 while not Path(go).exists():
     time.sleep(0.005)
-registry = LocalRegistry(Path(root))
 for _ in range(int(rounds)):
     for version in versions:
         registry.promote(version)
@@ -163,11 +325,12 @@ for _ in range(int(rounds)):
 REGISTER = """
 import json, sys, time
 from pathlib import Path
-from training.registry import LocalRegistry
-root, go, tar, metadata, count = sys.argv[1:]
+from tests.training.registry_backends import build
+spec, go, tar, metadata, count = sys.argv[1:]
+registry = build(spec)
+registry.versions()
 while not Path(go).exists():
     time.sleep(0.005)
-registry = LocalRegistry(Path(root))
 print(json.dumps([registry.register(Path(tar), json.loads(Path(metadata).read_text())) for _ in range(int(count))]))
 """
 
@@ -182,40 +345,37 @@ def _run_together(tmp_path, argvs: list[list[str]]) -> list[str]:
     go.write_text("")  # released at once, after all imports are under way
     outputs = []
     for child in children:
-        out, err = child.communicate(timeout=120)
+        out, err = child.communicate(timeout=240)
         assert child.returncode == 0, err
         outputs.append(out)
     return outputs
 
 
-def test_concurrent_promotions_from_several_processes_keep_the_index_whole(registry, model_tar, tmp_path):
+def test_concurrent_promotions_from_several_processes_keep_the_history_whole(registry, spec, model_tar, tmp_path):
     tar, meta = model_tar()
     for _ in range(4):
         registry.register(tar, meta)
     plans = [["1", "2"], ["3", "4"], ["2", "3"], ["4", "1"]]
-    rounds = 15
-    _run_together(tmp_path, [[PROMOTE, str(registry.root), str(tmp_path / "go"), str(rounds), *plan] for plan in plans])
-    index = json.loads(registry.index_path.read_text())  # whole, parseable JSON
-    history = index["history"]
+    rounds = 3
+    _run_together(tmp_path, [[PROMOTE, json.dumps(spec), str(tmp_path / "go"), str(rounds), *plan] for plan in plans])
+    history = registry.history()
     # Every promotion was recorded: none lost to a concurrent read-modify-write.
     assert len(history) == len(plans) * rounds * 2
     # The history is a chain: each entry's `previous` is the version the entry before set.
     for before, after in zip(history, history[1:]):
         assert after["previous"] == before["version"]
-    assert index["aliases"][PRODUCTION] == history[-1]["version"]
-    assert registry.alias_path().read_text().strip() == history[-1]["version"]
-    stack = index["production_stack"]
-    assert all(a != b for a, b in zip(stack, stack[1:]))
+    assert registry.alias(PRODUCTION) == history[-1]["version"]
+    assert (registry.root / "aliases" / "production").read_text().strip() == history[-1]["version"]
 
 
-def test_concurrent_registrations_get_distinct_versions(registry, model_tar, tmp_path):
+def test_concurrent_registrations_get_distinct_versions(registry, spec, model_tar, tmp_path):
     tar, meta = model_tar()
     metadata_file = tmp_path / "meta.json"
     metadata_file.write_text(json.dumps(meta))
-    argv = [REGISTER, str(registry.root), str(tmp_path / "go"), str(tar), str(metadata_file), "4"]
+    argv = [REGISTER, json.dumps(spec), str(tmp_path / "go"), str(tar), str(metadata_file), "3"]
     outputs = _run_together(tmp_path, [argv, argv, argv])
     got = [version for out in outputs for version in json.loads(out)]
-    assert sorted(got, key=int) == [str(i) for i in range(1, 13)]
-    assert [v.version for v in registry.versions()] == [str(i) for i in range(1, 13)]
+    assert sorted(got, key=int) == [str(i) for i in range(1, 10)]
+    assert [v.version for v in registry.versions()] == [str(i) for i in range(1, 10)]
     for version in got:
         assert artifact.verify_model_dir(registry.model_dir(version))["model_sha256"] == meta["model_sha256"]
