@@ -303,6 +303,11 @@ class AirflowSettings(Section):
         None, description="Python of the project's venv that runs each task's CLI; default <repo>/.venv/bin/python."
     )
     home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
+    host: str = Field("127.0.0.1", description="Address Airflow's API server binds to (the compose cluster: 0.0.0.0).")
+    database_url: SecretStr = Field(
+        SecretStr(""), description="Airflow's metadata database (SQLAlchemy URL, e.g. postgresql+psycopg://...); "
+        "default: SQLite under its home."
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> "AirflowSettings":

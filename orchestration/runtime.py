@@ -60,13 +60,14 @@ def dag_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def airflow_environment(settings: Settings, home: Path, database_url: str | None = None) -> dict[str, str]:
-    """Airflow's own configuration (AIRFLOW__*) for the local stack or a test, plus the DAG's settings.
+def airflow_environment(settings: Settings, home: Path) -> dict[str, str]:
+    """Airflow's own configuration (AIRFLOW__*) for the local stack, the compose cluster or a test, plus the DAG's settings.
 
-    SQLite metadata database under `home` unless `database_url` names another; API server on
-    127.0.0.1:airflow.port; few parallel tasks (2 cores); one lifecycle run at a time.
+    Metadata database airflow.database_url, else SQLite under `home`; API server on
+    airflow.host:airflow.port; few parallel tasks (2 cores); one lifecycle run at a time.
     """
     a = settings.airflow
+    database_url = a.database_url.get_secret_value()
     return {
         "AIRFLOW_HOME": str(home),
         # `airflow standalone` starts its components as `airflow` subprocesses found on PATH.
@@ -81,9 +82,10 @@ def airflow_environment(settings: Settings, home: Path, database_url: str | None
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url or f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__HOST": a.host,
         "AIRFLOW__API__PORT": str(a.port),
         "AIRFLOW__API__WORKERS": "1",
+        # Where the workers reach the API server's execution API (same machine or container).
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{a.port}",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **dag_environment(settings),
@@ -116,9 +118,16 @@ def ensure_login(home: Path) -> Login:
     return Login(USER, password, path)
 
 
-def standalone_command() -> list[str]:
-    """Scheduler, DAG processor, triggerer and API server in one process group (`airflow standalone`)."""
-    return [str(AIRFLOW_BIN / "airflow"), "standalone"]
+def serve(settings: Settings) -> None:
+    """Become `airflow standalone` (scheduler, DAG processor, triggerer, API server, in this process group)
+    with the environment above and the login ensured: `python -m orchestration serve`."""
+    home = airflow_home(settings)
+    ensure_venv()
+    login = ensure_login(home)
+    print(f"Airflow: http://{settings.airflow.host}:{settings.airflow.port} (user {login.user}, password in {login.path})",
+          flush=True)
+    airflow = str(AIRFLOW_BIN / "airflow")
+    os.execve(airflow, [airflow, "standalone"], {**os.environ, **airflow_environment(settings, home)})
 
 
 def healthy(port: int) -> bool:
@@ -131,3 +140,10 @@ def healthy(port: int) -> bool:
     except (OSError, ValueError):
         return False
     return all((body.get(part) or {}).get("status") == "healthy" for part in ("metadatabase", "scheduler"))
+
+
+def airflow_cli(settings: Settings, args: list[str]) -> None:
+    """Become the airflow CLI with the home and configuration `serve` uses (dags trigger, backfill create, ...)."""
+    ensure_venv()
+    airflow = str(AIRFLOW_BIN / "airflow")
+    os.execve(airflow, [airflow, *args], {**os.environ, **airflow_environment(settings, airflow_home(settings))})

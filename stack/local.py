@@ -101,9 +101,8 @@ class Stack:
         from orchestration import runtime
 
         port = self.settings.airflow.port
-        return Service("airflow", "Airflow", port, runtime.standalone_command(), f"http://127.0.0.1:{port}",
-                       lambda: runtime.healthy(port), 300,
-                       env=runtime.airflow_environment(self.settings, runtime.airflow_home(self.settings)))
+        return Service("airflow", "Airflow", port, [PYTHON, "-m", "orchestration", "serve"], f"http://127.0.0.1:{port}",
+                       lambda: runtime.healthy(port), 300)
 
     def thrift_server_command(self) -> list[str]:
         from features.metastore import spark_home
@@ -338,7 +337,7 @@ def start_airflow(stack: Stack, service: Service, csv: Path | None):
             service = replace(service, env={**service.env, "SPARKMAKER_AIRFLOW__INPUT_URI": str(source)})
     if not runtime.AIRFLOW_VENV.exists():
         say("  Airflow: installing its venv (.venv-airflow, about 300 MB, once) ...")
-    runtime.ensure_venv()
+    runtime.ensure_venv()  # here, not in the service, so that its time is not the health check's
     login = runtime.ensure_login(runtime.airflow_home(settings))
     say(f"  {service.label}: {stack.ensure_running(service)}")
     return login

@@ -22,7 +22,7 @@ the CLI sees the stack's SPARKMAKER_* settings.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -104,7 +104,9 @@ def build_dag() -> DAG:
         dag_id=DAG_ID,
         description="ingest -> features -> materialize -> drift -> train -> evaluate -> promote -> deploy",
         schedule=schedule(),
-        start_date=datetime(2026, 1, 1),
+        # Early, so that a backfill may cover any past date of a credit file; catchup=False keeps
+        # the scheduler from running those dates by itself.
+        start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),
         catchup=False,
         # One lifecycle at a time: a feature run holds the dataset's lock, and two runs would
         # race for the production alias.

@@ -124,3 +124,29 @@ def test_compose_sh_without_an_engine_says_so_in_one_line(tmp_path):
     assert result.stderr.count("\n") == 1, result.stderr
     assert ("no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
             or "docker-compose (1.29 or later) is not installed" in result.stderr), result.stderr
+
+
+def test_airflow_runs_the_dag_on_the_clusters_postgresql(compose):
+    """Airflow's metadata on the cluster's PostgreSQL, its database created at init, the DAG's tasks Spark clients."""
+    airflow = compose["services"]["airflow"]
+    env = airflow["environment"]
+    assert airflow["command"] == ["python3", "-m", "orchestration", "serve"]
+    assert env["SPARKMAKER_AIRFLOW__DATABASE_URL"].startswith("postgresql+psycopg://sparkmaker:${POSTGRES_PASSWORD:?")
+    assert env["SPARKMAKER_AIRFLOW__DATABASE_URL"].endswith("@postgres:5432/airflow")
+    assert env["SPARKMAKER_METASTORE__URIS"] == "thrift://metastore:9083"
+    assert env["SPARKMAKER_SPARK__MASTER"] == "spark://spark-master:7077"
+    assert airflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "lake:/lake" in airflow["volumes"]
+    assert airflow["build"]["target"] == "airflow"
+    init = (REPO_ROOT / "compose" / "postgres-init" / "20-airflow.sql").read_text()
+    assert "CREATE DATABASE airflow;" in init
+
+
+def test_the_airflow_image_installs_from_the_committed_constraints():
+    dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
+    stage = dockerfile.split("FROM base AS airflow", 1)[1]
+    assert "RUN --mount=type=cache,target=/root/.cache/pip scripts/ensure_airflow_venv.sh" in stage
+    for copied in ("orchestration/airflow-constraints.txt", "pipeline/", "orchestration/"):
+        assert copied in stage
+    allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!pipeline/", "!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)

@@ -40,7 +40,13 @@ def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(
                                       "input_uri": "/data/loans.csv", "schedule": "none", "retry_delay_seconds": 1})
     stack = Stack(settings)
     service = stack.airflow_service()
-    service = replace(service, env={**service.env, "CALLS_LOG": str(airflow_side.calls_log)})
+    # The service reads its settings itself, as `python -m orchestration serve` under start.sh does.
+    service = replace(service, env={**service.env, "CALLS_LOG": str(airflow_side.calls_log),
+                                    "SPARKMAKER_AIRFLOW__PORT": str(port),
+                                    "SPARKMAKER_AIRFLOW__PROJECT_PYTHON": str(airflow_side.wrapper),
+                                    "SPARKMAKER_AIRFLOW__INPUT_URI": "/data/loans.csv",
+                                    "SPARKMAKER_AIRFLOW__SCHEDULE": "none",
+                                    "SPARKMAKER_AIRFLOW__RETRY_DELAY_SECONDS": "1"})
     login = runtime.ensure_login(runtime.airflow_home(settings))
     assert stat.S_IMODE(login.path.stat().st_mode) == 0o600
     assert runtime.ensure_login(runtime.airflow_home(settings)) == login  # generated once

@@ -22,7 +22,7 @@ def stack_env(tmp_path_factory):
     csv = root / "loans.csv"
     raw, truth = generate(6_000, seed=17)
     write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift")}
+    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "airflow")}
     env = {
         **os.environ,
         "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
@@ -31,6 +31,8 @@ def stack_env(tmp_path_factory):
         "SPARKMAKER_API__PORT": str(ports["api"]),
         "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
         "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
+        "SPARKMAKER_AIRFLOW__PORT": str(ports["airflow"]),
+        "SPARKMAKER_AIRFLOW__SCHEDULE": "none",  # Airflow runs, but no lifecycle run starts under the test
         "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
     }
     yield {"env": env, "csv": csv, "ports": ports, "root": root}
@@ -59,6 +61,8 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     key = next(line.split(": ", 1)[1] for line in lines if line.startswith("API key: "))
     assert api == f"http://127.0.0.1:{stack_env['ports']['api']}"
     assert any(line.startswith("SQL (HiveServer2): jdbc:hive2://127.0.0.1:") for line in lines)
+    assert f"Airflow: http://127.0.0.1:{stack_env['ports']['airflow']}" in lines
+    assert any(line.startswith("Airflow login: user admin, password ") for line in lines)
 
     # the printed curl works: the customer it names gets a prediction
     curl = next(line for line in lines if line.startswith("Try: curl"))
@@ -81,7 +85,7 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
 
     stopped = script("stop", stack_env)
     assert stopped.returncode == 0
-    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 4
+    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 5
     assert not any(listening(port) for port in stack_env["ports"].values())
     assert script("stop", stack_env).stdout.strip() == "sparkmaker: nothing to stop"
 
