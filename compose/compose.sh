@@ -16,7 +16,7 @@ env_file="${SPARKMAKER_COMPOSE_ENV_FILE:-$root/.env}"
 key_file="${SPARKMAKER_COMPOSE_KEY_FILE:-$root/.state/compose/api-key}"
 timeout="${SPARKMAKER_COMPOSE_TIMEOUT:-900}"
 log_dir="$(dirname "$key_file")"
-long_running=(postgres redis moto spark-master spark-worker metastore thrift-server model-server api jupyter)
+long_running=(postgres redis moto spark-master spark-worker metastore mlflow thrift-server model-server api jupyter)
 one_shots=(features training publish)
 
 say() { printf '%s\n' "$*"; }
@@ -76,7 +76,7 @@ container_of() { dc ps -q "$1" 2>/dev/null | head -n 1; }
 # The host ports of the published services, each checked unless our own container holds it.
 check_ports() {
   local spec service variable default port
-  for spec in "api API_PORT 8000" "jupyter JUPYTER_PORT 8888" "spark-master SPARK_UI_PORT 8080" "thrift-server THRIFT_PORT 10000"; do
+  for spec in "api API_PORT 8000" "jupyter JUPYTER_PORT 8888" "spark-master SPARK_UI_PORT 8080" "thrift-server THRIFT_PORT 10000" "mlflow MLFLOW_PORT 5000"; do
     read -r service variable default <<< "$spec"
     port="$(conf "$variable" "$default")"
     local id; id="$(container_of "$service")"
@@ -193,6 +193,7 @@ print(pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column
   say "JupyterLab: http://127.0.0.1:$jupyter_port/lab?token=$(conf JUPYTER_TOKEN)"
   say "Spark master UI: http://127.0.0.1:$ui_port"
   say "SQL (HiveServer2): jdbc:hive2://127.0.0.1:$thrift_port/credit_risk"
+  say "MLflow: http://127.0.0.1:$(conf MLFLOW_PORT 5000)"
   if [ -n "$key" ]; then
     say "API key: $key"
   else

@@ -2,12 +2,15 @@
 """The roles of the sparkmaker-base image in docker-compose.yml: `sparkmaker-container ROLE [options]`.
 
 Long-running services (each replaces itself with its server process, so signals reach it):
-    spark-master, spark-worker, metastore, thrift-server, jupyter (and api, though the
+    spark-master, spark-worker, metastore, thrift-server, mlflow, jupyter (and api, though the
     compose file runs the API from its own image, api/Dockerfile)
 One-shot stages, in order (each idempotent: docker-compose runs them again on every `up`):
-    features   sample data when no CSV is mounted; the feature job unless the current
-               snapshot was made from the same CSV; the online store brought up to date
-    train      trains and promotes a model when none is in production (or --retrain yes)
+    features   sample data when no CSV is mounted, then the pipeline's ingest, features and
+               materialize steps (pipeline/: the feature job unless the current snapshot came
+               from the same CSV and as_of; the online store brought up to date)
+    train      the pipeline's drift, train, evaluate and promote steps on the same run record:
+               a challenger when there is reason to train, promoted when the gate says so
+               (--retrain yes: train and promote regardless)
     publish    copies the lake's snapshots to the S3 emulator and registers the production
                model with its SageMaker API
 And `healthcheck http URL | tcp HOST:PORT` for the compose health checks.
@@ -19,6 +22,7 @@ are only what the compose file passes on its command lines.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import socket
@@ -72,19 +76,29 @@ def metastore(args: argparse.Namespace) -> int:
 def thrift_server(args: argparse.Namespace) -> int:
     """The Spark Thrift server (HiveServer2 protocol) as an application of the standalone cluster."""
     from configuration.settings import load_settings
-    from features.session import session_conf
+    from stack.supervisor import thrift_server_command
 
     settings = load_settings()
-    conf = session_conf(settings)
-    driver_memory = conf.pop("spark.driver.memory", "1g")
-    command = [str(Path(os.environ.get("SPARK_HOME", "/opt/spark")) / "bin" / "spark-submit"),
-               "--master", settings.spark.master, "--name", "sparkmaker-sql",
-               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", driver_memory]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    command += ["--hiveconf", f"hive.server2.thrift.port={args.port}",
-                "--hiveconf", "hive.server2.thrift.bind.host=0.0.0.0", "spark-internal"]
-    os.execvp(*_argv(command))
+    os.execvp(*_argv(thrift_server_command(settings, args.port, settings.spark.master, bind_host="0.0.0.0")))
+
+
+def mlflow(args: argparse.Namespace) -> int:
+    """`mlflow server` on PostgreSQL (MLFLOW_BACKEND_STORE_URI) with its artifacts in S3 (the emulator), made first."""
+    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
+    if destination.startswith("s3://"):
+        import boto3
+        from botocore.exceptions import ClientError
+
+        bucket = destination[5:].split("/", 1)[0]
+        s3 = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL"))
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError:
+            s3.create_bucket(Bucket=bucket)
+            say(f"created the artifact bucket {bucket}")
+    # The store URI (with its password), the destination and the allowed hosts come from MLFLOW_* variables,
+    # which `mlflow server` reads itself: not on a command line.
+    os.execvp(*_argv(["mlflow", "server", "--host", "0.0.0.0", "--port", str(args.port), "--workers", "1"]))
 
 
 def api(args: argparse.Namespace) -> int:
@@ -111,12 +125,24 @@ def _argv(command: list[str]) -> tuple[str, list[str]]:
 
 # --- one-shot stages -----------------------------------------------------------------------
 
-def features(args: argparse.Namespace) -> int:
+COMPOSE_RUN_KEY = "compose"  # the features and training roles share one run record (state_dir is on the lake volume)
+
+
+def lifecycle_steps(names: tuple[str, ...], params) -> None:
+    """Steps of the pipeline (pipeline.lifecycle), in order, on the compose run record: the decisions are made there."""
     from configuration.settings import load_settings
-    from configuration.files import sha256_file
-    from features import lake
+    from pipeline import lifecycle
+    from pipeline.record import RunRecord
 
     settings = load_settings()
+    record = RunRecord.open(settings, COMPOSE_RUN_KEY)
+    for name in names:
+        lifecycle.run_step(settings, record, name, params, say)
+
+
+def features(args: argparse.Namespace) -> int:
+    from pipeline.lifecycle import Params
+
     if args.input_file:
         csv = Path(args.input_dir) / args.input_file
         if not csv.is_file():
@@ -128,26 +154,11 @@ def features(args: argparse.Namespace) -> int:
             say(f"sample data {csv} is there")
         else:
             generate_sample(csv, args.sample_rows)
+    # The sample data's loans end in 2021-09: its extraction day is its natural as_of.
+    from features.sample_data import EXTRACTION_DATE
 
-    current = lake.read_current(settings)
-    if current and not args.refresh and lake.read_manifest(settings, current["run_id"])["input"]["sha256"] == sha256_file(csv):
-        say(f"snapshot {current['run_id']} is current for {csv.name}: the feature job has nothing to do")
-    else:
-        say(f"running the feature job on {csv} with master {settings.spark.master}")
-        run([PYTHON, "-m", "features", "--input", str(csv)], "the feature job")
-        current = lake.read_current(settings)
-
-    from features.online import open_store
-
-    store = open_store(settings)
-    try:
-        online = store.current_snapshot()
-    finally:
-        store.close()
-    if online is not None and online.run_id == current["run_id"]:
-        say(f"online store: snapshot {online.run_id} is current ({store.describe()})")
-    else:
-        run([PYTHON, "-m", "features", "materialize", "--snapshot", current["run_id"]], "materializing the online store")
+    as_of = None if args.input_file else dt.date.fromisoformat(str(EXTRACTION_DATE))
+    lifecycle_steps(("ingest", "features", "materialize"), Params(input=str(csv), as_of=as_of, force_features=args.refresh))
     return 0
 
 
@@ -166,15 +177,10 @@ def generate_sample(csv: Path, rows: int) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from configuration.settings import load_settings
-    from training.registry import open_registry
+    """Drift, a challenger when there is reason to train, the gate, promotion: the pipeline's steps."""
+    from pipeline.lifecycle import Params
 
-    settings = load_settings()
-    production = open_registry(settings).alias("production")
-    if production and args.retrain != "yes":
-        say(f"model {production} is production: nothing to train (start with --retrain to train a new one)")
-        return 0
-    run([PYTHON, "-m", "training", "local", "--promote"], "training")
+    lifecycle_steps(("drift", "train", "evaluate", "promote"), Params(force=args.retrain == "yes"))
     return 0
 
 
@@ -327,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     p = roles.add_parser("thrift-server", help="the Spark Thrift server (HiveServer2) on the cluster")
     p.add_argument("--port", type=int, default=10000)
     p.set_defaults(run=thrift_server)
+
+    p = roles.add_parser("mlflow", help="the MLflow tracking server and model registry (PostgreSQL, S3 artifacts)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(run=mlflow)
 
     p = roles.add_parser("api", help="the prediction API")
     p.add_argument("--port", type=int, default=8000)

@@ -61,20 +61,33 @@ def settings_toml(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_settings(settings: Settings, path: Path) -> Path:
+    """The settings as a file a child process loads (0600: it may hold secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(settings_toml(settings))
+    return path
+
+
+def environ_for(config: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without SPARKMAKER_* values, loading `config` instead (plus `extra`, which win)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKMAKER_")}
+    env.update(SPARKMAKER_CONFIG=str(config), SPARK_LOCAL_IP=os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
 @contextmanager
 def child_env(settings: Settings, **extra: str) -> Iterator[dict[str, str]]:
     """An environment for a child process that loads exactly `settings` (the file lives while the block runs)."""
     state = Path(settings.paths.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=state, prefix=".settings-", suffix=".toml")  # 0600: it may hold secrets
+    fd, name = tempfile.mkstemp(dir=state, prefix=".settings-", suffix=".toml")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(settings_toml(settings))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKMAKER_")}
-        env.update(SPARKMAKER_CONFIG=name, SPARK_LOCAL_IP=os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        env.update(extra)
-        yield env
+        yield environ_for(write_settings(settings, Path(name)), **extra)
     finally:
         Path(name).unlink(missing_ok=True)
 

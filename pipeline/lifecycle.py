@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from configuration.errors import UserError
@@ -54,7 +54,8 @@ class StepFailed(UserError):
 class Params:
     input: str | None = None
     as_of: dt.date | None = None
-    force: bool = False
+    force: bool = False  # features recomputed, a challenger trained, and promoted whatever the gate says
+    force_features: bool = False  # only the features recomputed
 
     def day(self) -> dt.date:
         return self.as_of or dt.datetime.now(dt.timezone.utc).date()
@@ -66,7 +67,8 @@ def _call(settings: Settings, name: str, inputs: list[Any], params: Params, key:
             raise UserError("the ingest step needs --input URI (a local CSV path or s3://bucket/key)")
         return steps.ingest(settings, params.input)
     if name == "features":
-        return steps.features(settings, *inputs, as_of=params.day(), force=params.force, spark=spark)
+        return steps.features(settings, *inputs, as_of=params.day(), force=params.force or params.force_features,
+                              spark=spark)
     if name == "train":
         return steps.train(settings, *inputs, force=params.force, run_key=key)
     if name == "evaluate":
@@ -80,7 +82,7 @@ def _params_used(name: str, params: Params) -> dict[str, Any]:
     if name == "ingest":
         return {"input": params.input}
     if name == "features":
-        return {"as_of": params.day().isoformat(), "force": params.force}
+        return {"as_of": params.day().isoformat(), "force": params.force or params.force_features}
     if name in ("train", "evaluate"):
         return {"force": params.force}
     return {}
@@ -90,9 +92,9 @@ def _recorded_defaults(record: RunRecord, name: str, params: Params) -> Params:
     """A step rerun without --input / --as-of takes the values its run already used."""
     used = (record.steps.get(name) or {}).get("inputs", {}).get("params", {})
     if params.input is None and used.get("input"):
-        params = Params(used["input"], params.as_of, params.force)
+        params = replace(params, input=used["input"])
     if params.as_of is None and used.get("as_of"):
-        params = Params(params.input, dt.date.fromisoformat(used["as_of"]), params.force)
+        params = replace(params, as_of=dt.date.fromisoformat(used["as_of"]))
     return params
 
 

@@ -7,56 +7,37 @@ Everything it starts is a child process of its own session, with its log and PID
 under `<state_dir>/logs` and `<state_dir>/pids`; stop signals only those PIDs, and only
 when the process still runs the command line it was started with.
 
-Order: Hive metastore service -> feature job (+ online store) -> training (when no model
-is in production) -> model server -> prediction API -> Spark Thrift server. Every Spark
-process shares the catalog through the metastore service, so the Thrift server and the
-job never fight over the embedded Derby database.
+Order: Hive metastore service -> the lifecycle pipeline (pipeline.lifecycle: features
+unless current, a challenger when there is reason to train, the gate, promotion) -> MLflow
+server -> model server -> prediction API -> Spark Thrift server. Every Spark process shares
+the catalog through the metastore service, so the Thrift server and the job never fight
+over the embedded Derby database. Process supervision is stack/supervisor.py; this module
+is the local stack's wiring.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from configuration.errors import UserError, run_cli
-from configuration.files import sha256_file
-from configuration.settings import REPO_ROOT, Settings, load_settings
+from configuration.settings import Settings, load_settings
+from stack.supervisor import Service, Supervisor, ensure_api_key, http_ok, port_open, thrift_server_command
 
 PYTHON = sys.executable
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    label: str  # what start.sh prints before the address
-    port: int
-    command: list[str]
-    address: str
-    health: Callable[[], bool]
-    start_timeout: float = 120.0
-    env: dict[str, str] = field(default_factory=dict)
 
 
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = Path(settings.paths.state_dir)
-        self.logs = self.state / "logs"
-        self.pids = self.state / "pids"
+        self.supervisor = Supervisor(self.state, self.env)
+        self.logs = self.supervisor.logs
 
     # --- shared environment of every process the stack starts -------------------------
     @property
@@ -76,6 +57,11 @@ class Stack:
             "SPARKMAKER_API__MODEL_URL": f"http://{self.settings.serving.host}:{self.settings.serving.port}",
         }
 
+    def pipeline_settings(self) -> Settings:
+        """The settings the stack's processes see: the shared metastore service."""
+        s = self.settings
+        return s.model_copy(update={"metastore": s.metastore.model_copy(update={"kind": "thrift", "uris": self.metastore_uri})})
+
     # --- services --------------------------------------------------------------------
     def services(self) -> list[Service]:
         s = self.settings
@@ -86,12 +72,14 @@ class Stack:
             Service("metastore", "Hive metastore", metastore_port,
                     [PYTHON, "-m", "features", "metastore", "--port", str(metastore_port)],
                     self.metastore_uri, lambda: port_open(metastore_port), 120),
+            self.mlflow_service(),
             Service("model-server", "Model server", s.serving.port,
                     [PYTHON, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
                     model_url, lambda: http_ok(f"{model_url}/ping"), 60),
             Service("api", "API", s.api.port, [PYTHON, "-m", "api", "serve"],
                     api_url, lambda: http_ok(f"{api_url}/health"), 60),
-            Service("thrift-server", "SQL (HiveServer2)", thrift_port, self.thrift_server_command(),
+            Service("thrift-server", "SQL (HiveServer2)", thrift_port,
+                    thrift_server_command(self.pipeline_settings(), thrift_port, "local[1]", driver_memory="1g"),
                     f"jdbc:hive2://127.0.0.1:{thrift_port}/{s.features.database}", lambda: port_open(thrift_port), 180),
             self.airflow_service(),
         ]
@@ -104,146 +92,29 @@ class Stack:
         return Service("airflow", "Airflow", port, [PYTHON, "-m", "orchestration", "serve"], f"http://127.0.0.1:{port}",
                        lambda: runtime.healthy(port), 300)
 
-    def thrift_server_command(self) -> list[str]:
-        from features.metastore import spark_home
-        from features.session import session_conf
+    def mlflow_service(self) -> Service:
+        """`mlflow server` over the registry's own store (SQLite and artifacts under the lake), for a person to browse."""
+        from training.mlflow_store import artifact_location, tracking_uri
 
-        settings = self.settings.model_copy(update={"metastore": self.settings.metastore.model_copy(
-            update={"kind": "thrift", "uris": self.metastore_uri})})
-        conf = session_conf(settings)
-        conf["spark.sql.shuffle.partitions"] = "2"
-        command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]",
-                   "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "sparkmaker-sql"]
-        for key, value in conf.items():
-            if key != "spark.driver.memory":
-                command += ["--conf", f"{key}={value}"]
-        command += ["--driver-memory", "1g",
-                    "--hiveconf", f"hive.server2.thrift.port={self.settings.stack.thrift_port}",
-                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"]
-        return command
+        s = self.settings
+        host, port = s.mlflow.host, s.mlflow.port
+        url = f"http://{host}:{port}"
+        command = [str(Path(PYTHON).parent / "mlflow"), "server", "--backend-store-uri", tracking_uri(s),
+                   "--host", host, "--port", str(port), "--workers", "1"]
+        artifacts = artifact_location(s)
+        if artifacts:
+            command += ["--artifacts-destination", artifacts]
+        return Service("mlflow", "MLflow", port, command, url, lambda: http_ok(f"{url}/health"), 120)
 
-    # --- process bookkeeping -----------------------------------------------------------
-    def pid_file(self, name: str) -> Path:
-        return self.pids / f"{name}.pid"
-
+    # --- process bookkeeping (stack/supervisor.py) --------------------------------------
     def running_pid(self, name: str) -> int | None:
-        """The PID of a service this stack started and that still runs, else None.
-
-        A PID file records the process's start time too: a PID the system has since
-        reused for another program does not match it, so stop never signals a stranger.
-        """
-        path = self.pid_file(name)
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text())
-            process = psutil.Process(int(record["pid"]))
-            if abs(process.create_time() - float(record["created"])) < 0.01 and process.status() != psutil.STATUS_ZOMBIE:
-                return process.pid
-        except (OSError, ValueError, KeyError, psutil.Error):
-            pass
-        path.unlink(missing_ok=True)
-        return None
-
-    def launch(self, service: Service) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.pids.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{service.name}.log", "ab")
-        proc = subprocess.Popen(service.command, cwd=REPO_ROOT, env={**self.env(), **service.env},
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        created = psutil.Process(proc.pid).create_time()
-        self.pid_file(service.name).write_text(json.dumps({"pid": proc.pid, "created": created, "command": service.command}))
-        deadline = time.monotonic() + service.start_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise UserError(f"{service.label} exited with code {proc.returncode} while starting: "
-                                f"{last_line(self.logs / f'{service.name}.log')} (log: {self.logs / f'{service.name}.log'})")
-            if service.health():
-                return
-            time.sleep(0.5)
-        raise UserError(f"{service.label} did not become healthy within {service.start_timeout:.0f} s "
-                        f"(log: {self.logs / f'{service.name}.log'})")
+        return self.supervisor.running_pid(name)
 
     def ensure_running(self, service: Service) -> str:
-        if self.running_pid(service.name):
-            if service.health():
-                return "already running"
-            raise UserError(f"{service.label} runs but is not healthy: read {self.logs / f'{service.name}.log'}, "
-                            "then ./restart.sh")
-        if port_open(service.port):
-            raise UserError(f"port {service.port} for the {service.label} is taken by another program: stop it or "
-                            f"change the port in configuration/local.toml")
-        self.launch(service)
-        return "started"
+        return self.supervisor.ensure_running(service)
 
     def stop(self, timeout: float = 20.0) -> list[str]:
-        done = []
-        for service in reversed(self.services()):
-            pid = self.running_pid(service.name)
-            if pid is None:
-                continue
-            stop_group(pid, timeout)
-            self.pid_file(service.name).unlink(missing_ok=True)
-            done.append(f"stopped {service.label} (pid {pid})")
-        return done
-
-    # --- one-shot stages ---------------------------------------------------------------
-    def run_stage(self, name: str, command: list[str]) -> str:
-        """Run a stage to completion; its output goes to its log; a failure names the log."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.logs / f"{name}.log"
-        started = time.perf_counter()
-        with open(log_path, "ab") as log:
-            proc = subprocess.run(command, cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            raise UserError(f"{name} failed: {last_line(log_path)} (log: {log_path})")
-        return f"{time.perf_counter() - started:.0f} s"
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
-
-
-def last_line(path: Path) -> str:
-    """The last meaningful line of a log: what a failed stage said last."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no output"])[-1][:400]
-
-
-def stop_group(pid: int, timeout: float) -> None:
-    """SIGTERM to the process group, then SIGKILL after `timeout` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return self.supervisor.stop(self.services(), timeout)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -258,46 +129,11 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
+    csv = run_lifecycle(stack, args)  # the input this start used: the Airflow DAG's default input
 
-    from features import lake
-
-    current = lake.read_current(settings)
-    csv = Path(args.input).resolve() if args.input else None
-    if csv is not None and not csv.is_file():
-        raise UserError(f"--input {args.input} is not a file")
-    if csv is None and current and not args.refresh:
-        say(f"  features: snapshot {current['run_id']} is current (as of {current['as_of']}); --refresh recomputes it")
-    else:
-        if csv is None:
-            csv = current_input(settings, current) or stack.state / "data" / "dataset_credit_risk.csv"
-        if not csv.exists():
-            rows = settings.stack.sample_rows
-            say(f"  sample data: generating {rows:,} rows ...")
-            stack.run_stage("sample-data", [PYTHON, "-m", "features.sample_data", "--rows", str(rows),
-                                            "--out", str(csv), "--dirty", "0.001"])
-        if current and not args.refresh and lake.read_manifest(settings)["input"]["sha256"] == sha256_file(csv):
-            say(f"  features: snapshot {current['run_id']} is current for {csv.name}")
-        else:
-            say(f"  features: running the feature job on {csv} ...")
-            took = stack.run_stage("features", [PYTHON, "-m", "features", "--input", str(csv)])
-            say(f"  features: snapshot {lake.read_current(settings)['run_id']} published and materialized in {took}")
-
-    from training.registry import open_registry
-
-    registry = open_registry(settings)
-    if args.retrain or registry.alias("production") is None:
-        say("  training: training a model on the current snapshot (about 1 min) ...")
-        source = current_input(settings, lake.read_current(settings))
-        truth = source.with_name(source.name.removesuffix(".csv") + ".truth.parquet") if source else None
-        command = [PYTHON, "-m", "training", "local", "--promote"]
-        command += ["--truth", str(truth)] if truth and truth.exists() else ["--no-truth"]
-        took = stack.run_stage("training", command)
-        say(f"  training: model {registry.alias('production')} is production ({took})")
-    else:
-        say(f"  training: model {registry.alias('production')} is production")
-
-    key = ensure_api_key(stack)
-    for name in ("model-server", "api", "thrift-server"):
+    key, digest = ensure_api_key(stack.state)
+    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
+    for name in ("mlflow", "model-server", "api", "thrift-server"):
         service = services[name]
         say(f"  {service.label}: {stack.ensure_running(service)}")
 
@@ -305,7 +141,7 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
 
     customer = any_customer_id(settings)
     say("")
-    for name in ("api", "model-server", "thrift-server", "metastore"):
+    for name in ("api", "model-server", "thrift-server", "metastore", "mlflow"):
         say(f"{services[name].label}: {services[name].address}")
     if airflow_login:
         say(f"Airflow: {services['airflow'].address}")
@@ -319,22 +155,57 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def start_airflow(stack: Stack, service: Service, csv: Path | None):
+def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
+    """The input (given, the current snapshot's, or generated sample data), then the pipeline's whole run; returns the input.
+
+    Without --input the current snapshot's input and as_of are taken again, so the pipeline
+    finds everything current and changes nothing; --refresh recomputes the features,
+    --retrain trains a challenger and promotes it whatever the gate says.
+    """
+    from features import lake
+    from pipeline import lifecycle
+    from training.registry import open_registry
+
+    settings = stack.pipeline_settings()
+    current = lake.read_current(settings)
+    csv = Path(args.input).resolve() if args.input else None
+    if csv is not None and not csv.is_file():
+        raise UserError(f"--input {args.input} is not a file")
+    as_of = None
+    if csv is None:
+        csv = current_input(settings, current)
+        if csv is not None and not args.refresh:
+            as_of = dt.date.fromisoformat(current["as_of"])
+        csv = csv or stack.state / "data" / "dataset_credit_risk.csv"
+    if not csv.exists():
+        from pipeline.child import run_module
+
+        rows = settings.stack.sample_rows
+        say(f"  sample data: generating {rows:,} rows ...")
+        run_module(settings, ["features.sample_data", "--rows", str(rows), "--out", str(csv), "--dirty", "0.001"],
+                   stack.logs / "sample-data.log", "generating the sample data")
+    key = dt.datetime.now(dt.timezone.utc).strftime("stack-%Y%m%dT%H%M%SZ")
+    params = lifecycle.Params(input=str(csv), as_of=as_of, force=args.retrain, force_features=args.refresh)
+    lifecycle.run(settings, key, params, say=lambda line: say("  " + line))
+    if open_registry(settings).alias() is None:
+        raise UserError("no model in production: the gate refused the first model (see the line above); "
+                        "start with --retrain to promote it anyway, or give a larger --input")
+    return csv
+
+
+def start_airflow(stack: Stack, service: Service, csv: Path):
     """Airflow's venv (installed once), its login (generated once, 0600), then the service.
 
-    The DAG ingests airflow.input_uri, else the CSV this start used (--input, or the current
-    snapshot's), else the generated sample data.
+    The DAG ingests airflow.input_uri, else the CSV this start used (--input, the current
+    snapshot's, or the generated sample data).
     """
     from dataclasses import replace
 
-    from features import lake
     from orchestration import runtime
 
     settings = stack.settings
     if not settings.airflow.input_uri:
-        source = csv or current_input(settings, lake.read_current(settings))
-        if source:
-            service = replace(service, env={**service.env, "SPARKMAKER_AIRFLOW__INPUT_URI": str(source)})
+        service = replace(service, env={**service.env, "SPARKMAKER_AIRFLOW__INPUT_URI": str(csv)})
     if not runtime.AIRFLOW_VENV.exists():
         say("  Airflow: installing its venv (.venv-airflow, about 300 MB, once) ...")
     runtime.ensure_venv()  # here, not in the service, so that its time is not the health check's
@@ -352,23 +223,6 @@ def current_input(settings: Settings, current: dict | None) -> Path | None:
     uri = lake.read_manifest(settings, current["run_id"])["input"]["uri"]
     path = Path(uri.removeprefix("file:"))
     return path if lake.is_local(uri) and path.is_file() else None
-
-
-def ensure_api_key(stack: Stack) -> str:
-    """The local API key: created once, kept in <state_dir>/api-key (0600); its hash is what the API checks."""
-    path = stack.state / "api-key"
-    if not path.exists():
-        import secrets
-
-        stack.state.mkdir(parents=True, exist_ok=True)
-        key = "smk_" + secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key + "\n")
-    key = path.read_text().strip()
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
-    return key
 
 
 def any_customer_id(settings: Settings) -> int:
@@ -432,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     restart_parser = commands.add_parser("restart", help="stop, then start without recomputing what is current")
     for p in (start_parser, restart_parser):
         p.add_argument("--input", help="raw loans CSV (default: generated sample data)")
-        p.add_argument("--retrain", action="store_true", help="train and promote a new model even if one is in production")
+        p.add_argument("--retrain", action="store_true", help="train a challenger and promote it whatever the gate says")
         p.add_argument("--refresh", action="store_true", help="rerun the feature job even if the snapshot is current")
         p.add_argument("--no-scheduler", action="store_true", help="do not start Airflow (the DAG credit_risk_lifecycle)")
     commands.add_parser("stop", help="stop what start started")

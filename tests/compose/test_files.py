@@ -25,7 +25,7 @@ def test_constraints_hold_every_pin_of_requirements():
     assert not stale, f"run compose/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
 
 
-def test_only_four_services_are_published_and_only_on_loopback(compose):
+def test_only_five_services_are_published_and_only_on_loopback(compose):
     published = {}
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
@@ -126,6 +126,31 @@ def test_compose_sh_without_an_engine_says_so_in_one_line(tmp_path):
             or "docker-compose (1.29 or later) is not installed" in result.stderr), result.stderr
 
 
+def test_mlflow_runs_on_postgres_with_s3_artifacts_and_the_pipeline_roles_use_it(compose):
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://sparkmaker:${POSTGRES_PASSWORD")
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://") and env["MLFLOW_S3_ENDPOINT_URL"] == "http://moto:5000"
+    assert {"mlflow", "mlflow:5000", "127.0.0.1:5000"} <= set(env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","))
+    assert mlflow["command"][:2] == ["sparkmaker-container", "mlflow"]
+    assert set(mlflow["depends_on"]) == {"postgres", "moto"}
+    assert "CREATE DATABASE mlflow;" in (REPO_ROOT / "compose" / "postgres-init" / "20-mlflow.sql").read_text()
+    for role in ("features", "training", "publish"):
+        role_env = services[role]["environment"]
+        assert role_env["SPARKMAKER_MLFLOW__TRACKING_URI"] == "http://mlflow:5000", role
+        assert role_env["SPARKMAKER_PATHS__STATE_DIR"] == "/lake/.state", role  # one run record for both roles
+    assert services["training"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def test_the_image_holds_the_pipeline_and_stack_packages_the_roles_import():
+    dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
+    ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    for package in ("pipeline", "stack"):
+        assert f"COPY {package}/ {package}/" in dockerfile and f"!{package}/" in ignore
+
+
 def test_airflow_runs_the_dag_on_the_clusters_postgresql(compose):
     """Airflow's metadata on the cluster's PostgreSQL, its database created at init, the DAG's tasks Spark clients."""
     airflow = compose["services"]["airflow"]
@@ -136,9 +161,13 @@ def test_airflow_runs_the_dag_on_the_clusters_postgresql(compose):
     assert env["SPARKMAKER_METASTORE__URIS"] == "thrift://metastore:9083"
     assert env["SPARKMAKER_SPARK__MASTER"] == "spark://spark-master:7077"
     assert airflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # the same MLflow and run records as the pipeline's roles
+    assert env["SPARKMAKER_MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
+    assert env["SPARKMAKER_PATHS__STATE_DIR"] == "/lake/.state"
+    assert airflow["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert "lake:/lake" in airflow["volumes"]
     assert airflow["build"]["target"] == "airflow"
-    init = (REPO_ROOT / "compose" / "postgres-init" / "20-airflow.sql").read_text()
+    init = (REPO_ROOT / "compose" / "postgres-init" / "30-airflow.sql").read_text()
     assert "CREATE DATABASE airflow;" in init
 
 
@@ -146,7 +175,7 @@ def test_the_airflow_image_installs_from_the_committed_constraints():
     dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
     stage = dockerfile.split("FROM base AS airflow", 1)[1]
     assert "RUN --mount=type=cache,target=/root/.cache/pip scripts/ensure_airflow_venv.sh" in stage
-    for copied in ("orchestration/airflow-constraints.txt", "pipeline/", "orchestration/"):
+    for copied in ("orchestration/airflow-constraints.txt", "orchestration/"):
         assert copied in stage
     allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
-    assert {"!pipeline/", "!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)
+    assert {"!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)

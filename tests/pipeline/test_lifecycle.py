@@ -125,40 +125,15 @@ def test_the_same_file_again_changes_nothing(world, spark):
 
 def start_services(world):
     """The model server (following the production alias) and the API in front of it."""
-    import httpx
-
     from api.main import create_app
-    from pipeline.child import child_env
+    from pipeline.child import environ_for, write_settings
     from tests.api.conftest import serve_app
-    from tests.serving.conftest import RunningServer
+    from tests.serving.conftest import start_server
 
     settings = world["settings"]
-    import subprocess
-    import sys
-
-    from configuration.settings import REPO_ROOT
-
-    log = world["root"] / "model-server.log"
-    with child_env(settings) as env:
-        config = world["root"] / "server-settings.toml"  # child_env's file goes when the block ends: keep a copy
-        config.write_text(open(env["SPARKMAKER_CONFIG"]).read())
-        env["SPARKMAKER_CONFIG"] = str(config)
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(settings.serving.port)], cwd=REPO_ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = RunningServer(process, settings.serving.port, log)
+    env = environ_for(write_settings(settings, world["root"] / "server-settings.toml"))  # exactly the test's settings
+    server = start_server(world["root"], [], env, port=settings.serving.port)
     world.setdefault("stops", []).append(server.stop)
-    import time
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{server.url}/ping", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, server.log()
-        time.sleep(0.2)
     api_settings = settings.model_copy(update={"api": settings.api.model_copy(update={"model_url": server.url})})
     api = serve_app(create_app(api_settings))
     world["stops"].append(api.stop)

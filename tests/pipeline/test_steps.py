@@ -116,3 +116,37 @@ def test_a_child_process_gets_exactly_the_callers_settings(tmp_path):
                           spark={"extra_conf": {"spark.x": "1"}}, pipeline={"gate": {"min_auc": 0.6}},
                           api={"api_key_hashes": ["a" * 64]})
     assert Settings(**tomllib.loads(settings_toml(built))) == built
+
+
+def test_deploy_with_the_sagemaker_target_creates_the_endpoint_on_moto(tmp_path, moto_url):  # noqa: F811
+    import boto3
+
+    from tests.serving.conftest import make_model_dir
+    from training import artifact
+    from training.registry import open_registry
+
+    settings = load_settings(
+        paths={"lake": str(tmp_path / "lake"), "state_dir": str(tmp_path / "state")},
+        aws={"endpoint_url": moto_url, "region": "us-east-1", "s3_bucket": "models"},
+        serving={"target": "sagemaker", "endpoint_name": "pipeline-test",
+                 "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sparkmaker-serving:1",
+                 "role_arn": "arn:aws:iam::123456789012:role/sparkmaker"},
+    )
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket="models")
+    model = make_model_dir(tmp_path / "model")
+    registry = open_registry(settings)
+    version = registry.register(artifact.pack(model, tmp_path / "model.tar.gz"), artifact.read_metadata(model))
+    registry.promote(version)
+
+    local = steps.deploy(settings.model_copy(update={"serving": settings.serving.model_copy(update={"target": "local"})}),
+                         steps.Promotion(version, None, True, "promoted"), wait_seconds=1)
+    assert local.serving is None and "not running" in local.outcome
+
+    done = steps.deploy(settings, steps.Promotion(version, None, True, "promoted"))
+    assert done.target == "sagemaker" and done.outcome.startswith(f"endpoint pipeline-test serves v{version}")
+    endpoint = boto3.client("sagemaker", endpoint_url=moto_url, region_name="us-east-1").describe_endpoint(
+        EndpointName="pipeline-test")
+    assert endpoint["EndpointStatus"] == "InService"
+    assert [v["VariantName"] for v in endpoint["ProductionVariants"]] == [f"version-{version}"]
+    nothing = steps.deploy(settings, steps.Promotion(None, None, False, "none"))
+    assert nothing.version is None and nothing.outcome == "nothing to deploy: no model in production"

@@ -20,9 +20,9 @@ from features.sample_data import generate, write
 def stack_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     csv = root / "loans.csv"
-    raw, truth = generate(6_000, seed=17)
+    raw, truth = generate(6_000, seed=17, positive_rate=0.1)  # enough positives for the gate to judge the first model
     write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "airflow")}
+    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "mlflow", "airflow")}
     env = {
         **os.environ,
         "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
@@ -34,6 +34,7 @@ def stack_env(tmp_path_factory):
         "SPARKMAKER_AIRFLOW__PORT": str(ports["airflow"]),
         "SPARKMAKER_AIRFLOW__SCHEDULE": "none",  # Airflow runs, but no lifecycle run starts under the test
         "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
+        "SPARKMAKER_MLFLOW__PORT": str(ports["mlflow"]),
     }
     yield {"env": env, "csv": csv, "ports": ports, "root": root}
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
@@ -63,6 +64,11 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     assert any(line.startswith("SQL (HiveServer2): jdbc:hive2://127.0.0.1:") for line in lines)
     assert f"Airflow: http://127.0.0.1:{stack_env['ports']['airflow']}" in lines
     assert any(line.startswith("Airflow login: user admin, password ") for line in lines)
+    assert f"MLflow: http://127.0.0.1:{stack_env['ports']['mlflow']}" in lines
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack_env['ports']['mlflow']}/health", timeout=10) as response:
+        assert response.status == 200
+    # the lifecycle ran through the pipeline: the first model judged by the gate and promoted
+    assert any("[pipeline] promote" in line and "is production (the first model)" in line for line in lines)
 
     # the printed curl works: the customer it names gets a prediction
     curl = next(line for line in lines if line.startswith("Try: curl"))
@@ -82,6 +88,7 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     again = script("start", stack_env)
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout and "is current" in again.stdout and "started" not in again.stdout
+    assert "skipped: production v1 was trained on this snapshot" in again.stdout  # no second model
 
     stopped = script("stop", stack_env)
     assert stopped.returncode == 0

@@ -1,0 +1,191 @@
+"""Process supervision of the local stack: services, PID files, health waits, stopping process groups.
+
+Also the two things every way of running sparkmaker needs the same (the local stack, the
+compose roles, the notebooks): the Spark Thrift server's command line and the local API key.
+
+Every service is a child in a session of its own (`start_new_session`), with its log and PID
+file under `<state_dir>/logs` and `<state_dir>/pids`; stop signals its whole process group
+(servers such as `mlflow server` leave children otherwise), and only when the PID still runs
+the process that was started (its start time is in the PID file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from configuration.errors import UserError
+from configuration.settings import REPO_ROOT, Settings
+from pipeline.child import last_line
+
+__all__ = ["Service", "Supervisor", "port_open", "http_ok", "wait_healthy", "stop_group", "last_line",
+           "thrift_server_command", "ensure_api_key"]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    label: str  # what start.sh prints before the address
+    port: int
+    command: list[str]
+    address: str
+    health: Callable[[], bool]
+    start_timeout: float = 120.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def wait_healthy(process: subprocess.Popen, health: Callable[[], bool], timeout: float, label: str, log: Path) -> None:
+    """Until `health()` holds; UserError naming the log if the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UserError(f"{label} exited with code {process.returncode} while starting: {last_line(log)} (log: {log})")
+        if health():
+            return
+        time.sleep(0.3)
+    raise UserError(f"{label} did not become healthy within {timeout:.0f} s (log: {log})")
+
+
+def stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM to the process group, then SIGKILL after `timeout` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Supervisor:
+    """Starts services as children of their own sessions, remembers them in PID files, stops them."""
+
+    def __init__(self, state_dir: Path, env: Callable[[], dict[str, str]]) -> None:
+        self.state = Path(state_dir)
+        self.logs = self.state / "logs"
+        self.pids = self.state / "pids"
+        self.env = env
+
+    def pid_file(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def running_pid(self, name: str) -> int | None:
+        """The PID of a service this supervisor started and that still runs, else None.
+
+        A PID file records the process's start time too: a PID the system has since
+        reused for another program does not match it, so stop never signals a stranger.
+        """
+        path = self.pid_file(name)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            process = psutil.Process(int(record["pid"]))
+            if abs(process.create_time() - float(record["created"])) < 0.01 and process.status() != psutil.STATUS_ZOMBIE:
+                return process.pid
+        except (OSError, ValueError, KeyError, psutil.Error):
+            pass
+        path.unlink(missing_ok=True)
+        return None
+
+    def launch(self, service: Service) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        log = self.log_file(service.name)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(service.command, cwd=REPO_ROOT, env={**self.env(), **service.env},
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        created = psutil.Process(proc.pid).create_time()
+        self.pid_file(service.name).write_text(json.dumps({"pid": proc.pid, "created": created, "command": service.command}))
+        wait_healthy(proc, service.health, service.start_timeout, service.label, log)
+
+    def ensure_running(self, service: Service) -> str:
+        if self.running_pid(service.name):
+            if service.health():
+                return "already running"
+            raise UserError(f"{service.label} runs but is not healthy: read {self.log_file(service.name)}, then ./restart.sh")
+        if port_open(service.port):
+            raise UserError(f"port {service.port} for the {service.label} is taken by another program: stop it or "
+                            f"change the port in configuration/local.toml")
+        self.launch(service)
+        return "started"
+
+    def stop(self, services: list[Service], timeout: float = 20.0) -> list[str]:
+        done = []
+        for service in reversed(services):
+            pid = self.running_pid(service.name)
+            if pid is None:
+                continue
+            stop_group(pid, timeout)
+            self.pid_file(service.name).unlink(missing_ok=True)
+            done.append(f"stopped {service.label} (pid {pid})")
+        return done
+
+
+def thrift_server_command(settings: Settings, port: int, master: str, bind_host: str = "127.0.0.1",
+                          driver_memory: str | None = None) -> list[str]:
+    """The Spark Thrift server (HiveServer2 protocol) over the settings' metastore, as a spark-submit command."""
+    from features.metastore import spark_home
+    from features.session import session_conf
+
+    conf = session_conf(settings)
+    memory = driver_memory or conf.get("spark.driver.memory", "1g")
+    conf.pop("spark.driver.memory", None)
+    command = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--name", "sparkmaker-sql",
+               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", memory]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    return command + ["--hiveconf", f"hive.server2.thrift.port={port}",
+                      "--hiveconf", f"hive.server2.thrift.bind.host={bind_host}", "spark-internal"]
+
+
+def ensure_api_key(state_dir: Path) -> tuple[str, str]:
+    """(key, sha256) of the local API key: created once, kept in <state_dir>/api-key (0600); the API checks the hash."""
+    from api.auth import generate_key, hash_key
+
+    path = Path(state_dir) / "api-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key() + "\n")
+    key = path.read_text().strip()
+    return key, hash_key(key)
