@@ -92,7 +92,7 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
 
     stopped = script("stop", stack_env)
     assert stopped.returncode == 0
-    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 5
+    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 6
     assert not any(listening(port) for port in stack_env["ports"].values())
     assert script("stop", stack_env).stdout.strip() == "sparkmaker: nothing to stop"
 
