@@ -89,6 +89,8 @@ def airflow_environment(settings: Settings, home: Path) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{a.port}",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **dag_environment(settings),
+        # Airflow opens an async engine too, by default with asyncpg for PostgreSQL; psycopg 3 is both.
+        **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database_url} if database_url.startswith("postgresql+psycopg://") else {}),
     }
 
 
