@@ -5,6 +5,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 scripts/ensure_venv.sh
 scripts/ensure_system_packages.sh
+# Airflow's own venv (tests/orchestration); if it cannot be installed, those tests skip and say why.
+scripts/ensure_airflow_venv.sh || echo "sparkmaker: .venv-airflow could not be installed: the Airflow tests will skip" >&2
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # Lint and types before the tests (settings in pyproject.toml); SPARKMAKER_LINT=0 skips them for a quick local run.
 if [ "${SPARKMAKER_LINT:-1}" != "0" ]; then

@@ -266,9 +266,9 @@ class SparkClusterSettings(Section):
     """A Spark standalone cluster on this machine (`python -m stack spark-cluster`): a master and N workers, loopback only."""
 
     master_port: int = Field(7077, ge=1, le=65535, description="Port of the standalone master (spark://127.0.0.1:PORT).")
-    master_ui_port: int = Field(8090, ge=1, le=65535, description="Web UI of the master; its /json/ page is the cluster's health check.")
+    master_ui_port: int = Field(8180, ge=1, le=65535, description="Web UI of the master; its /json/ page is the cluster's health check.")
     worker_port: int = Field(7078, ge=1, le=65535, description="Port of the first worker; worker i listens on worker_port + i.")
-    worker_ui_port: int = Field(8091, ge=1, le=65535, description="Web UI of the first worker; worker i on worker_ui_port + i.")
+    worker_ui_port: int = Field(8181, ge=1, le=65535, description="Web UI of the first worker; worker i on worker_ui_port + i.")
     workers: int = Field(2, ge=1, le=16, description="Workers `spark-cluster start` starts unless --workers says otherwise.")
     worker_cores: int = Field(1, ge=1, description="Cores each worker offers.")
     worker_memory: str = Field("1g", description="Memory each worker offers to executors (an executor takes 1g by default).")
@@ -357,6 +357,38 @@ class MonitoringSettings(Section):
     def thresholds(self, feature: str) -> PsiThresholds:
         return self.feature_thresholds.get(feature) or PsiThresholds(warn=self.psi_warn, alert=self.psi_alert)
 
+class AirflowSettings(Section):
+    """The Airflow DAG credit_risk_lifecycle and the Airflow the local stack runs (orchestration/)."""
+
+    schedule: str = Field("@daily", min_length=1, description="Schedule of the DAG: a cron expression, a preset such as @daily, or none (only when triggered).")
+    port: int = Field(8090, ge=1, le=65535, description="Port of the local stack's Airflow UI and API server.")
+    input_uri: str | None = Field(
+        None, description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "
+        "<state_dir>/data/dataset_credit_risk.csv."
+    )
+    parallelism: int = Field(2, ge=1, le=16, description="Tasks Airflow runs at once (AIRFLOW__CORE__PARALLELISM); small for 2 cores.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed task, with exponential back-off.")
+    retry_delay_seconds: float = Field(30.0, gt=0, description="Wait before the first retry; it doubles at each retry.")
+    max_retry_delay_seconds: float = Field(600.0, gt=0, description="Longest wait between two retries.")
+    batch_score: bool = Field(False, description="Add the optional batch-score task after deploy.")
+    project_python: str | None = Field(
+        None, description="Python of the project's venv that runs each task's CLI; default <repo>/.venv/bin/python."
+    )
+    home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
+    host: str = Field("127.0.0.1", description="Address Airflow's API server binds to (the compose cluster: 0.0.0.0).")
+    database_url: SecretStr = Field(
+        SecretStr(""), description="Airflow's metadata database (SQLAlchemy URL, e.g. postgresql+psycopg://...); "
+        "default: SQLite under its home."
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "AirflowSettings":
+        for name in ("input_uri", "project_python", "home"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, resolve_path(value))
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -382,6 +414,7 @@ class Settings(BaseSettings):
     spark_cluster: SparkClusterSettings = SparkClusterSettings()
     notebooks: NotebookSettings = NotebookSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    airflow: AirflowSettings = AirflowSettings()
     pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod

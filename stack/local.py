@@ -83,7 +83,16 @@ class Stack:
             Service("thrift-server", "SQL (HiveServer2)", thrift_port,
                     thrift_server_command(self.pipeline_settings(), thrift_port, "local[1]", driver_memory="1g"),
                     f"jdbc:hive2://127.0.0.1:{thrift_port}/{s.features.database}", lambda: port_open(thrift_port), 180),
+            self.airflow_service(),
         ]
+
+    def airflow_service(self) -> Service:
+        """Airflow (`airflow standalone`: scheduler, DAG processor, triggerer, API server) in its own venv."""
+        from orchestration import runtime
+
+        port = self.settings.airflow.port
+        return Service("airflow", "Airflow", port, [PYTHON, "-m", "orchestration", "serve"], f"http://127.0.0.1:{port}",
+                       lambda: runtime.healthy(port), 300)
 
     def mlflow_service(self) -> Service:
         """`mlflow server` over the registry's own store (SQLite and artifacts under the lake), for a person to browse."""
@@ -145,7 +154,7 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
-    csv = run_lifecycle(stack, args)  # noqa: F841 (the input this start used: the Airflow DAG's default input)
+    csv = run_lifecycle(stack, args)  # the input this start used: the Airflow DAG's default input
 
     key, digest = ensure_api_key(stack.state)
     os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
@@ -153,12 +162,18 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         service = services[name]
         say(f"  {service.label}: {stack.ensure_running(service)}")
 
+    airflow_login = None if args.no_scheduler else start_airflow(stack, services["airflow"], csv)
+
     customer = any_customer_id(settings)
     say("")
     for name in ("api", "model-server", "thrift-server", "metastore", "mlflow"):
         say(f"{services[name].label}: {services[name].address}")
     if settings.console.enabled:
         say(f"Console: {services['api'].address}/console")
+    if airflow_login:
+        say(f"Airflow: {services['airflow'].address}")
+        say(f"Airflow login: user {airflow_login.user}, password {airflow_login.password} (kept in {airflow_login.path}); "
+            "DAG credit_risk_lifecycle")
     say(f"API key: {key}")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
@@ -206,6 +221,27 @@ def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
         raise UserError("no model in production: the gate refused the first model (see the line above); "
                         "start with --retrain to promote it anyway, or give a larger --input")
     return csv
+
+
+def start_airflow(stack: Stack, service: Service, csv: Path):
+    """Airflow's venv (installed once), its login (generated once, 0600), then the service.
+
+    The DAG ingests airflow.input_uri, else the CSV this start used (--input, the current
+    snapshot's, or the generated sample data).
+    """
+    from dataclasses import replace
+
+    from orchestration import runtime
+
+    settings = stack.settings
+    if not settings.airflow.input_uri:
+        service = replace(service, env={**service.env, "SPARKMAKER_AIRFLOW__INPUT_URI": str(csv)})
+    if not runtime.AIRFLOW_VENV.exists():
+        say("  Airflow: installing its venv (.venv-airflow, about 300 MB, once) ...")
+    runtime.ensure_venv()  # here, not in the service, so that its time is not the health check's
+    login = runtime.ensure_login(runtime.airflow_home(settings))
+    say(f"  {service.label}: {stack.ensure_running(service)}")
+    return login
 
 
 def current_input(settings: Settings, current: dict | None) -> Path | None:
@@ -283,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--input", help="raw loans CSV (default: generated sample data)")
         p.add_argument("--retrain", action="store_true", help="train a challenger and promote it whatever the gate says")
         p.add_argument("--refresh", action="store_true", help="rerun the feature job even if the snapshot is current")
+        p.add_argument("--no-scheduler", action="store_true", help="do not start Airflow (the DAG credit_risk_lifecycle)")
     commands.add_parser("stop", help="stop what start started")
     commands.add_parser("status", help="show each service")
     reset_parser = commands.add_parser("reset", help="stop everything and delete the lake, metastore, registry, stores and logs")

@@ -12,7 +12,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CONTAINER_SCRIPT = REPO_ROOT / "compose" / "roles.py"
-PUBLISHED = {"api", "jupyter", "spark-master", "thrift-server", "mlflow"}
+PUBLISHED = {"api", "jupyter", "spark-master", "thrift-server", "mlflow", "airflow"}
 ONE_SHOTS = {"features", "training", "publish"}
 
 

@@ -149,3 +149,33 @@ def test_the_image_holds_the_pipeline_and_stack_packages_the_roles_import():
     ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     for package in ("pipeline", "stack"):
         assert f"COPY {package}/ {package}/" in dockerfile and f"!{package}/" in ignore
+
+
+def test_airflow_runs_the_dag_on_the_clusters_postgresql(compose):
+    """Airflow's metadata on the cluster's PostgreSQL, its database created at init, the DAG's tasks Spark clients."""
+    airflow = compose["services"]["airflow"]
+    env = airflow["environment"]
+    assert airflow["command"] == ["python3", "-m", "orchestration", "serve"]
+    assert env["SPARKMAKER_AIRFLOW__DATABASE_URL"].startswith("postgresql+psycopg://sparkmaker:${POSTGRES_PASSWORD:?")
+    assert env["SPARKMAKER_AIRFLOW__DATABASE_URL"].endswith("@postgres:5432/airflow")
+    assert env["SPARKMAKER_METASTORE__URIS"] == "thrift://metastore:9083"
+    assert env["SPARKMAKER_SPARK__MASTER"] == "spark://spark-master:7077"
+    assert airflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # the same MLflow and run records as the pipeline's roles
+    assert env["SPARKMAKER_MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
+    assert env["SPARKMAKER_PATHS__STATE_DIR"] == "/lake/.state"
+    assert airflow["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "lake:/lake" in airflow["volumes"]
+    assert airflow["build"]["target"] == "airflow"
+    init = (REPO_ROOT / "compose" / "postgres-init" / "30-airflow.sql").read_text()
+    assert "CREATE DATABASE airflow;" in init
+
+
+def test_the_airflow_image_installs_from_the_committed_constraints():
+    dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
+    stage = dockerfile.split("FROM base AS airflow", 1)[1]
+    assert "RUN --mount=type=cache,target=/root/.cache/pip scripts/ensure_airflow_venv.sh" in stage
+    for copied in ("orchestration/airflow-constraints.txt", "orchestration/"):
+        assert copied in stage
+    allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)

@@ -21,7 +21,7 @@ def stack_env(tmp_path_factory):
     csv = root / "loans.csv"
     raw, truth = generate(6_000, seed=17, positive_rate=0.1)  # enough positives for the gate to judge the first model
     write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "mlflow")}
+    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "mlflow", "airflow")}
     env = {
         **os.environ,
         "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
@@ -30,6 +30,8 @@ def stack_env(tmp_path_factory):
         "SPARKMAKER_API__PORT": str(ports["api"]),
         "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
         "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
+        "SPARKMAKER_AIRFLOW__PORT": str(ports["airflow"]),
+        "SPARKMAKER_AIRFLOW__SCHEDULE": "none",  # Airflow runs, but no lifecycle run starts under the test
         "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
         "SPARKMAKER_MLFLOW__PORT": str(ports["mlflow"]),
     }
@@ -63,6 +65,8 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     assert console == f"{api}/console"
     with urllib.request.urlopen(f"{console}/sign-in", timeout=10) as response:  # the console answers; pages need a session
         assert response.status == 200 and b'type="password"' in response.read()
+    assert f"Airflow: http://127.0.0.1:{stack_env['ports']['airflow']}" in lines
+    assert any(line.startswith("Airflow login: user admin, password ") for line in lines)
     assert f"MLflow: http://127.0.0.1:{stack_env['ports']['mlflow']}" in lines
     with urllib.request.urlopen(f"http://127.0.0.1:{stack_env['ports']['mlflow']}/health", timeout=10) as response:
         assert response.status == 200
@@ -91,7 +95,7 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
 
     stopped = script("stop", stack_env)
     assert stopped.returncode == 0
-    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 5
+    assert len([line for line in stopped.stdout.splitlines() if line.startswith("stopped ")]) == 6
     assert not any(listening(port) for port in stack_env["ports"].values())
     assert script("stop", stack_env).stdout.strip() == "sparkmaker: nothing to stop"
 
