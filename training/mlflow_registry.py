@@ -514,6 +514,9 @@ class MlflowRegistry(ModelRegistry):
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
 
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self._model_version(version).tags or {})
+
     def run_of(self, version: str) -> str | None:
         return self._model_version(version).run_id
 

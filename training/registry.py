@@ -111,6 +111,10 @@ class ModelRegistry(abc.ABC):
         The evaluation gate writes its decision here. Tags and metrics of the same name are replaced."""
 
     @abc.abstractmethod
+    def tags(self, version: str) -> dict[str, str]:
+        """The tags recorded with a version (lineage and what `annotate` added, e.g. the gate's `gate.*`)."""
+
+    @abc.abstractmethod
     def run_of(self, version: str) -> str | None:
         """The MLflow run id of the version's training run (None where the backend has no runs)."""
 
@@ -329,6 +333,9 @@ class LocalRegistry(ModelRegistry):
                 if Path(name).name not in notes["artifacts"]:
                     notes["artifacts"].append(Path(name).name)
             self._write_index(index)
+
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self.annotations(version)["tags"])
 
     def annotations(self, version: str) -> dict[str, Any]:
         entry = self._entry(self._read_index(), version)

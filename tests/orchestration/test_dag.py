@@ -8,6 +8,8 @@ lifecycle itself runs under the DAG in test_dag_end_to_end.py.
 
 from __future__ import annotations
 
+import itertools
+
 from configuration.settings import Settings, load_settings
 from orchestration import runtime
 
@@ -30,7 +32,7 @@ def test_dag_parses_with_the_steps_in_order_and_retries_with_backoff(airflow_sid
     assert dag["order"] == STEPS
     tasks = dag["tasks"]
     assert set(tasks) == set(STEPS)
-    for before, after in zip(STEPS, STEPS[1:]):
+    for before, after in itertools.pairwise(STEPS):
         assert tasks[after]["upstream"] == [before]
         assert tasks[before]["downstream"] == [after]
     assert tasks["ingest"]["upstream"] == [] and tasks["deploy"]["downstream"] == []

@@ -199,6 +199,7 @@ def test_annotate_records_tags_metrics_and_files_on_the_version(registry, model_
     report.write_text('{"decision": "promote"}')
     registry.annotate("1", tags={"gate.decision": "promote"}, metrics={"gate.champion_auc": 0.71})
     registry.annotate("1", tags={"gate.decision": "refuse"}, artifacts={"gate.json": report})
+    assert registry.tags("1")["gate.decision"] == "refuse"  # what the console's models page reads
     if isinstance(registry, LocalRegistry):
         notes = registry.annotations("1")
         assert notes["tags"] == {"gate.decision": "refuse"} and notes["metrics"] == {"gate.champion_auc": 0.71}
