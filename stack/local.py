@@ -35,6 +35,7 @@ import psutil
 from configuration.errors import UserError, run_cli
 from configuration.files import private_dir, private_file, sha256_file
 from configuration.settings import REPO_ROOT, Settings, load_settings
+from stack.security import ServiceUser, ensure_service_user, ensure_sql_password, password_hash, require_readable_lake
 
 PYTHON = sys.executable
 
@@ -49,6 +50,7 @@ class Service:
     health: Callable[[], bool]
     start_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
+    user: ServiceUser | None = None  # run as this unprivileged user (see stack/security.py)
 
 
 class Stack:
@@ -77,7 +79,8 @@ class Stack:
         }
 
     # --- services --------------------------------------------------------------------
-    def services(self) -> list[Service]:
+    def services(self, prepare: bool = False) -> list[Service]:
+        """The services; `prepare` also makes what starting needs (the SQL server's classes, password, user)."""
         s = self.settings
         model_url = f"http://{s.serving.host}:{s.serving.port}"
         metastore_port, thrift_port = s.stack.metastore_port, s.stack.thrift_port
@@ -91,11 +94,25 @@ class Stack:
                     model_url, lambda: http_ok(f"{model_url}/ping"), 60),
             Service("api", "API", s.api.port, [PYTHON, "-m", "api", "serve"],
                     api_url, lambda: http_ok(f"{api_url}/health"), 60),
-            Service("thrift-server", "SQL (HiveServer2)", thrift_port, self.thrift_server_command(),
-                    f"jdbc:hive2://127.0.0.1:{thrift_port}/{s.features.database}", lambda: port_open(thrift_port), 180),
+            self.thrift_server(prepare),
         ]
 
+    def thrift_server(self, prepare: bool = True) -> Service:
+        s = self.settings
+        port = s.stack.thrift_port
+        return Service("thrift-server", "SQL (HiveServer2)", port, self.thrift_server_command() if prepare else [],
+                       f"jdbc:hive2://127.0.0.1:{port}/{s.features.database}", lambda: port_open(port), 180,
+                       env=self.sql_credentials_env() if prepare else {},
+                       user=ensure_service_user(s.stack.service_user) if prepare else None)
+
+    def sql_credentials_env(self) -> dict[str, str]:
+        """What the SQL server's PasswordAuthenticator reads: the user name and a salted hash, never the password."""
+        password = ensure_sql_password(self.state)
+        return {"SPARKMAKER_SQL_USER": self.settings.stack.sql_user, "SPARKMAKER_SQL_PASSWORD_HASH": password_hash(password)}
+
     def thrift_server_command(self) -> list[str]:
+        """spark-submit of the Thrift server: logins checked against the stored hash, no SQL on files, no file writes or code loading."""
+        from features.java_extensions import PASSWORD_AUTHENTICATOR, SQL_GUARD, compiled_classes, default_cache
         from features.metastore import spark_home
         from features.session import session_conf
 
@@ -103,14 +120,21 @@ class Stack:
             update={"kind": "thrift", "uris": self.metastore_uri})})
         conf = session_conf(settings)
         conf["spark.sql.shuffle.partitions"] = "2"
-        command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]",
+        # `SELECT ... FROM text.`/any/file`` would read any file the server may read.
+        conf["spark.sql.runSQLOnFiles"] = "false"
+        conf["spark.sql.extensions"] = SQL_GUARD
+        classes = compiled_classes(default_cache(self.state))
+        command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]", "--driver-class-path", str(classes),
                    "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "sparkmaker-sql"]
         for key, value in conf.items():
             if key != "spark.driver.memory":
                 command += ["--conf", f"{key}={value}"]
         command += ["--driver-memory", "1g",
                     "--hiveconf", f"hive.server2.thrift.port={self.settings.stack.thrift_port}",
-                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"]
+                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1",
+                    "--hiveconf", "hive.server2.authentication=CUSTOM",
+                    "--hiveconf", f"hive.server2.custom.authentication.class={PASSWORD_AUTHENTICATOR}",
+                    "--hiveconf", "hive.server2.enable.doAs=false", "spark-internal"]
         return command
 
     # --- process bookkeeping -----------------------------------------------------------
@@ -160,9 +184,14 @@ class Stack:
     def launch(self, service: Service) -> None:
         self.secure_state()
         log = self.open_log(service.name)
-        proc = subprocess.Popen(service.command, cwd=REPO_ROOT, env={**self.env(), **service.env},
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        env, cwd, as_user = {**self.env(), **service.env}, REPO_ROOT, {}
+        if service.user is not None:
+            require_readable_lake(Path(self.settings.local_lake_path() or self.state), service.user)
+            env.update(HOME=str(service.user.home), USER=service.user.name, LOGNAME=service.user.name)
+            cwd = service.user.home
+            as_user = {"user": service.user.uid, "group": service.user.gid, "extra_groups": []}
+        proc = subprocess.Popen(service.command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
         created = psutil.Process(proc.pid).create_time()
         self.write_pid_file(service.name, {"pid": proc.pid, "created": created, "command": service.command})
         deadline = time.monotonic() + service.start_timeout
@@ -288,7 +317,7 @@ def take_start_lock(stack: Stack):
 def start(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
     lock = take_start_lock(stack)  # noqa: F841 (held while this process runs)
-    services = {s.name: s for s in stack.services()}
+    services = {s.name: s for s in stack.services(prepare=True)}
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
@@ -340,9 +369,11 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     for name in ("api", "model-server", "thrift-server", "metastore"):
         say(f"{services[name].label}: {services[name].address}")
     say(f"API key: {key}")
+    say(f"SQL user: {settings.stack.sql_user}  password: {ensure_sql_password(stack.state)}  "
+        f"(in {stack.state / 'sql-password'})")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
-        "-e 'SELECT * FROM latest_features LIMIT 5'")
+        f"-n {settings.stack.sql_user} -w {stack.state / 'sql-password'} -e 'SELECT * FROM latest_features LIMIT 5'")
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
 
