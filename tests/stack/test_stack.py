@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -17,8 +19,11 @@ from features.sample_data import generate, write
 
 
 @pytest.fixture(scope="module")
-def stack_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stack")
+def stack_env():
+    # A folder others can enter: the SQL server runs as an unprivileged user and reads the lake
+    # (pytest's own tmp folders are 0700).
+    root = Path(tempfile.mkdtemp(prefix="stack_"))
+    os.chmod(root, 0o755)
     csv = root / "loans.csv"
     raw, truth = generate(6_000, seed=17)
     write(raw, truth, csv)
@@ -35,6 +40,7 @@ def stack_env(tmp_path_factory):
     }
     yield {"env": env, "csv": csv, "ports": ports, "root": root}
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def script(name: str, stack_env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -70,7 +76,9 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
 
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=stack_env["ports"]["thrift"], database="credit_risk") as conn:
+    sql_password = next(line for line in lines if line.startswith("SQL user: ")).split("password: ")[1].split()[0]
+    with hive.connect("127.0.0.1", port=stack_env["ports"]["thrift"], database="credit_risk",
+                      username="sparkmaker", password=sql_password, auth="CUSTOM") as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT count(*) FROM training_features")
         assert cursor.fetchone()[0] == 6_000
