@@ -66,7 +66,8 @@ def spark_worker(args: argparse.Namespace) -> int:
 
 
 def metastore(args: argparse.Namespace) -> int:
-    os.execvp(*_argv([PYTHON, "-m", "features", "metastore", "--port", str(args.port)]))
+    # Every interface of its container: the cluster's network reaches it there (no port is published).
+    os.execvp(*_argv([PYTHON, "-m", "features", "metastore", "--host", "0.0.0.0", "--port", str(args.port)]))
 
 
 def thrift_server(args: argparse.Namespace) -> int:
@@ -74,11 +75,19 @@ def thrift_server(args: argparse.Namespace) -> int:
     from configuration.settings import load_settings
     from features.session import session_conf
 
+    from features.java_extensions import compiled_classes, sql_server_arguments, sql_server_credentials_env
+
     settings = load_settings()
+    # The password comes from .env (SQL_PASSWORD); the server process gets only its salted hash.
+    password = os.environ.pop("SPARKMAKER_SQL_PASSWORD", "")
+    if not password:
+        raise UserError("SPARKMAKER_SQL_PASSWORD is empty: set SQL_PASSWORD in .env (./start.sh --compose makes one)")
+    os.environ.update(sql_server_credentials_env(settings.stack.sql_user, password))
     conf = session_conf(settings)
     driver_memory = conf.pop("spark.driver.memory", "1g")
     command = [str(Path(os.environ.get("SPARK_HOME", "/opt/spark")) / "bin" / "spark-submit"),
                "--master", settings.spark.master, "--name", "sparkmaker-sql",
+               *sql_server_arguments(compiled_classes(Path(settings.paths.state_dir) / "java")),
                "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", driver_memory]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]

@@ -12,8 +12,10 @@ user), writable by its owner only.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +27,8 @@ SOURCES = Path(__file__).resolve().parent / "java"
 PASSWORD_AUTHENTICATOR = "sparkmaker.PasswordAuthenticator"
 SQL_GUARD = "sparkmaker.SqlGuard"
 BOUND_METASTORE = "sparkmaker.BoundMetaStore"
+PREBUILT = Path("/opt/sparkmaker-java")  # compiled into the compose image (compose/Dockerfile), which has no javac
+PBKDF2_ITERATIONS = 200_000
 
 
 def sources() -> list[Path]:
@@ -47,6 +51,8 @@ def compiled_classes(cache: Path) -> Path:
     """The folder of the compiled classes (a classpath entry), compiling them if this source hash has none."""
     from features.metastore import spark_home
 
+    if (PREBUILT / sources_hash() / "sparkmaker").is_dir():
+        return PREBUILT / sources_hash()
     target = cache / sources_hash()
     if (target / "sparkmaker").is_dir():
         return target
@@ -75,3 +81,29 @@ def compiled_classes(cache: Path) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def password_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """`pbkdf2_sha256$<iterations>$<salt>$<hash>` (base64): the format PasswordAuthenticator.java reads."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def sql_server_credentials_env(user: str, password: str) -> dict[str, str]:
+    """What the SQL server's PasswordAuthenticator reads: the user name and a salted hash, never the password."""
+    return {"SPARKMAKER_SQL_USER": user, "SPARKMAKER_SQL_PASSWORD_HASH": password_hash(password)}
+
+
+def sql_server_arguments(classes: Path) -> list[str]:
+    """spark-submit arguments of every Spark Thrift server of the project (local stack and compose):
+    logins checked by PasswordAuthenticator, no SQL on raw files, SqlGuard's refusals."""
+    return [
+        "--driver-class-path", str(classes),
+        # `SELECT ... FROM text.`/any/file`` would read any file the server may read.
+        "--conf", "spark.sql.runSQLOnFiles=false",
+        "--conf", f"spark.sql.extensions={SQL_GUARD}",
+        "--hiveconf", "hive.server2.authentication=CUSTOM",
+        "--hiveconf", f"hive.server2.custom.authentication.class={PASSWORD_AUTHENTICATOR}",
+        "--hiveconf", "hive.server2.enable.doAs=false",
+    ]

@@ -35,7 +35,7 @@ import psutil
 from configuration.errors import UserError, run_cli
 from configuration.files import private_dir, private_file, sha256_file
 from configuration.settings import REPO_ROOT, Settings, load_settings
-from stack.security import ServiceUser, ensure_service_user, ensure_sql_password, password_hash, require_readable_lake
+from stack.security import ServiceUser, ensure_service_user, ensure_sql_password, require_readable_lake
 
 PYTHON = sys.executable
 
@@ -106,13 +106,13 @@ class Stack:
                        user=ensure_service_user(s.stack.service_user) if prepare else None)
 
     def sql_credentials_env(self) -> dict[str, str]:
-        """What the SQL server's PasswordAuthenticator reads: the user name and a salted hash, never the password."""
-        password = ensure_sql_password(self.state)
-        return {"SPARKMAKER_SQL_USER": self.settings.stack.sql_user, "SPARKMAKER_SQL_PASSWORD_HASH": password_hash(password)}
+        from features.java_extensions import sql_server_credentials_env
+
+        return sql_server_credentials_env(self.settings.stack.sql_user, ensure_sql_password(self.state))
 
     def thrift_server_command(self) -> list[str]:
         """spark-submit of the Thrift server: logins checked against the stored hash, no SQL on files, no file writes or code loading."""
-        from features.java_extensions import PASSWORD_AUTHENTICATOR, SQL_GUARD, compiled_classes, default_cache
+        from features.java_extensions import compiled_classes, default_cache, sql_server_arguments
         from features.metastore import spark_home
         from features.session import session_conf
 
@@ -120,21 +120,15 @@ class Stack:
             update={"kind": "thrift", "uris": self.metastore_uri})})
         conf = session_conf(settings)
         conf["spark.sql.shuffle.partitions"] = "2"
-        # `SELECT ... FROM text.`/any/file`` would read any file the server may read.
-        conf["spark.sql.runSQLOnFiles"] = "false"
-        conf["spark.sql.extensions"] = SQL_GUARD
-        classes = compiled_classes(default_cache(self.state))
-        command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]", "--driver-class-path", str(classes),
+        command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]",
+                   *sql_server_arguments(compiled_classes(default_cache(self.state))),
                    "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "sparkmaker-sql"]
         for key, value in conf.items():
             if key != "spark.driver.memory":
                 command += ["--conf", f"{key}={value}"]
         command += ["--driver-memory", "1g",
                     "--hiveconf", f"hive.server2.thrift.port={self.settings.stack.thrift_port}",
-                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1",
-                    "--hiveconf", "hive.server2.authentication=CUSTOM",
-                    "--hiveconf", f"hive.server2.custom.authentication.class={PASSWORD_AUTHENTICATOR}",
-                    "--hiveconf", "hive.server2.enable.doAs=false", "spark-internal"]
+                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"]
         return command
 
     # --- process bookkeeping -----------------------------------------------------------

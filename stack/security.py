@@ -2,7 +2,7 @@
 
 - SQL credentials: user `stack.sql_user`, a random 256-bit password made once and kept in
   `<state_dir>/sql-password` (0600) for the person who started the stack; the server is
-  given only a salted PBKDF2-SHA256 hash of it (`password_hash`), checked by
+  given only a salted PBKDF2-SHA256 hash of it (`features.java_extensions.password_hash`), checked by
   `sparkmaker.PasswordAuthenticator` (features/java/).
 - The service user: where the stack is started as root, the SQL server runs as
   `stack.service_user` (a system user created if absent, no login shell), which can read
@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import pwd
 import secrets
@@ -25,15 +23,7 @@ from pathlib import Path
 from configuration.errors import UserError
 from configuration.files import private_dir
 
-PBKDF2_ITERATIONS = 200_000
 SERVICE_HOME = Path("/var/lib/sparkmaker")
-
-
-def password_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """`pbkdf2_sha256$<iterations>$<salt>$<hash>` (base64): the format PasswordAuthenticator.java reads."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def ensure_sql_password(state: Path) -> str:
