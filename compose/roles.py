@@ -87,8 +87,8 @@ def thrift_server(args: argparse.Namespace) -> int:
     driver_memory = conf.pop("spark.driver.memory", "1g")
     command = [str(Path(os.environ.get("SPARK_HOME", "/opt/spark")) / "bin" / "spark-submit"),
                "--master", settings.spark.master, "--name", "sparkmaker-sql",
-               *sql_server_arguments(compiled_classes(Path(settings.paths.state_dir) / "java")),
-               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", driver_memory]
+               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", driver_memory,
+               *sql_server_arguments(compiled_classes(Path(settings.paths.state_dir) / "java"))]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command += ["--hiveconf", f"hive.server2.thrift.port={args.port}",

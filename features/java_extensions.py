@@ -97,7 +97,10 @@ def sql_server_credentials_env(user: str, password: str) -> dict[str, str]:
 
 def sql_server_arguments(classes: Path) -> list[str]:
     """spark-submit arguments of every Spark Thrift server of the project (local stack and compose):
-    logins checked by PasswordAuthenticator, no SQL on raw files, SqlGuard's refusals."""
+    logins checked by PasswordAuthenticator, no SQL on raw files, SqlGuard's refusals.
+
+    They go after `--class ...HiveThriftServer2`: spark-submit takes `--hiveconf` only once it
+    knows the class is the Thrift server."""
     return [
         "--driver-class-path", str(classes),
         # `SELECT ... FROM text.`/any/file`` would read any file the server may read.

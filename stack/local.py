@@ -121,8 +121,8 @@ class Stack:
         conf = session_conf(settings)
         conf["spark.sql.shuffle.partitions"] = "2"
         command = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]",
-                   *sql_server_arguments(compiled_classes(default_cache(self.state))),
-                   "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "sparkmaker-sql"]
+                   "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--name", "sparkmaker-sql",
+                   *sql_server_arguments(compiled_classes(default_cache(self.state)))]
         for key, value in conf.items():
             if key != "spark.driver.memory":
                 command += ["--conf", f"{key}={value}"]

@@ -134,6 +134,8 @@ def test_the_sql_server_asks_for_a_password_kept_in_the_env_file(compose):
     assert "SQL_PASSWORD=$(random_token)" in COMPOSE_SH.read_text()
     roles = (REPO_ROOT / "compose" / "roles.py").read_text()
     assert "sql_server_arguments(" in roles and "sql_server_credentials_env(" in roles
+    # spark-submit takes --hiveconf only after --class names the Thrift server.
+    assert roles.index('"org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"') < roles.index("*sql_server_arguments(")
     # The runtime image has no javac: the classes are compiled in a build stage into the folder looked in first.
     dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
     assert "COPY --from=java-classes /opt/sparkmaker-java /opt/sparkmaker-java" in dockerfile
