@@ -16,7 +16,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError
 from api.model_endpoint import ModelEndpoint, RegistryThresholds
 from api.observability import Metrics
 from api.prediction_log import LogWriter

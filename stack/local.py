@@ -83,7 +83,7 @@ class Stack:
         """The services; `prepare` also makes what starting needs (the SQL server's classes, password, user)."""
         s = self.settings
         model_url = f"http://{s.serving.host}:{s.serving.port}"
-        metastore_port, thrift_port = s.stack.metastore_port, s.stack.thrift_port
+        metastore_port = s.stack.metastore_port
         api_url = f"http://{s.api.host}:{s.api.port}"
         return [
             Service("metastore", "Hive metastore", metastore_port,

@@ -13,39 +13,22 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from configuration.network import free_port
 from configuration.settings import REPO_ROOT
-from features.sample_data import generate, write
 from tests.features.test_metastore_service import listening_addresses
+from tests.stack.conftest import scratch_stack
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def started():
-    # A lake others can enter (the SQL server's user reads it); pytest's own tmp folders are 0700.
-    root = Path(tempfile.mkdtemp(prefix="security_stack_"))
-    os.chmod(root, 0o755)
-    csv = root / "loans.csv"
-    raw, truth = generate(3_000, seed=5)
-    write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift")}
-    env = {
-        **os.environ,
-        "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
-        "SPARKMAKER_PATHS__STATE_DIR": str(root / "state"),
-        "SPARKMAKER_SERVING__PORT": str(ports["serving"]),
-        "SPARKMAKER_API__PORT": str(ports["api"]),
-        "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
-        "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
-    }
+    scratch = scratch_stack(3_000, seed=5)
+    root, csv, ports, env = scratch["root"], scratch["csv"], scratch["ports"], scratch["env"]
     first = subprocess.Popen(["./start.sh", "--input", str(csv)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     lock = root / "state" / "start.lock"

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from configuration.network import free_port
 from configuration.settings import REPO_ROOT
-from features.sample_data import generate, write
+from tests.stack.conftest import scratch_stack
 
 
 @pytest.fixture(scope="module")
 def stack_env():
-    # A folder others can enter: the SQL server runs as an unprivileged user and reads the lake
-    # (pytest's own tmp folders are 0700).
-    root = Path(tempfile.mkdtemp(prefix="stack_"))
-    os.chmod(root, 0o755)
-    csv = root / "loans.csv"
-    raw, truth = generate(6_000, seed=17)
-    write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift")}
-    env = {
-        **os.environ,
-        "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
-        "SPARKMAKER_PATHS__STATE_DIR": str(root / "state"),
-        "SPARKMAKER_SERVING__PORT": str(ports["serving"]),
-        "SPARKMAKER_API__PORT": str(ports["api"]),
-        "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
-        "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
-        "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
-    }
-    yield {"env": env, "csv": csv, "ports": ports, "root": root}
+    scratch = scratch_stack(6_000, seed=17)
+    env, root = scratch["env"], scratch["root"]
+    env["SPARKMAKER_STACK__SAMPLE_ROWS"] = "5000"
+    yield scratch
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
     shutil.rmtree(root, ignore_errors=True)
 

@@ -8,7 +8,6 @@ missing, when none answers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
