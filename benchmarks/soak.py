@@ -151,9 +151,10 @@ class Soak:
                     self.events.append({"at_s": round(elapsed), "event": "new snapshot",
                                         "seconds": round(time.monotonic() - took)})
                     say(f"new snapshot published and materialized in {time.monotonic() - took:.0f} s")
-            except RuntimeError as exc:
-                self.failures.append(str(exc))
-                say(str(exc))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # Recorded and failed at the end, but the changes go on: one bad step must not end them.
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                say(f"change failed: {exc}")
             stop.wait(2)
 
     def load(self, minutes: float, rate: float, connections: int, promote_every: float, switch_every: float) -> dict:
