@@ -1,7 +1,7 @@
 """Soak: the local stack under steady open-loop load while models are promoted and feature snapshots switched.
 
 What it does, in a scratch folder of its own (own lake, state and free ports; the platform's are untouched):
-  1. generates a sample CSV and starts the stack with ./start.sh on it;
+  1. generates a sample CSV and starts the stack on it (`python -m stack start`, what ./start.sh runs);
   2. trains a second model, so that promotions alternate between two registered versions;
   3. runs `--minutes` of open-loop load (benchmarks/loadgen.py: GET /predict/{random customer}
      at `--rate` per second, latency from the scheduled time) in 10-second rounds, while
@@ -84,7 +84,8 @@ class Soak:
         self.run([sys.executable, "-m", "features.sample_data", "--rows", str(self.rows), "--seed", "7",
                   "--out", str(self.csv)], "sample data")
         started = time.monotonic()
-        out = self.run(["./start.sh", "--input", str(self.csv)], "./start.sh", env=self.env)
+        # `python -m stack`, what ./start.sh runs, without its venv check: the soak already runs in the venv.
+        out = self.run([sys.executable, "-m", "stack", "start", "--input", str(self.csv)], "start", env=self.env)
         say(f"stack started in {time.monotonic() - started:.0f} s")
         self.key = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("API key: "))
         self.run([sys.executable, "-m", "training", "local", "--no-truth"], "training a second model")
@@ -186,7 +187,7 @@ class Soak:
                 "failed": sum(r["errors"] for r in rounds), "log_rows": self.log_rows() - rows_before}
 
     def stop(self) -> None:
-        subprocess.run(["./stop.sh"], cwd=ROOT, env=self.env, capture_output=True, timeout=300)
+        subprocess.run([sys.executable, "-m", "stack", "stop"], cwd=ROOT, env=self.env, capture_output=True, timeout=300)
 
 
 def memory_growth(memory: list[dict[str, float]]) -> dict[str, dict]:
