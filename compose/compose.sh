@@ -60,13 +60,22 @@ sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 # A first start creates the env file from .env.example with fresh secrets; the API key itself
 # goes to the key file (0600) and only its sha256 into the env file.
 ensure_env_file() {
-  [ -f "$env_file" ] && return
+  if [ -f "$env_file" ]; then
+    # An env file from before the SQL server asked for a password: give it one.
+    if ! grep -q '^SQL_PASSWORD=.' "$env_file"; then
+      sed -i '/^SQL_PASSWORD=/d' "$env_file"
+      (umask 077; printf 'SQL_PASSWORD=%s\n' "$(random_token)" >> "$env_file")
+      say "added a new SQL_PASSWORD to $env_file"
+    fi
+    return
+  fi
   [ -f "$root/.env.example" ] || die "$root/.env.example is missing: restore it from git"
   mkdir -p "$(dirname "$key_file")"
   local key; key="smk_$(random_token)"
   (umask 077; printf '%s\n' "$key" > "$key_file")
   (umask 077; sed -e "s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$(random_token)|" \
                   -e "s|^JUPYTER_TOKEN=.*|JUPYTER_TOKEN=$(random_token)|" \
+                  -e "s|^SQL_PASSWORD=.*|SQL_PASSWORD=$(random_token)|" \
                   -e "s|^API_KEY_HASH=.*|API_KEY_HASH=$(sha256 "$key")|" "$root/.env.example" > "$env_file")
   say "created $env_file with new secrets (the API key is in $key_file)"
 }
@@ -194,6 +203,7 @@ print(pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column
   say "Spark master UI: http://127.0.0.1:$ui_port"
   say "SQL (HiveServer2): jdbc:hive2://127.0.0.1:$thrift_port/credit_risk"
   say "MLflow: http://127.0.0.1:$(conf MLFLOW_PORT 5000)"
+  say "SQL user: sparkmaker  password: $(conf SQL_PASSWORD)  (SQL_PASSWORD in $env_file)"
   if [ -n "$key" ]; then
     say "API key: $key"
   else

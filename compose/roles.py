@@ -70,7 +70,8 @@ def spark_worker(args: argparse.Namespace) -> int:
 
 
 def metastore(args: argparse.Namespace) -> int:
-    os.execvp(*_argv([PYTHON, "-m", "features", "metastore", "--port", str(args.port)]))
+    # Every interface of its container: the cluster's network reaches it there (no port is published).
+    os.execvp(*_argv([PYTHON, "-m", "features", "metastore", "--host", "0.0.0.0", "--port", str(args.port)]))
 
 
 def thrift_server(args: argparse.Namespace) -> int:
@@ -78,8 +79,16 @@ def thrift_server(args: argparse.Namespace) -> int:
     from configuration.settings import load_settings
     from stack.supervisor import thrift_server_command
 
+    from features.java_extensions import compiled_classes, sql_server_credentials_env
+
     settings = load_settings()
-    os.execvp(*_argv(thrift_server_command(settings, args.port, settings.spark.master, bind_host="0.0.0.0")))
+    # The password comes from .env (SQL_PASSWORD); the server process gets only its salted hash.
+    password = os.environ.pop("SPARKMAKER_SQL_PASSWORD", "")
+    if not password:
+        raise UserError("SPARKMAKER_SQL_PASSWORD is empty: set SQL_PASSWORD in .env (./start.sh --compose makes one)")
+    os.environ.update(sql_server_credentials_env(settings.stack.sql_user, password))
+    classes = compiled_classes(Path(settings.paths.state_dir) / "java")
+    os.execvp(*_argv(thrift_server_command(settings, args.port, settings.spark.master, classes, bind_host="0.0.0.0")))
 
 
 def mlflow(args: argparse.Namespace) -> int:

@@ -260,6 +260,12 @@ class StackSettings(Section):
     metastore_port: int = Field(9083, ge=1, le=65535, description="Port of the local stack's Hive metastore service.")
     thrift_port: int = Field(10000, ge=1, le=65535, description="Port of the Spark Thrift server (HiveServer2 protocol).")
     sample_rows: int = Field(777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given.")
+    # Security: who may use the SQL server, and who it runs as.
+    sql_user: str = Field("sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="User name SQL clients log in with (password in <state_dir>/sql-password).")
+    service_user: str = Field(
+        "sparkmaker", pattern=r"^([a-z_][a-z0-9_-]*)?$",
+        description="Unprivileged system user the SQL server runs as when the stack is started as root (created if absent); empty: the starting user.",
+    )
 
 
 class SparkClusterSettings(Section):

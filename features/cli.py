@@ -4,7 +4,7 @@
     python -m features sql [--lake URI] "SELECT ..."
     python -m features snapshots [--all | --prune [--keep N] [--yes]] [--lake URI]
     python -m features materialize [--snapshot RUN_ID] [--lake URI]
-    python -m features metastore [--port 9083] [--lake URI]
+    python -m features metastore [--host 127.0.0.1] [--port 9083] [--lake URI]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metastore.add_argument("--lake", help="lake root (default: paths.lake setting)")
     metastore.add_argument("--port", type=int, default=9083, help="Thrift port (default 9083)")
+    metastore.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     return parser
 
 
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from features.metastore import service_command
 
-        command = service_command(settings, args.port, Path(settings.paths.state_dir) / "metastore-conf")
-        print(f"Hive metastore on thrift://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+        command = service_command(settings, args.port, Path(settings.paths.state_dir) / "metastore-conf", host=args.host)
+        print(f"Hive metastore on thrift://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
         os.execvp(command[0], command)
 
     from features import session

@@ -5,7 +5,12 @@ service over the same Derby database (or PostgreSQL) so the feature job, the Thr
 server, batch scoring and notebooks can all use the catalog at once, each pointing at
 `thrift://127.0.0.1:<port>` (settings: metastore.kind = "thrift").
 
-    python -m features metastore [--port 9083]     # runs in the foreground
+    python -m features metastore [--host 127.0.0.1] [--port 9083]     # runs in the foreground
+
+Hive 2.3's own service (`HiveMetaStore`) listens on every interface and has no setting for
+the address, so the service runs through `sparkmaker.BoundMetaStore` (features/java/), the
+same handler behind a socket bound to `--host`: loopback unless asked otherwise (the
+compose cluster binds its container's address).
 """
 
 from __future__ import annotations
@@ -54,14 +59,19 @@ def hive_site(settings: Settings, database_url: str | None = None) -> str:
     return f'<?xml version="1.0"?>\n<configuration>\n{body}\n</configuration>\n'
 
 
-def service_command(settings: Settings, port: int, conf_dir: Path, database_url: str | None = None) -> list[str]:
+def service_command(
+    settings: Settings, port: int, conf_dir: Path, database_url: str | None = None, host: str = "127.0.0.1"
+) -> list[str]:
     """The java command line of the service; writes its hive-site.xml into conf_dir."""
+    from features.java_extensions import BOUND_METASTORE, compiled_classes, default_cache
+
     require_java()
+    classes = compiled_classes(default_cache(Path(settings.paths.state_dir)))
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "hive-site.xml").write_text(hive_site(settings, database_url), encoding="utf-8")
     folder = derby_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    classpath = [str(conf_dir), str(spark_home() / "jars" / "*")]
+    classpath = [str(conf_dir), str(classes), str(spark_home() / "jars" / "*")]
     if (database_url or settings.metastore.jdbc_url).startswith("jdbc:postgresql"):
         classpath.append(settings.metastore.jdbc_jars)
     return [
@@ -71,6 +81,5 @@ def service_command(settings: Settings, port: int, conf_dir: Path, database_url:
         LOG4J_OPTION,
         f"-Dderby.system.home={folder}",
         "-cp", ":".join(classpath),
-        "org.apache.hadoop.hive.metastore.HiveMetaStore",
-        "-p", str(port),
+        BOUND_METASTORE, host, str(port),
     ]

@@ -30,6 +30,7 @@ from configuration.errors import UserError, run_cli
 from configuration.files import private_file
 from configuration.settings import Settings, load_settings
 from stack.supervisor import Service, Supervisor, ensure_api_key, http_ok, port_open, thrift_server_command
+from stack.security import ensure_service_user, ensure_sql_password
 
 PYTHON = sys.executable
 
@@ -38,7 +39,7 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = Path(settings.paths.state_dir)
-        self.supervisor = Supervisor(self.state, self.env)
+        self.supervisor = Supervisor(self.state, self.env, lake=settings.local_lake_path())
         self.logs = self.supervisor.logs
 
     # --- shared environment of every process the stack starts -------------------------
@@ -65,10 +66,11 @@ class Stack:
         return s.model_copy(update={"metastore": s.metastore.model_copy(update={"kind": "thrift", "uris": self.metastore_uri})})
 
     # --- services --------------------------------------------------------------------
-    def services(self) -> list[Service]:
+    def services(self, prepare: bool = False) -> list[Service]:
+        """The services; `prepare` also makes what starting needs (the SQL server's classes, password, user)."""
         s = self.settings
         model_url = f"http://{s.serving.host}:{s.serving.port}"
-        metastore_port, thrift_port = s.stack.metastore_port, s.stack.thrift_port
+        metastore_port = s.stack.metastore_port
         api_url = f"http://{s.api.host}:{s.api.port}"
         return [
             Service("metastore", "Hive metastore", metastore_port,
@@ -80,11 +82,27 @@ class Stack:
                     model_url, lambda: http_ok(f"{model_url}/ping"), 60),
             Service("api", "API", s.api.port, [PYTHON, "-m", "api", "serve"],
                     api_url, lambda: http_ok(f"{api_url}/health"), 60),
-            Service("thrift-server", "SQL (HiveServer2)", thrift_port,
-                    thrift_server_command(self.pipeline_settings(), thrift_port, "local[1]", driver_memory="1g"),
-                    f"jdbc:hive2://127.0.0.1:{thrift_port}/{s.features.database}", lambda: port_open(thrift_port), 180),
+            self.thrift_server(prepare),
             self.airflow_service(),
         ]
+
+    def thrift_server(self, prepare: bool = True) -> Service:
+        """The SQL server; `prepare` makes what starting it needs (its classes, the password, the service user)."""
+        from features.java_extensions import compiled_classes, default_cache
+
+        s = self.settings
+        port = s.stack.thrift_port
+        command = thrift_server_command(self.pipeline_settings(), port, "local[1]", driver_memory="1g",
+                                        classes=compiled_classes(default_cache(self.state))) if prepare else []
+        return Service("thrift-server", "SQL (HiveServer2)", port, command,
+                       f"jdbc:hive2://127.0.0.1:{port}/{s.features.database}", lambda: port_open(port), 180,
+                       env=self.sql_credentials_env() if prepare else {},
+                       user=ensure_service_user(s.stack.service_user) if prepare else None)
+
+    def sql_credentials_env(self) -> dict[str, str]:
+        from features.java_extensions import sql_server_credentials_env
+
+        return sql_server_credentials_env(self.settings.stack.sql_user, ensure_sql_password(self.state))
 
     def airflow_service(self) -> Service:
         """Airflow (`airflow standalone`: scheduler, DAG processor, triggerer, API server) in its own venv."""
@@ -150,7 +168,7 @@ def take_start_lock(stack: Stack):
 def start(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
     lock = take_start_lock(stack)  # noqa: F841 (held while this process runs)
-    services = {s.name: s for s in stack.services()}
+    services = {s.name: s for s in stack.services(prepare=True)}
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
@@ -175,9 +193,11 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         say(f"Airflow login: user {airflow_login.user}, password {airflow_login.password} (kept in {airflow_login.path}); "
             "DAG credit_risk_lifecycle")
     say(f"API key: {key}")
+    say(f"SQL user: {settings.stack.sql_user}  password: {ensure_sql_password(stack.state)}  "
+        f"(in {stack.state / 'sql-password'})")
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
     say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
-        "-e 'SELECT * FROM latest_features LIMIT 5'")
+        f"-n {settings.stack.sql_user} -w {stack.state / 'sql-password'} -e 'SELECT * FROM latest_features LIMIT 5'")
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
 

@@ -28,6 +28,7 @@ from configuration.errors import UserError
 from configuration.files import private_dir, private_file
 from configuration.settings import REPO_ROOT, Settings
 from pipeline.child import last_line
+from stack.security import ServiceUser, require_readable_lake
 
 __all__ = [
     "Service",
@@ -52,6 +53,7 @@ class Service:
     health: Callable[[], bool]
     start_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
+    user: ServiceUser | None = None  # run as this unprivileged user (see stack/security.py)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -104,8 +106,9 @@ def stop_group(pid: int, timeout: float) -> None:
 class Supervisor:
     """Starts services as children of their own sessions, remembers them in PID files, stops them."""
 
-    def __init__(self, state_dir: Path, env: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, state_dir: Path, env: Callable[[], dict[str, str]], lake: Path | None = None) -> None:
         self.state = Path(state_dir)
+        self.lake = lake  # a local lake that services run as another user must be able to read
         self.logs = self.state / "logs"
         self.pids = self.state / "pids"
         self.env = env
@@ -153,10 +156,15 @@ class Supervisor:
     def launch(self, service: Service) -> None:
         self.secure_state()
         log = private_file(self.log_file(service.name))
+        env, cwd, as_user = {**self.env(), **service.env}, REPO_ROOT, {}
+        if service.user is not None:
+            require_readable_lake(self.lake or self.state, service.user)
+            env.update(HOME=str(service.user.home), USER=service.user.name, LOGNAME=service.user.name)
+            cwd = service.user.home
+            as_user = {"user": service.user.uid, "group": service.user.gid, "extra_groups": []}
         with open(log, "ab") as out:
-            proc = subprocess.Popen(service.command, cwd=REPO_ROOT, env={**self.env(), **service.env},
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(service.command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
         created = psutil.Process(proc.pid).create_time()
         private_file(self.pid_file(service.name)).write_text(json.dumps({"pid": proc.pid, "created": created, "command": service.command}))
         wait_healthy(proc, service.health, service.start_timeout, service.label, log)
@@ -184,9 +192,15 @@ class Supervisor:
         return done
 
 
-def thrift_server_command(settings: Settings, port: int, master: str, bind_host: str = "127.0.0.1",
+def thrift_server_command(settings: Settings, port: int, master: str, classes: Path, bind_host: str = "127.0.0.1",
                           driver_memory: str | None = None) -> list[str]:
-    """The Spark Thrift server (HiveServer2 protocol) over the settings' metastore, as a spark-submit command."""
+    """The Spark Thrift server (HiveServer2 protocol) over the settings' metastore, as a spark-submit command.
+
+    Logins are checked against the stored hash, and SQL on raw files, file writes and code
+    loading are refused (features/java_extensions.py; `classes` holds its compiled classes).
+    spark-submit takes those --hiveconf arguments only after --class names the Thrift server.
+    """
+    from features.java_extensions import sql_server_arguments
     from features.metastore import spark_home
     from features.session import session_conf
 
@@ -194,7 +208,8 @@ def thrift_server_command(settings: Settings, port: int, master: str, bind_host:
     memory = driver_memory or conf.get("spark.driver.memory", "1g")
     conf.pop("spark.driver.memory", None)
     command = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--name", "sparkmaker-sql",
-               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", "--driver-memory", memory]
+               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", *sql_server_arguments(classes),
+               "--driver-memory", memory]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return command + ["--hiveconf", f"hive.server2.thrift.port={port}",

@@ -3,6 +3,7 @@
     python -m training train                      the SageMaker training entry point (as `train` in the image)
     python -m training local [--train URI] ...    stage channels, run the entry point, register the model
     python -m training sagemaker --image-uri ...  run a SageMaker training job, register its model
+    python -m training sagemaker --local --train DIR   the same job under the SDK's local mode (docker compose here)
     python -m training models                     list registered models
     python -m training promote VERSION            make VERSION the production model
     python -m training rollback                   make the previous production model production again
@@ -57,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a SageMaker training job (sagemaker SDK v3), wait for it, download its "
         "model.tar.gz and register it. aws.endpoint_url points it at an emulator.",
     )
-    sm.add_argument("--image-uri", help="ECR URI of the training image (default: training.image_uri)")
+    sm.add_argument("--local", action="store_true",
+                    help="run the image under the SDK's own local mode (docker compose on this machine) instead: "
+                    "--train, --validation and --truth are then local paths")
+    sm.add_argument("--image-uri", help="ECR URI of the training image (default: training.image_uri; "
+                    "with --local: a local image, default sparkmaker-training:latest)")
     sm.add_argument("--role", help="IAM role ARN the job runs as (default: training.role_arn)")
     sm.add_argument("--train", required=True, help="s3:// prefix of the training Parquet files")
     sm.add_argument("--validation", help="s3:// prefix of validation Parquet files (default: split by loan_date)")
@@ -215,6 +220,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training on {source.uri}" + (f" (snapshot {source.run_id})" if source.run_id else ""))
         result = local.train_local(settings, registry, source, args.validation, truth, hps, args.promote, args.keep)
         _report(result, registry)
+        return 0
+
+    if args.command == "sagemaker" and args.local:
+        import datetime as dt
+
+        from training.local import register_with_policy
+        from training.sagemaker_local import run_local_mode
+
+        channels = {name: Path(value) for name, value in
+                    (("train", args.train), ("validation", args.validation), ("truth", args.truth)) if value}
+        if "truth" in channels and channels["truth"].is_file():
+            channels["truth"] = channels["truth"].parent  # a channel is a folder
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        root = Path(settings.paths.state_dir) / "sagemaker-local" / stamp
+        hyperparameters = {**hps, "data_uri": str(Path(args.train).resolve())}
+        result = run_local_mode(args.image_uri or settings.training.image_uri or "sparkmaker-training:latest",
+                                channels, hyperparameters, root)
+        _report(register_with_policy(registry, result.tar, result.metadata, args.promote), registry)
         return 0
 
     if args.command == "sagemaker":

@@ -6,12 +6,20 @@ directory of training.artifact to /opt/ml/model and `evaluation.json` to
 /opt/ml/output/data. On any failure it writes one human sentence to /opt/ml/output/failure
 (SageMaker shows it as the job's FailureReason) and exits non-zero: 2 for a problem with
 the data or the job's settings, 1 for a bug (with the traceback on stderr for the log).
+
+The image starts as root, as SageMaker and the SDK's local mode (which mounts
+/opt/ml/model and /opt/ml/output as root-owned 0755 folders) run it: the entry point gives
+the folders it writes to the user named by SPARKMAKER_TRAINING_USER (the image's `trainer`,
+uid 10001), then becomes that user before reading any data. Started as any other user
+(`docker run --user ...`), or outside the image, it trains as whoever it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -166,6 +174,26 @@ def _write_failure(env: ContainerEnv | None, message: str) -> None:
         print(f"{PROG}: cannot write the failure file {env.failure_path}: {exc}", file=sys.stderr)
 
 
+def drop_privileges(env: ContainerEnv) -> None:
+    """As root with SPARKMAKER_TRAINING_USER set: hand that user the output folders, then become it."""
+    name = os.environ.get("SPARKMAKER_TRAINING_USER")
+    if not name or os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise UserError(f"SPARKMAKER_TRAINING_USER names {name}, who is not a user of this image") from None
+    for folder in (env.model_dir, env.output_dir, env.output_data_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    if env.failure_path.exists():
+        os.chown(env.failure_path, user.pw_uid, user.pw_gid)
+    os.setgroups([])
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    os.environ["HOME"] = user.pw_dir
+
+
 def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 (signal handler signature)
     raise Stopped("training was stopped (SIGTERM) before it finished")
 
@@ -180,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
         env = ContainerEnv.from_environ()
+        drop_privileges(env)  # a failure here is still written to the failure file, as root
         env.failure_path.unlink(missing_ok=True)
         run(env)
         return 0

@@ -47,6 +47,7 @@ class Cluster:
         self.ports = {"API_PORT": free_port(), "JUPYTER_PORT": free_port(), "SPARK_UI_PORT": free_port(), "THRIFT_PORT": free_port()}
         self.key = "smk_" + secrets.token_urlsafe(24)
         self.jupyter_token = secrets.token_urlsafe(16)
+        self.sql_password = secrets.token_urlsafe(32)
         self.env_file = folder / "cluster.env"
         self.key_file = folder / "api-key"
         self.key_file.write_text(self.key + "\n")
@@ -54,6 +55,7 @@ class Cluster:
             "COMPOSE_PROJECT_NAME": self.project,
             "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
             "JUPYTER_TOKEN": self.jupyter_token,
+            "SQL_PASSWORD": self.sql_password,
             "API_KEY_HASH": hashlib.sha256(self.key.encode()).hexdigest(),
             "SAMPLE_ROWS": str(ROWS),
             **{name: str(port) for name, port in self.ports.items()},
@@ -180,7 +182,8 @@ def test_predict_through_the_published_port_matches_the_lake_and_the_model(clust
     # The same customer's features through another path: Spark over the Thrift port, reading the lake's Parquet.
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk") as connection:
+    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
+                      password=cluster.sql_password, auth="CUSTOM") as connection:
         cursor = connection.cursor()
         cursor.execute(f"SELECT {', '.join(FEATURE_COLUMNS)} FROM latest_features WHERE id = {ident}")
         rows = cursor.fetchall()
@@ -212,7 +215,8 @@ def test_predict_through_the_published_port_matches_the_lake_and_the_model(clust
 def test_feature_tables_answer_over_the_thrift_port(cluster):
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk") as connection:
+    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
+                      password=cluster.sql_password, auth="CUSTOM") as connection:
         cursor = connection.cursor()
         cursor.execute("SHOW TABLES")
         tables = {row[1] for row in cursor.fetchall()}
@@ -311,3 +315,18 @@ def test_a_second_start_changes_nothing_and_recomputes_nothing(cluster):
     # The same snapshot and model, and no second model trained: the one-shots found them current.
     assert serving_state(cluster) == before
     assert before[2] == 1
+
+
+def test_the_sql_server_refuses_anonymous_clients_and_raw_files(cluster):
+    from pyhive import hive
+
+    with pytest.raises(Exception):  # noqa: B017 (PyHive raises transport, SASL or driver errors, by where the server hangs up)
+        with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk") as connection:
+            connection.cursor().execute("SELECT 1")
+    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
+                      password=cluster.sql_password, auth="CUSTOM") as connection:
+        cursor = connection.cursor()
+        with pytest.raises(Exception):  # noqa: B017 (PyHive raises transport, SASL or driver errors, by where the server hangs up)
+            cursor.execute("SELECT value FROM text.`/etc/passwd`")
+        with pytest.raises(Exception, match="refused by the sparkmaker SQL server"):
+            cursor.execute("INSERT OVERWRITE DIRECTORY '/tmp/written-by-sql' USING csv SELECT 1")

@@ -88,7 +88,7 @@ def test_no_secret_is_written_in_the_compose_file():
 def test_env_example_names_every_required_variable():
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    assert required == {"POSTGRES_PASSWORD", "JUPYTER_TOKEN", "API_KEY_HASH"}
+    assert required == {"POSTGRES_PASSWORD", "JUPYTER_TOKEN", "API_KEY_HASH", "SQL_PASSWORD"}
     example = (REPO_ROOT / ".env.example").read_text()
     names = set(re.findall(r"^([A-Z_]+)=", example, re.M))
     optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
@@ -179,3 +179,31 @@ def test_the_airflow_image_installs_from_the_committed_constraints():
         assert copied in stage
     allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert {"!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)
+
+
+def test_the_sql_server_asks_for_a_password_kept_in_the_env_file(compose):
+    """The compose SQL server logs clients in (password from .env, which compose.sh fills), like the local stack."""
+    env = compose["services"]["thrift-server"]["environment"]
+    assert str(env["SPARKMAKER_SQL_PASSWORD"]).startswith("${SQL_PASSWORD:?")
+    assert re.search(r"(?m)^SQL_PASSWORD=$", (REPO_ROOT / ".env.example").read_text())
+    assert "SQL_PASSWORD=$(random_token)" in COMPOSE_SH.read_text()
+    # The role and the local stack build the same command; spark-submit takes --hiveconf only after --class.
+    from configuration.settings import load_settings
+    from stack.supervisor import thrift_server_command
+
+    command = thrift_server_command(load_settings(), 10000, "spark://spark-master:7077", REPO_ROOT / "classes", bind_host="0.0.0.0")
+    assert command.index("--class") < command.index("--hiveconf")
+    assert "hive.server2.authentication=CUSTOM" in command and "hive.server2.thrift.bind.host=0.0.0.0" in command
+    # The runtime image has no javac: the classes are compiled in a build stage into the folder looked in first.
+    dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
+    assert "COPY --from=java-classes /opt/sparkmaker-java /opt/sparkmaker-java" in dockerfile
+
+
+def test_the_same_sql_server_arguments_as_the_local_stack():
+    from features.java_extensions import sql_server_arguments
+
+    arguments = " ".join(sql_server_arguments(REPO_ROOT / "classes"))
+    for expected in ("spark.sql.runSQLOnFiles=false", "spark.sql.extensions=sparkmaker.SqlGuard",
+                     "hive.server2.authentication=CUSTOM",
+                     "hive.server2.custom.authentication.class=sparkmaker.PasswordAuthenticator"):
+        assert expected in arguments

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -65,3 +66,35 @@ def test_job_and_two_concurrent_queries_share_the_metastore(metastore_service, t
         out, err = query.communicate(timeout=300)
         assert query.returncode == 0, err
         assert out.splitlines() == ["n", "4000"]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port`, read from the kernel (/proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
+                else:
+                    raw = bytes.fromhex(address)
+                    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    found.add(str(ip.ipv4_mapped or ip))  # Java binds IPv4 as ::ffff:a.b.c.d
+    return found
+
+
+def test_the_service_listens_on_loopback_only(tmp_path):
+    port = free_port()
+    env = {**os.environ, "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
+    proc = start_metastore(env, str(tmp_path / "lake"), port)
+    try:
+        assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

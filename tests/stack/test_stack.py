@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import socket
 import subprocess
 import urllib.request
 
 import pytest
 
-from configuration.network import free_port
 from configuration.settings import REPO_ROOT
-from features.sample_data import generate, write
+from tests.stack.conftest import scratch_stack
 
 
 @pytest.fixture(scope="module")
-def stack_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stack")
-    csv = root / "loans.csv"
-    raw, truth = generate(6_000, seed=17, positive_rate=0.1)  # enough positives for the gate to judge the first model
-    write(raw, truth, csv)
-    ports = {name: free_port() for name in ("serving", "api", "metastore", "thrift", "mlflow", "airflow")}
-    env = {
-        **os.environ,
-        "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
-        "SPARKMAKER_PATHS__STATE_DIR": str(root / "state"),
-        "SPARKMAKER_SERVING__PORT": str(ports["serving"]),
-        "SPARKMAKER_API__PORT": str(ports["api"]),
-        "SPARKMAKER_STACK__METASTORE_PORT": str(ports["metastore"]),
-        "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
-        "SPARKMAKER_AIRFLOW__PORT": str(ports["airflow"]),
-        "SPARKMAKER_AIRFLOW__SCHEDULE": "none",  # Airflow runs, but no lifecycle run starts under the test
-        "SPARKMAKER_STACK__SAMPLE_ROWS": "5000",
-        "SPARKMAKER_MLFLOW__PORT": str(ports["mlflow"]),
-    }
-    yield {"env": env, "csv": csv, "ports": ports, "root": root}
+def stack_env():
+    scratch = scratch_stack(6_000, seed=17)
+    env, root = scratch["env"], scratch["root"]
+    env["SPARKMAKER_STACK__SAMPLE_ROWS"] = "5000"
+    yield scratch
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def script(name: str, stack_env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -83,7 +68,9 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
 
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=stack_env["ports"]["thrift"], database="credit_risk") as conn:
+    sql_password = next(line for line in lines if line.startswith("SQL user: ")).split("password: ")[1].split()[0]
+    with hive.connect("127.0.0.1", port=stack_env["ports"]["thrift"], database="credit_risk",
+                      username="sparkmaker", password=sql_password, auth="CUSTOM") as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT count(*) FROM training_features")
         assert cursor.fetchone()[0] == 6_000

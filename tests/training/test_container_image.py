@@ -7,6 +7,7 @@ skips, naming what is missing, when none answers.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -86,8 +87,39 @@ def test_image_trains_as_sagemaker_runs_it(engine_env, image, tmp_path, syntheti
     assert (root / "output" / "data" / "evaluation.json").is_file()
     assert not (root / "output" / "failure").exists()
     assert artifact.load_booster(root / "model").num_boosted_rounds() >= 1
-    who = _run(engine_env, image, root, "id", "-u")
-    assert who.stdout.strip() not in ("", "0"), "training must not run as root"
+    # The image starts as root (as SageMaker runs it) and trains as trainer (uid 10001): what it wrote is trainer's.
+    assert {p.stat().st_uid for p in (root / "model").iterdir()} == {10001}
+    assert (root / "output" / "data" / "evaluation.json").stat().st_uid == 10001
+
+
+def _sdk_tree(tmp_path: Path, table, parts_writer, hyperparameters: dict) -> Path:
+    """/opt/ml as the SDK's local mode mounts it: model and output root-owned 0755, no output/data."""
+    root = _tree(tmp_path, table, parts_writer, hyperparameters)
+    for folder in (root / "model", root / "output"):
+        folder.chmod(0o755)
+        os.chown(folder, 0, 0)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-owned mounts need root to make")
+def test_image_trains_on_root_owned_0755_mounts_as_local_mode_makes_them(engine_env, image, tmp_path, synthetic, parts_writer):
+    table, _ = synthetic(rows=2000, seed=4)
+    root = _sdk_tree(tmp_path, table, parts_writer, {"num_round": "20", "max_depth": "3"})
+    result = _run(engine_env, image, root, "train")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    artifact.verify_model_dir(root / "model")
+    assert (root / "output" / "data" / "evaluation.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-owned mounts need root to make")
+def test_a_failure_on_root_owned_mounts_is_still_written(engine_env, image, tmp_path, synthetic, parts_writer):
+    table, _ = synthetic(rows=500, seed=4)
+    root = _sdk_tree(tmp_path, table.drop_columns(["age"]), parts_writer, {})
+    result = _run(engine_env, image, root, "train")
+    assert result.returncode == 2
+    assert "lacks the column age" in (root / "output" / "failure").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,261 @@
+"""Soak: the local stack under steady open-loop load while models are promoted and feature snapshots switched.
+
+What it does, in a scratch folder of its own (own lake, state and free ports; the platform's are untouched):
+  1. generates a sample CSV and starts the stack on it (`python -m stack start`, what ./start.sh runs);
+  2. trains a second model, so that promotions alternate between two registered versions;
+  3. runs `--minutes` of open-loop load (benchmarks/loadgen.py: GET /predict/{random customer}
+     at `--rate` per second, latency from the scheduled time) in 10-second rounds, while
+       - every `--promote-every` seconds the other model is promoted (`python -m training promote`),
+       - every `--switch-every` seconds the feature job runs again (a new snapshot, its Hive
+         tables and online store switched while the API serves; the same CSV, so that every
+         customer the load asks for exists in every snapshot: another file would answer 404s);
+  4. samples the RSS of every service (with its children) every 10 s;
+  5. checks: zero failed requests, flat memory (last fifth's median within 10% or 40 MB of
+     the first fifth's, per service), and a prediction log holding exactly the requests answered.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 40] [--rows 20000] [--keep]
+
+Prints one line per round and a summary; exits 1 when a check fails. Results go to
+benchmarks/results/soak-<time>.json. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configuration.network import free_port  # noqa: E402
+from loadgen import open_loop  # noqa: E402  (benchmarks/, the script's folder)
+
+SERVICES = ("metastore", "model-server", "api", "thrift-server")
+
+
+def say(text: str) -> None:
+    print(f"[soak {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+class Soak:
+    def __init__(self, folder: Path, rows: int) -> None:
+        self.folder = folder
+        self.rows = rows
+        self.ports = {name: free_port() for name in ("api", "serving", "metastore", "thrift")}
+        self.env = {
+            **os.environ,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARKMAKER_PATHS__LAKE": str(folder / "lake"),
+            "SPARKMAKER_PATHS__STATE_DIR": str(folder / "state"),
+            "SPARKMAKER_API__PORT": str(self.ports["api"]),
+            "SPARKMAKER_SERVING__PORT": str(self.ports["serving"]),
+            "SPARKMAKER_STACK__METASTORE_PORT": str(self.ports["metastore"]),
+            "SPARKMAKER_STACK__THRIFT_PORT": str(self.ports["thrift"]),
+        }
+        # What the stack hands its own stages: the shared metastore, the stack's model server.
+        self.stage_env = {**self.env, "SPARKMAKER_METASTORE__KIND": "thrift",
+                          "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{self.ports['metastore']}"}
+        self.csv = folder / "loans.csv"
+        self.events: list[dict] = []
+        self.failures: list[str] = []
+
+    def run(self, command: list[str], what: str, env: dict | None = None, timeout: float = 1800) -> str:
+        proc = subprocess.run(command, cwd=ROOT, env=env or self.stage_env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        return proc.stdout
+
+    def setup(self) -> None:
+        self.run([sys.executable, "-m", "features.sample_data", "--rows", str(self.rows), "--seed", "7",
+                  "--out", str(self.csv)], "sample data")
+        started = time.monotonic()
+        # `python -m stack`, what ./start.sh runs, without its venv check: the soak already runs in the venv.
+        out = self.run([sys.executable, "-m", "stack", "start", "--input", str(self.csv)], "start", env=self.env)
+        say(f"stack started in {time.monotonic() - started:.0f} s")
+        self.key = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("API key: "))
+        self.run([sys.executable, "-m", "training", "local", "--no-truth"], "training a second model")
+        self.versions = self.registered_versions()
+        say(f"models registered: {', '.join(self.versions)}")
+        self.customers = self.customer_ids()
+
+    def registered_versions(self) -> list[str]:
+        code = ("from configuration.settings import load_settings; from training.registry import open_registry; "
+                "print(' '.join(v.version for v in open_registry(load_settings()).versions()))")
+        return self.run([sys.executable, "-c", code], "listing models").split()[-2:]
+
+    def customer_ids(self) -> list[int]:
+        import pyarrow.parquet as pq
+
+        from configuration.settings import load_settings
+        from features import lake
+
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SPARKMAKER_")})
+        manifest = lake.read_manifest(load_settings())
+        return pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column("id").to_pylist()
+
+    def pid_of(self, name: str) -> int | None:
+        try:
+            return json.loads((self.folder / "state" / "pids" / f"{name}.pid").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def rss_mb(self) -> dict[str, float]:
+        figures = {}
+        for name in SERVICES:
+            pid = self.pid_of(name)
+            try:
+                process = psutil.Process(pid)
+                figures[name] = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+            except (psutil.Error, TypeError, ValueError):
+                figures[name] = float("nan")
+        return figures
+
+    def log_rows(self) -> int:
+        path = self.folder / "state" / "predictions.sqlite"
+        if not path.exists():
+            return 0
+        with sqlite3.connect(path, timeout=10) as conn:
+            return conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+
+    def changes(self, stop: threading.Event, promote_every: float, switch_every: float) -> None:
+        """Promotions and snapshot switches on their own clocks, while the load runs."""
+        begin = time.monotonic()
+        promoted, switched = 0, 0
+        while not stop.is_set():
+            elapsed = time.monotonic() - begin
+            try:
+                if elapsed >= (promoted + 1) * promote_every:
+                    promoted = int(elapsed // promote_every)  # no burst of promotions after a long feature run
+                    version = self.versions[promoted % len(self.versions)]
+                    self.run([sys.executable, "-m", "training", "promote", version], "promote")
+                    self.events.append({"at_s": round(elapsed), "event": f"promoted {version}"})
+                    say(f"promoted model {version}")
+                if elapsed >= (switched + 1) * switch_every:
+                    switched = int(elapsed // switch_every)
+                    took = time.monotonic()
+                    self.run([sys.executable, "-m", "features", "--input", str(self.csv)], "feature job")
+                    self.events.append({"at_s": round(elapsed), "event": "new snapshot",
+                                        "seconds": round(time.monotonic() - took)})
+                    say(f"new snapshot published and materialized in {time.monotonic() - took:.0f} s")
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # Recorded and failed at the end, but the changes go on: one bad step must not end them.
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                say(f"change failed: {exc}")
+            stop.wait(2)
+
+    def load(self, minutes: float, rate: float, connections: int, promote_every: float, switch_every: float) -> dict:
+        request_head = f"Authorization: Bearer {self.key}\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+        def make_request() -> bytes:
+            return f"GET /predict/{random.choice(self.customers)} HTTP/1.1\r\n".encode() + request_head
+
+        rows_before = self.log_rows()
+        stop = threading.Event()
+        changer = threading.Thread(target=self.changes, args=(stop, promote_every, switch_every), daemon=True)
+        changer.start()
+        rounds, memory = [], []
+        deadline = time.monotonic() + minutes * 60
+        try:
+            while time.monotonic() < deadline:
+                result = asyncio.run(open_loop("127.0.0.1", self.ports["api"], make_request, rate, 10, connections))
+                rss = self.rss_mb()
+                rounds.append(result)
+                memory.append(rss)
+                say(f"{result['requests']} requests, {result['errors']} failed, p99 {result['p99_ms']:.1f} ms, "
+                    f"max {result['max_ms']:.0f} ms; RSS MB " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+        finally:
+            stop.set()
+            changer.join(timeout=1800)
+        time.sleep(3)  # the log writer flushes every 200 ms
+        answered = sum(r["requests"] - r["errors"] for r in rounds)
+        return {"rounds": rounds, "memory": memory, "answered": answered,
+                "failed": sum(r["errors"] for r in rounds), "log_rows": self.log_rows() - rows_before}
+
+    def stop(self) -> None:
+        subprocess.run([sys.executable, "-m", "stack", "stop"], cwd=ROOT, env=self.env, capture_output=True, timeout=300)
+
+
+def memory_growth(memory: list[dict[str, float]]) -> dict[str, dict]:
+    fifth = max(1, len(memory) // 5)
+    verdicts = {}
+    for name in SERVICES:
+        first = statistics.median(m[name] for m in memory[:fifth])
+        last = statistics.median(m[name] for m in memory[-fifth:])
+        verdicts[name] = {"first_mb": round(first, 1), "last_mb": round(last, 1),
+                          "flat": last - first <= max(40.0, 0.10 * first)}
+    return verdicts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="minutes of load (default 30)")
+    parser.add_argument("--rate", type=float, default=40.0, help="requests per second (default 40)")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (default 8)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of each sample CSV (default 20,000)")
+    parser.add_argument("--promote-every", type=float, default=180.0, help="seconds between promotions (default 180)")
+    parser.add_argument("--switch-every", type=float, default=300.0, help="seconds between snapshot switches (default 300)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and leave the stack running)")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="sparkmaker-soak-"))
+    os.chmod(folder, 0o755)  # the SQL server's unprivileged user reads the lake
+    soak = Soak(folder, args.rows)
+    say(f"scratch folder {folder}, ports {soak.ports}; load {load_line(args)}")
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        soak.setup()
+        result = soak.load(args.minutes, args.rate, args.connections, args.promote_every, args.switch_every)
+    finally:
+        if not args.keep:
+            soak.stop()
+    growth = memory_growth(result["memory"])
+    checks = {
+        "zero failed requests": result["failed"] == 0,
+        "flat memory in every process": all(v["flat"] for v in growth.values()),
+        "prediction log holds exactly the requests answered": result["log_rows"] == result["answered"],
+        "every promotion and switch succeeded": not soak.failures,
+    }
+    latencies = [r["p99_ms"] for r in result["rounds"]]
+    summary = {
+        "started_at": started_at, "minutes": args.minutes, "rate": args.rate, "connections": args.connections,
+        "rows": args.rows, "requests": result["answered"] + result["failed"], "failed": result["failed"],
+        "log_rows": result["log_rows"], "worst_round_p99_ms": max(latencies) if latencies else None,
+        "median_round_p99_ms": statistics.median(latencies) if latencies else None,
+        "memory": growth, "events": soak.events, "change_failures": soak.failures,
+        "load_average": os.getloadavg(), "checks": checks,
+    }
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    out = results / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({**summary, "rounds": result["rounds"], "rss": result["memory"]}, indent=1))
+    say(json.dumps(summary))
+    for name, ok in checks.items():
+        say(f"{'PASS' if ok else 'FAIL'}: {name}")
+    say(f"results in {out}")
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0 if all(checks.values()) else 1
+
+
+def load_line(args) -> str:
+    return (f"{args.rate:g} req/s for {args.minutes:g} min over {args.connections} connections, promotion every "
+            f"{args.promote_every:g} s, snapshot switch every {args.switch_every:g} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
