@@ -190,3 +190,17 @@ def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
         finally:
             browser.close()
     assert all(url.startswith(("file://", "data:")) for url in requests), requests  # nothing fetched from outside
+
+
+def test_the_lifecycle_retrains_on_an_alert_and_records_why(world):
+    """The pipeline's own drift step calls monitoring for real; its alert is the reason to train a challenger."""
+    from pipeline.steps import _snapshot, drift, retrain_reason
+
+    settings = world["settings"]
+    snapshot = _snapshot(world["second"], True, "computed")
+    verdict = drift(settings, snapshot)
+    assert verdict.checked and verdict.alert, verdict
+    assert "age" in verdict.reason and "avg_amount_loans_previous" in verdict.reason
+    reason, production = retrain_reason(settings, snapshot, verdict, force=False)
+    assert production == world["version"]
+    assert reason == f"drift: {verdict.reason}"
