@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from configuration.errors import UserError
 from configuration.files import private_file
@@ -45,8 +46,9 @@ def settings_toml(settings: Settings) -> str:
     """Every setting as TOML (unset optional values are left out: they are unset in the child too)."""
     lines: list[str] = []
 
-    def section(prefix: str, model) -> None:
-        scalars, nested = [], []
+    def section(prefix: str, model: BaseModel) -> None:
+        scalars: list[tuple[str, Any]] = []
+        nested: list[tuple[str, Any]] = []
         for name in type(model).model_fields:
             value = getattr(model, name)
             if value is None:

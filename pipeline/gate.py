@@ -102,8 +102,15 @@ def read_rows(training_uri: str) -> Frame:
     return read_channel("gate", Path(training_uri.removeprefix("file://")), need_dates=True, need_loan_id=False)
 
 
+def loan_dates(frame: Frame) -> np.ndarray:
+    """The frame's loan dates (read_rows always reads them)."""
+    if frame.loan_date is None:
+        raise RuntimeError("the gate's rows have no loan_date (read_rows reads it with need_dates=True)")
+    return frame.loan_date
+
+
 def in_window(frame: Frame, window: Window) -> Frame:
-    return frame.take(frame.loan_date >= np.datetime64(window.start, "D"))
+    return frame.take(loan_dates(frame) >= np.datetime64(window.start, "D"))
 
 
 def score(model_dir: Path, version: str, frame: Frame) -> np.ndarray:

@@ -67,14 +67,19 @@ def _call(settings: Settings, name: str, inputs: list[Any], params: Params, key:
             raise UserError("the ingest step needs --input URI (a local CSV path or s3://bucket/key)")
         return steps.ingest(settings, params.input)
     if name == "features":
-        return steps.features(settings, *inputs, as_of=params.day(), force=params.force or params.force_features,
+        (ingested,) = inputs
+        return steps.features(settings, ingested, as_of=params.day(), force=params.force or params.force_features,
                               spark=spark)
     if name == "train":
-        return steps.train(settings, *inputs, force=params.force, run_key=key)
+        ingested, snapshot, drift_outcome = inputs
+        return steps.train(settings, ingested, snapshot, drift_outcome, force=params.force, run_key=key)
     if name == "evaluate":
-        return steps.evaluate(settings, *inputs, force=params.force)
-    return {"materialize": steps.materialize, "drift": steps.drift, "promote": steps.promote, "deploy": steps.deploy,
-            "batch-score": steps.batch_score}[name](settings, *inputs)
+        snapshot, trained = inputs
+        return steps.evaluate(settings, snapshot, trained, force=params.force)
+    others: dict[str, Callable[..., Any]] = {"materialize": steps.materialize, "drift": steps.drift,
+                                             "promote": steps.promote, "deploy": steps.deploy,
+                                             "batch-score": steps.batch_score}
+    return others[name](settings, *inputs)
 
 
 def _params_used(name: str, params: Params) -> dict[str, Any]:

@@ -263,7 +263,7 @@ def gate_window(settings: Settings, snapshot: Snapshot, champion: str | None):
     frame = gate.read_rows(snapshot.training_uri)
     end = gate.champion_data_end(open_registry(settings).metadata(champion)) if champion else None
     g = settings.pipeline.gate
-    return frame, gate.window_for(frame.loan_date, g.window_fraction, end, g.window_from)
+    return frame, gate.window_for(gate.loan_dates(frame), g.window_fraction, end, g.window_from)
 
 
 def train(settings: Settings, ingested: Ingested, snapshot: Snapshot, drift_outcome: Drift, force: bool = False,

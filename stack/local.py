@@ -224,7 +224,7 @@ def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
     as_of = None
     if csv is None:
         csv = current_input(settings, current)
-        if csv is not None and not args.refresh:
+        if csv is not None and current is not None and not args.refresh:  # a CSV is found only for a current snapshot
             as_of = dt.date.fromisoformat(current["as_of"])
         csv = csv or stack.state / "data" / "dataset_credit_risk.csv"
     if not csv.exists():

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configuration.files import write_atomic
 from training import artifact, mlflow_store
@@ -44,6 +44,9 @@ from training.registry import (
     registry_lock,
     stage_model,
 )
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 HISTORY_TAG = "sparkmaker.history."
 IMPORTED_TAG = "sparkmaker.imported_from"
@@ -66,7 +69,7 @@ def _safe_uri(uri: str) -> str:
     return uri
 
 
-def _first_line(text: str, limit: int = 300) -> str:
+def _first_line(text: object, limit: int = 300) -> str:
     line = (str(text).strip().splitlines() or [""])[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -142,7 +145,7 @@ class MlflowRegistry(ModelRegistry):
         self.experiment = experiment
         self.model_name = model_name
         self.on_change = on_change  # on_change(registry, action, version) after a change (the SageMaker mirror)
-        self._client = None
+        self._client: MlflowClient | None = None
 
     # Plumbing
     @property

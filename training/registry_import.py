@@ -92,4 +92,9 @@ def import_if_present(settings, echo=print) -> ImportResult | None:
     from training.registry import open_registry
 
     root = pending_index(settings)
-    return None if root is None else import_index(root, open_registry(settings), echo)
+    if root is None:
+        return None
+    registry = open_registry(settings)
+    if not isinstance(registry, MlflowRegistry):  # pending_index returns a folder only for an MLflow registry
+        raise RuntimeError(f"the registry is {type(registry).__name__}, not an MLflow registry: nothing to import into")
+    return import_index(root, registry, echo)

@@ -133,7 +133,7 @@ def data_page(settings: Settings, run_id: str | None) -> dict[str, Any]:
     except (UserError, OSError, ValueError) as exc:
         return {"error": f"the snapshots cannot be listed: {_one_line(exc)}"}
     current_id = current["run_id"] if current else None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in snapshots:
         manifest: dict[str, Any] | None = None
         if s.complete:
@@ -192,7 +192,8 @@ def monitoring_page(settings: Settings) -> dict[str, Any]:
         return {"missing": f"the monitoring figures cannot be read: {_one_line(exc)}"}
     if latest is None:
         return {"missing": "no monitoring run yet: run python -m monitoring drift after a feature run"}
-    scalars, tables = [], []
+    scalars: list[tuple[str, Any]] = []
+    tables: list[tuple[str, Any]] = []
     for name, value in flatten(latest):
         (tables if isinstance(value, list) else scalars).append((name, value))
     return {"missing": None, "scalars": scalars, "tables": tables}

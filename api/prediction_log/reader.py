@@ -94,7 +94,10 @@ class PostgresPredictionReader(PredictionReader):
         query += sql.SQL(" ORDER BY seq")
         try:
             with psycopg.connect(self.dsn, connect_timeout=max(1, int(self.timeout_seconds))) as conn:
-                known = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]
+                regclass = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()
+                if regclass is None:  # a SELECT without FROM always returns one row
+                    raise RuntimeError("SELECT to_regclass returned no row")
+                known = regclass[0]
                 rows = conn.execute(query, params).fetchall() if known else []
         except psycopg.Error as exc:
             raise LogUnavailable(f"cannot read the prediction log at {self._where}: {str(exc).strip().splitlines()[0]}") from None

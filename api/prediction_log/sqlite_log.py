@@ -91,7 +91,9 @@ class SqlitePredictionLog(PredictionLog):
             f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
         ).fetchall()
         return [
-            LogEntry(*row[:3], json.loads(row[3]), *row[4:11], None if row[11] is None else json.loads(row[11])) for row in rows
+            LogEntry(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                     None if row[11] is None else json.loads(row[11]))
+            for row in rows
         ]
 
     def count(self) -> int:

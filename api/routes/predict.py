@@ -64,7 +64,8 @@ def build_router(max_batch: int) -> APIRouter:
         services: ServicesDep,
     ) -> JSONResponse:
         ids = list(request.ids)  # type: ignore[attr-defined]  # BatchRequest is built at run time (max_batch)
-        scoring = await service.score(ids, services, request.explain)
+        explain = request.explain  # type: ignore[attr-defined]  # BatchRequest is built at run time (max_batch)
+        scoring = await service.score(ids, services, explain)
         if not scoring.scored:
             missing = await service.no_snapshot_error(services.store)
             if missing:

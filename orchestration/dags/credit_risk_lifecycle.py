@@ -81,6 +81,8 @@ def run_step(step: str, **context) -> str:
     last = ""
     with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace") as process:
+        if process.stdout is None:  # stdout=PIPE gives it
+            raise RuntimeError(f"step {step}: the subprocess has no output pipe")
         for line in process.stdout:
             print(line, end="", flush=True)
             last = line.strip() or last
