@@ -101,13 +101,13 @@ class KeyChecker:
         """Let a request through, or raise ApiError 401 (missing or wrong key) or 429 (too many failures)."""
         if not self.enabled:
             return
+        if presented is None:  # no key is no guess: 401 even from a throttled address
+            raise ApiError(401, "missing API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
         wait = self.limiter.retry_after(address)
         if wait is not None:
             self._on_throttled()
             raise ApiError(429, f"too many failed authentications from this address: retry in {wait} s",
                            {"Retry-After": str(wait)})
-        if presented is None:
-            raise ApiError(401, "missing API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
         if not self.verify(presented):
             self.limiter.failed(address)
             self._on_failure()

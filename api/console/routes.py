@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api import service
@@ -27,7 +27,7 @@ from api.console import pages
 from api.console.population import Population
 from api.console.session import COOKIE, Sessions
 from api.errors import ApiError, failure_answer
-from api.schemas import ID_MAX, ID_MIN
+from api.schemas import ID_MAX, ID_MIN, decimal_digits
 from configuration.settings import Settings
 from features.contract import FEATURE_COLUMNS
 from features.reasons import BY_FEATURE, sentence
@@ -47,7 +47,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-CUSTOMER_ID = TypeAdapter(Annotated[int, Field(ge=ID_MIN, le=ID_MAX)])  # the API's own bounds, and pydantic's messages
+# The API's own path id: its bounds, its strict digits and pydantic's messages.
+CUSTOMER_ID = TypeAdapter(Annotated[int, Field(ge=ID_MIN, le=ID_MAX), BeforeValidator(decimal_digits)])
 NAV = [("customer", "Customer"), ("models", "Models"), ("data", "Data"), ("monitoring", "Monitoring")]
 
 

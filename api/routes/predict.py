@@ -4,7 +4,8 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
 
@@ -17,10 +18,26 @@ from api.schemas import ID_MAX, ID_MIN, BatchPrediction, ErrorBody, Prediction, 
 RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+    413: {"model": ErrorBody, "description": "The request body is larger than api.max_body_bytes."},
+    429: {"model": ErrorBody, "description": "Too many failed authentications from this address: wait Retry-After seconds.",
+          "headers": RETRY},
     502: {"model": ErrorBody, "description": "The model endpoint answered with an error."},
     503: {"model": ErrorBody, "description": "The feature store or the model endpoint is unreachable.", "headers": RETRY},
     504: {"model": ErrorBody, "description": "The model endpoint did not answer in time (api.timeout_seconds)."},
 }
+
+
+def only_query(*allowed: str) -> Any:
+    """A 422 for a query parameter the route does not take: a misspelt `?explian=true` must not be ignored silently."""
+
+    def check(request: Request) -> None:
+        extra = [name for name in request.query_params if name not in allowed]
+        if extra:
+            takes = ", ".join(allowed) or "no query parameters"
+            raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", extra[0]), "input": request.query_params[extra[0]],
+                                           "msg": f"unknown query parameter (this route takes {takes})"}])
+
+    return Depends(check)
 
 
 def build_router(max_batch: int) -> APIRouter:
@@ -32,6 +49,7 @@ def build_router(max_batch: int) -> APIRouter:
         response_model=Prediction,
         summary="Score one customer",
         responses={**COMMON_ERRORS, 404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."}},
+        dependencies=[only_query("explain")],
     )
     async def predict_one(
         # BeforeValidator beside Path (not in a nested Annotated alias, which loses minimum/maximum from the schema).
@@ -58,6 +76,7 @@ def build_router(max_batch: int) -> APIRouter:
         response_model=BatchPrediction,
         summary=f"Score up to {max_batch} customers in one model call",
         responses={**COMMON_ERRORS, 400: {"model": ErrorBody, "description": "The body is not JSON."}},
+        dependencies=[only_query()],
     )
     async def predict_many(
         request: Annotated[BatchRequest, Body()],  # type: ignore[valid-type]

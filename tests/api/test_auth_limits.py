@@ -62,6 +62,9 @@ def test_wrong_keys_beyond_the_limit_are_429_with_retry_after_and_counted(reques
         # While blocked even the right key is refused: else the answer would tell a guess right from wrong.
         assert deployed.get(f"/predict/{CUSTOMERS[0]}", key=API_KEY).status_code == 429
         assert deployed.post("/predict", {"ids": [CUSTOMERS[0]]}, key=API_KEY).status_code == 429
+        # No key is no guess: still the plain 401 that says what to send, and not counted.
+        missing = deployed.client.get(f"/predict/{CUSTOMERS[0]}")
+        assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
         metrics = deployed.client.get("/metrics").text
         assert read_metric(metrics, "api_auth_failures_total") == 5
         assert read_metric(metrics, "api_auth_throttled_total") == 3

@@ -129,3 +129,12 @@ def test_deeply_nested_json_is_a_short_4xx(deployed):
     assert status in (400, 422), content[:300]
     answer = json.loads(content)
     assert answer["request_id"] and len(content) < 4096
+
+
+def test_an_unknown_query_parameter_is_a_422_not_ignored(deployed):
+    misspelt = deployed.client.get(f"/predict/{CUSTOMERS[0]}?explian=true", headers=AUTH)
+    body = assert_short_error(misspelt, 422)
+    assert body["detail"][0]["loc"] == ["query", "explian"]
+    assert "unknown query parameter (this route takes explain)" in body["detail"][0]["msg"]
+    assert deployed.client.post("/predict?explain=true", json={"ids": [CUSTOMERS[0]]}, headers=AUTH).status_code == 422
+    assert deployed.client.get(f"/predict/{CUSTOMERS[0]}?explain=true", headers=AUTH).status_code == 200

@@ -34,7 +34,9 @@ def test_the_frozen_document_holds_the_routes_and_fields_clients_use():
     }
     prediction = document["components"]["schemas"]["Prediction"]["properties"]
     assert set(prediction) >= {"id", "probability", "label", "threshold", "model_version", "features", "feature_snapshot", "request_id"}
-    (parameter,) = document["paths"]["/predict/{id}"]["get"]["parameters"]
+    parameters = {p["name"]: p for p in document["paths"]["/predict/{id}"]["get"]["parameters"]}
+    assert set(parameters) == {"id", "explain"}
+    parameter = parameters["id"]
     assert parameter["schema"]["type"] == "integer" and parameter["schema"]["maximum"] == 2**53 - 1
     batch = document["components"]["schemas"]["BatchRequest"]["properties"]["ids"]
     assert batch["maxItems"] == 100 and batch["minItems"] == 1  # api.max_batch of the tracked configuration
@@ -44,10 +46,10 @@ def test_differences_name_what_changed():
     before = frozen()
     after = copy.deepcopy(before)
     del after["components"]["schemas"]["Prediction"]["properties"]["label"]
-    after["components"]["schemas"]["Prediction"]["properties"]["explanation"] = {"type": "object"}
+    after["components"]["schemas"]["Prediction"]["properties"]["comment"] = {"type": "string"}
     after["info"]["version"] = "2.0.0"
     assert openapi.differences(before, after) == [
-        "/components/schemas/Prediction/properties/explanation added",
+        "/components/schemas/Prediction/properties/comment added",
         "/components/schemas/Prediction/properties/label removed",
         "/info/version changed",
     ]
