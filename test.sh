@@ -11,8 +11,7 @@ export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 # Lint and types before the tests (settings in pyproject.toml); SPARKMAKER_LINT=0 skips them for a quick local run.
 if [ "${SPARKMAKER_LINT:-1}" != "0" ]; then
   .venv/bin/ruff check --quiet .
-  # Enabled by the lead once `ruff format` has been run on the merged tree (eight branches edit in parallel):
-  # .venv/bin/ruff format --check --quiet .
+  .venv/bin/ruff format --check --quiet .
   .venv/bin/mypy
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -45,8 +45,9 @@ def generate_key() -> str:
 class FailureLimiter:
     """Failed authentications per client address in fixed windows, in a bounded table (oldest out first)."""
 
-    def __init__(self, max_failures: int, window_seconds: float, max_addresses: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_failures: int, window_seconds: float, max_addresses: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_failures = max_failures
         self.window = window_seconds
         self.max_addresses = max_addresses
@@ -106,14 +107,18 @@ class KeyChecker:
         wait = self.limiter.retry_after(address)
         if wait is not None:
             self._on_throttled()
-            raise ApiError(429, f"too many failed authentications from this address: retry in {wait} s",
-                           {"Retry-After": str(wait)})
+            raise ApiError(
+                429, f"too many failed authentications from this address: retry in {wait} s", {"Retry-After": str(wait)}
+            )
         if not self.verify(presented):
             self.limiter.failed(address)
             self._on_failure()
             # Nothing of the key is logged or echoed: only that one was refused.
-            raise ApiError(401, "wrong API key: send a key whose sha256 is in api.api_key_hashes",
-                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise ApiError(
+                401,
+                "wrong API key: send a key whose sha256 is in api.api_key_hashes",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
 
     def verify(self, presented: str) -> bool:
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
@@ -140,14 +145,16 @@ def append_hash(config_path: Path, digest: str) -> None:
     if "api" not in current:
         new_text = text + ("" if not text or text.endswith("\n") else "\n") + f"\n[api]\n{line}\n"
     elif header is None:
-        raise UserError(f"{config_path} sets api values without an [api] table: add the hash to api.api_key_hashes by hand: {digest}")
+        raise UserError(
+            f"{config_path} sets api values without an [api] table: add the hash to api.api_key_hashes by hand: {digest}"
+        )
     else:
-        section_end = re.search(r"(?m)^\[", text[header.end():])
+        section_end = re.search(r"(?m)^\[", text[header.end() :])
         end = header.end() + section_end.start() if section_end else len(text)
-        section = text[header.end():end]
+        section = text[header.end() : end]
         existing = re.search(r"(?ms)^api_key_hashes\s*=\s*\[.*?\]", section)
         if existing:
-            section = section[: existing.start()] + line + section[existing.end():]
+            section = section[: existing.start()] + line + section[existing.end() :]
         else:
             section = "\n" + line + section
         new_text = text[: header.end()] + section + text[end:]
@@ -156,7 +163,9 @@ def append_hash(config_path: Path, digest: str) -> None:
     except tomllib.TOMLDecodeError:
         written = {}
     if written.get("api", {}).get("api_key_hashes") != hashes:
-        raise UserError(f"cannot add the key to {config_path} automatically: add this hash to api.api_key_hashes by hand: {digest}")
+        raise UserError(
+            f"cannot add the key to {config_path} automatically: add this hash to api.api_key_hashes by hand: {digest}"
+        )
     config_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = config_path.with_name(f".{config_path.name}.tmp")
     tmp.write_text(new_text, encoding="utf-8")

@@ -52,6 +52,10 @@ class BodyLimitMiddleware:
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": too_large_detail(self.max_bytes), "request_id": current_request_id()}).encode()
         # Connection: close: the unread body must not be taken for the next request.
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

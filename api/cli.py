@@ -1,8 +1,8 @@
 """`python -m api`: serve the prediction API, or make an API key.
 
-    python -m api [serve] [--host H] [--port P] [--workers N]
-    python -m api keygen [--write] [--config PATH]
-    python -m api openapi [--write | --check]
+python -m api [serve] [--host H] [--port P] [--workers N]
+python -m api keygen [--write] [--config PATH]
+python -m api openapi [--write | --check]
 """
 
 from __future__ import annotations
@@ -32,12 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="print a new API key and its sha256 (what api.api_key_hashes holds)")
     keygen.add_argument("--write", action="store_true", help="also add the hash to api.api_key_hashes in --config")
     keygen.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG_FILES[1], help=f"TOML file to add it to (default: {DEFAULT_CONFIG_FILES[1]})"
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_FILES[1],
+        help=f"TOML file to add it to (default: {DEFAULT_CONFIG_FILES[1]})",
     )
-    openapi = commands.add_parser("openapi", help="print the OpenAPI document, or check or rewrite the frozen api/openapi.json")
+    openapi = commands.add_parser(
+        "openapi", help="print the OpenAPI document, or check or rewrite the frozen api/openapi.json"
+    )
     mode = openapi.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="rewrite api/openapi.json (an intended interface change)")
-    mode.add_argument("--check", action="store_true", help="exit 1 naming the differences when api/openapi.json is stale")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 naming the differences when api/openapi.json is stale"
+    )
     return parser
 
 
@@ -78,7 +85,9 @@ def serve(args: argparse.Namespace) -> int:
     check_port(host, port)
     # Workers are processes that read the settings themselves: hand them the options the
     # settings' own way, and check here, in one line, that they will load.
-    os.environ.update({"SPARKMAKER_API__HOST": host, "SPARKMAKER_API__PORT": str(port), "SPARKMAKER_API__WORKERS": str(workers)})
+    os.environ.update(
+        {"SPARKMAKER_API__HOST": host, "SPARKMAKER_API__PORT": str(port), "SPARKMAKER_API__WORKERS": str(workers)}
+    )
     load_settings()
     configure_logging()
     uvicorn.run(

@@ -39,7 +39,9 @@ async def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-bearer = HTTPBearer(auto_error=False, description="An API key from `python -m api keygen`: Authorization: Bearer <key>.")
+bearer = HTTPBearer(
+    auto_error=False, description="An API key from `python -m api keygen`: Authorization: Bearer <key>."
+)
 
 
 async def require_api_key(

@@ -37,7 +37,9 @@ class ApiError(Exception):
 
 
 def error_response(status_code: int, detail, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "request_id": current_request_id()}, status_code=status_code, headers=headers)
+    return JSONResponse(
+        {"detail": detail, "request_id": current_request_id()}, status_code=status_code, headers=headers
+    )
 
 
 MAX_PROBLEMS = 10  # problems listed in a 422; the rest are counted
@@ -76,11 +78,18 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """FastAPI's list of problems, bounded: the first MAX_PROBLEMS, each with type, loc, msg and a short input."""
     details = []
     for error in errors[:MAX_PROBLEMS]:
-        detail = {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": printable_excerpt(str(error.get("msg", "")), 200)}
+        detail = {
+            "type": error.get("type"),
+            "loc": list(error.get("loc", ())),
+            "msg": printable_excerpt(str(error.get("msg", "")), 200),
+        }
         if "input" in error:
             detail["input"] = input_excerpt(error["input"])
         if error.get("ctx"):
-            detail["ctx"] = {str(k): input_excerpt(v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in error["ctx"].items()}
+            detail["ctx"] = {
+                str(k): input_excerpt(v if isinstance(v, (int, float, str, bool)) else str(v))
+                for k, v in error["ctx"].items()
+            }
         details.append(detail)
     if len(errors) > MAX_PROBLEMS:
         details.append({"type": "truncated", "loc": [], "msg": f"and {len(errors) - MAX_PROBLEMS} more problems"})
@@ -106,7 +115,10 @@ def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> N
     retry = {"Retry-After": str(retry_after_seconds)}
 
     def known(exc: Exception) -> tuple[int, str]:
-        return failure_answer(exc, timeout_seconds) or (500, "internal error: the operators have the details in the log")
+        return failure_answer(exc, timeout_seconds) or (
+            500,
+            "internal error: the operators have the details in the log",
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -60,11 +60,19 @@ def create_app(settings: Settings) -> FastAPI:
         model = open_model_endpoint(settings)
         backend = open_prediction_log(settings)
         writer = LogWriter(
-            backend, api.log_flush_entries, api.log_flush_ms, api.log_queue_max,
-            on_written=app_metrics.log_written.inc, on_dropped=app_metrics.log_dropped.inc,
+            backend,
+            api.log_flush_entries,
+            api.log_flush_ms,
+            api.log_queue_max,
+            on_written=app_metrics.log_written.inc,
+            on_dropped=app_metrics.log_dropped.inc,
         ).start()
         app.state.services = Services(
-            settings=settings, store=store, model=model, log_writer=writer, metrics=app_metrics,
+            settings=settings,
+            store=store,
+            model=model,
+            log_writer=writer,
+            metrics=app_metrics,
             thresholds=RegistryThresholds(settings),
         )
         # Everything loaded so far (FastAPI, pydantic, the clients: ~80,000 objects) lives as
@@ -72,7 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
         # walks only what requests allocate instead of stalling the requests in flight ~20 ms.
         gc.freeze()
         log.info(
-            "prediction API ready to serve: %s", settings_summary(settings),
+            "prediction API ready to serve: %s",
+            settings_summary(settings),
             extra={"store": store.describe(), "model_endpoint": model.describe(), "prediction_log": backend.describe()},
         )
         try:
@@ -95,9 +104,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = app_metrics
     api = settings.api
     app.state.keys = KeyChecker(
-        api.api_key_hashes, enabled=api.auth_enabled,
+        api.api_key_hashes,
+        enabled=api.auth_enabled,
         limiter=FailureLimiter(api.auth_max_failures, api.auth_failure_window_seconds, api.auth_max_addresses),
-        on_failure=app_metrics.auth_failures.inc, on_throttled=app_metrics.auth_throttled.inc,
+        on_failure=app_metrics.auth_failures.inc,
+        on_throttled=app_metrics.auth_throttled.inc,
     )
     app.include_router(predict.build_router(settings.api.max_batch))
     app.include_router(health.router)

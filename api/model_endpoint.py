@@ -126,9 +126,13 @@ def parse_explained(body: bytes, expected: int) -> tuple[list[float], list[Expla
     except ModelFailed:
         raise
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeEncodeError):
-        raise ModelFailed(f"the model's explained answer is not Clarify's shape with base values: {body[:80]!r}") from None
+        raise ModelFailed(
+            f"the model's explained answer is not Clarify's shape with base values: {body[:80]!r}"
+        ) from None
     if len(explanations) != expected or any(set(e.contributions) != set(FEATURE_COLUMNS) for e in explanations):
-        raise ModelFailed(f"the model explained {len(explanations)} rows of {expected}, or other features than the contract's")
+        raise ModelFailed(
+            f"the model explained {len(explanations)} rows of {expected}, or other features than the contract's"
+        )
     return scores, explanations
 
 
@@ -219,8 +223,9 @@ class HttpModelEndpoint(ModelEndpoint):
         if self._session is None or self._session.closed:
             aiohttp = self._aiohttp
             connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=30.0, force_close=False)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
-                                                  skip_auto_headers=("User-Agent",))
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
         return self._session
 
     async def _send(self, method: str, url, content: bytes | None = None, headers=None) -> _HttpAnswer:
@@ -228,7 +233,9 @@ class HttpModelEndpoint(ModelEndpoint):
         headers = (headers or self._headers) if content is not None else None
         for attempt in (1, 2):
             try:
-                async with self._client().request(method, url, data=content, headers=headers, allow_redirects=False) as response:
+                async with self._client().request(
+                    method, url, data=content, headers=headers, allow_redirects=False
+                ) as response:
                     return _HttpAnswer(response.status, response.headers, await response.read())
             except aiohttp.ServerDisconnectedError:
                 if attempt == 2:
@@ -239,7 +246,9 @@ class HttpModelEndpoint(ModelEndpoint):
         aiohttp = self._aiohttp
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                response = await self._send("POST", self._invocations, to_csv(rows), self._explain_headers if explain else None)
+                response = await self._send(
+                    "POST", self._invocations, to_csv(rows), self._explain_headers if explain else None
+                )
         except aiohttp.ConnectionTimeoutError:
             raise ModelUnavailable(f"{self.describe()}: connection timed out") from None
         except TimeoutError:
@@ -274,7 +283,13 @@ class HttpModelEndpoint(ModelEndpoint):
 
 # SageMaker Runtime's error codes, by what the API answers.
 _SAGEMAKER_UNAVAILABLE = frozenset(
-    {"ModelNotReadyException", "ServiceUnavailable", "ThrottlingException", "ValidationError", "InternalDependencyException"}
+    {
+        "ModelNotReadyException",
+        "ServiceUnavailable",
+        "ThrottlingException",
+        "ValidationError",
+        "InternalDependencyException",
+    }
 )
 
 
@@ -287,7 +302,9 @@ class SageMakerModelEndpoint(ModelEndpoint):
 
     kind = "sagemaker"
 
-    def __init__(self, endpoint_name: str, region: str, endpoint_url: str | None, timeout_seconds: float, pool_size: int = 64) -> None:
+    def __init__(
+        self, endpoint_name: str, region: str, endpoint_url: str | None, timeout_seconds: float, pool_size: int = 64
+    ) -> None:
         import anyio
         import boto3
         import botocore.config
@@ -318,7 +335,10 @@ class SageMakerModelEndpoint(ModelEndpoint):
         errors = self._errors
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=self.endpoint_name, ContentType=CSV, Accept=CSV, Body=body,
+                EndpointName=self.endpoint_name,
+                ContentType=CSV,
+                Accept=CSV,
+                Body=body,
                 **({"EnableExplanations": EXPLAIN_ALL} if explain else {}),
             )
             return {**response, "Body": response["Body"].read()}
@@ -329,7 +349,9 @@ class SageMakerModelEndpoint(ModelEndpoint):
         except (errors.EndpointConnectionError, errors.ConnectionClosedError) as exc:
             raise ModelUnavailable(f"{self.describe()} is unreachable: {exc}") from None
         except errors.NoCredentialsError:
-            raise ModelUnavailable(f"{self.describe()}: no AWS credentials found (configure them as for the AWS CLI)") from None
+            raise ModelUnavailable(
+                f"{self.describe()}: no AWS credentials found (configure them as for the AWS CLI)"
+            ) from None
         except errors.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", "")
@@ -344,7 +366,9 @@ class SageMakerModelEndpoint(ModelEndpoint):
 
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                return await anyio.to_thread.run_sync(self._invoke, body, explain, limiter=self._limiter, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(
+                    self._invoke, body, explain, limiter=self._limiter, abandon_on_cancel=True
+                )
         except TimeoutError:
             raise ModelTimeout(f"{self.describe()} did not answer within {self.timeout_seconds:g} s") from None
 
@@ -407,6 +431,10 @@ def open_model_endpoint(settings: Settings) -> ModelEndpoint:
     api = settings.api
     if api.model_endpoint == "sagemaker":
         return SageMakerModelEndpoint(
-            settings.serving.endpoint_name, settings.aws.region, settings.aws.endpoint_url, api.timeout_seconds, api.http_pool_size
+            settings.serving.endpoint_name,
+            settings.aws.region,
+            settings.aws.endpoint_url,
+            api.timeout_seconds,
+            api.http_pool_size,
         )
     return HttpModelEndpoint(api.model_url, api.timeout_seconds, api.http_pool_size)

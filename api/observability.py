@@ -45,7 +45,11 @@ def elapsed_ms() -> float:
 
 
 # Logs -------------------------------------------------------------------------------------
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,25 +97,38 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("api_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r)
+        self.requests = Counter(
+            "api_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r
+        )
         self.latency = Histogram(
-            "api_request_duration_seconds", "Time from request to response, by route.", ["route"], buckets=LATENCY_BUCKETS, registry=r
+            "api_request_duration_seconds",
+            "Time from request to response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.model_latency = Histogram(
-            "api_model_call_duration_seconds", "Time of one call to the model endpoint.", buckets=LATENCY_BUCKETS, registry=r
+            "api_model_call_duration_seconds",
+            "Time of one call to the model endpoint.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.predictions = Counter("api_predictions", "Customers scored.", registry=r)
         self.errors = Counter("api_prediction_errors", "Failed predictions by cause.", ["cause"], registry=r)
         self.model = Info("api_model", "The model version that answered the last prediction.", registry=r)
         self.snapshot = Info("api_feature_snapshot", "The feature snapshot of the last prediction.", registry=r)
         self.log_dropped = Counter(
-            "api_prediction_log_dropped", "Prediction-log entries dropped (queue full or database unreachable too long).", registry=r
+            "api_prediction_log_dropped",
+            "Prediction-log entries dropped (queue full or database unreachable too long).",
+            registry=r,
         )
         self.log_written = Counter("api_prediction_log_written", "Prediction-log entries written.", registry=r)
         self.log_queue = Gauge("api_prediction_log_queue", "Prediction-log entries waiting to be written.", registry=r)
         self.auth_failures = Counter("api_auth_failures", "Requests refused for a wrong API key (401).", registry=r)
         self.auth_throttled = Counter(
-            "api_auth_throttled", "Requests refused (429) because their address failed authentication too often.", registry=r
+            "api_auth_throttled",
+            "Requests refused (429) because their address failed authentication too often.",
+            registry=r,
         )
         self._model_version: str | None = None
         self._snapshot: tuple[str, str] | None = None
@@ -168,9 +185,17 @@ class RequestMiddleware:
             self.metrics.latency.labels(template).observe(seconds)
             if self.log.isEnabledFor(logging.INFO):
                 self.log.info(
-                    "%s %s %d", scope["method"], scope["path"], status,
-                    extra={"method": scope["method"], "path": scope["path"], "route": template, "status": status,
-                           "ms": round(seconds * 1000, 3)},
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(seconds * 1000, 3),
+                    },
                 )
             CURRENT.reset(token)
 
@@ -212,32 +237,97 @@ class MonitoringCollector:
 
         drift = figures.get("drift", [])
         by = ["feature", "comparison"]
-        yield family("sparkmaker_feature_drift_psi", "Population stability index of a feature against its reference.", by, drift, "psi")
-        yield family("sparkmaker_feature_drift_ks", "Two-sample Kolmogorov-Smirnov statistic of a feature.", by, drift, "ks_statistic")
-        yield family("sparkmaker_feature_drift_ks_pvalue", "p-value of the Kolmogorov-Smirnov test of a feature.", by, drift, "ks_pvalue")
-        yield family("sparkmaker_feature_missing_share_change", "Change in a feature's share of missing values.", by, drift,
-                     "missing_share_change")
+        yield family(
+            "sparkmaker_feature_drift_psi",
+            "Population stability index of a feature against its reference.",
+            by,
+            drift,
+            "psi",
+        )
+        yield family(
+            "sparkmaker_feature_drift_ks",
+            "Two-sample Kolmogorov-Smirnov statistic of a feature.",
+            by,
+            drift,
+            "ks_statistic",
+        )
+        yield family(
+            "sparkmaker_feature_drift_ks_pvalue",
+            "p-value of the Kolmogorov-Smirnov test of a feature.",
+            by,
+            drift,
+            "ks_pvalue",
+        )
+        yield family(
+            "sparkmaker_feature_missing_share_change",
+            "Change in a feature's share of missing values.",
+            by,
+            drift,
+            "missing_share_change",
+        )
         levels = [{**r, "level": {"ok": 0, "warn": 1, "alert": 2}.get(r["status"])} for r in drift]
-        yield family("sparkmaker_feature_drift_level", "Drift level of a feature: 0 ok, 1 warn, 2 alert.", by, levels, "level")
+        yield family(
+            "sparkmaker_feature_drift_level", "Drift level of a feature: 0 ok, 1 warn, 2 alert.", by, levels, "level"
+        )
         prediction = [figures["prediction"]] if figures.get("prediction") else []
-        yield family("sparkmaker_prediction_drift_psi", "PSI of the served probabilities against the validation scores.", [],
-                     prediction, "psi")
-        yield family("sparkmaker_prediction_drift_ks", "KS statistic of the served probabilities against the validation scores.",
-                     [], prediction, "ks_statistic")
-        yield family("sparkmaker_served_positive_share", "Share of positive labels served in the prediction-drift window.", [],
-                     prediction, "served_positive_share")
+        yield family(
+            "sparkmaker_prediction_drift_psi",
+            "PSI of the served probabilities against the validation scores.",
+            [],
+            prediction,
+            "psi",
+        )
+        yield family(
+            "sparkmaker_prediction_drift_ks",
+            "KS statistic of the served probabilities against the validation scores.",
+            [],
+            prediction,
+            "ks_statistic",
+        )
+        yield family(
+            "sparkmaker_served_positive_share",
+            "Share of positive labels served in the prediction-drift window.",
+            [],
+            prediction,
+            "served_positive_share",
+        )
         quality = figures.get("quality", [])
-        yield family("sparkmaker_realized_roc_auc", "ROC-AUC of the served predictions against their realized outcomes.",
-                     ["model_version"], quality, "roc_auc")
-        yield family("sparkmaker_realized_brier", "Brier score of the served predictions against their realized outcomes.",
-                     ["model_version"], quality, "brier")
-        yield family("sparkmaker_realized_matched_predictions", "Served predictions matched with an outcome.",
-                     ["model_version"], quality, "matched_predictions")
-        yield family("sparkmaker_drift_alert", "1 when the latest drift step alerted (retraining due), else 0.", [],
-                     [{"alert": 1.0 if figures.get("alert") else 0.0}], "alert")
+        yield family(
+            "sparkmaker_realized_roc_auc",
+            "ROC-AUC of the served predictions against their realized outcomes.",
+            ["model_version"],
+            quality,
+            "roc_auc",
+        )
+        yield family(
+            "sparkmaker_realized_brier",
+            "Brier score of the served predictions against their realized outcomes.",
+            ["model_version"],
+            quality,
+            "brier",
+        )
+        yield family(
+            "sparkmaker_realized_matched_predictions",
+            "Served predictions matched with an outcome.",
+            ["model_version"],
+            quality,
+            "matched_predictions",
+        )
+        yield family(
+            "sparkmaker_drift_alert",
+            "1 when the latest drift step alerted (retraining due), else 0.",
+            [],
+            [{"alert": 1.0 if figures.get("alert") else 0.0}],
+            "alert",
+        )
         try:
             stamp = dt.datetime.fromisoformat(str(figures.get("computed_at", ""))).timestamp()
         except ValueError:
             return
-        yield family("sparkmaker_monitoring_last_run_timestamp_seconds", "When the latest drift step ran (Unix time).", [],
-                     [{"t": stamp}], "t")
+        yield family(
+            "sparkmaker_monitoring_last_run_timestamp_seconds",
+            "When the latest drift step ran (Unix time).",
+            [],
+            [{"t": stamp}],
+            "t",
+        )

@@ -67,7 +67,9 @@ def main(write: bool, check: bool) -> int:
         for line in found[:20]:
             print(line)
         if found:
-            print(f"{len(found)} difference(s) from {FROZEN}: if intended, run python -m api openapi --write and commit it")
+            print(
+                f"{len(found)} difference(s) from {FROZEN}: if intended, run python -m api openapi --write and commit it"
+            )
             return 1
         print(f"{FROZEN} is current")
         return 0

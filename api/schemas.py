@@ -65,7 +65,9 @@ class Contributions(BaseModel):
 
 
 if tuple(Contributions.model_fields) != FEATURE_COLUMNS:
-    raise RuntimeError(f"api.schemas.Contributions lists {tuple(Contributions.model_fields)}, the contract {FEATURE_COLUMNS}")
+    raise RuntimeError(
+        f"api.schemas.Contributions lists {tuple(Contributions.model_fields)}, the contract {FEATURE_COLUMNS}"
+    )
 
 
 class Explanation(BaseModel):
@@ -103,7 +105,8 @@ class PredictionItem(BaseModel):
         description="Only with explain: base value and one log-odds contribution per feature, adding up to logit(probability).",
     )
     reasons: list[Reason] | None = Field(
-        None, description="Only with explain: the features that pushed the risk up, most first (positive contributions)."
+        None,
+        description="Only with explain: the features that pushed the risk up, most first (positive contributions).",
     )
 
 
@@ -124,7 +127,12 @@ def batch_request_model(max_batch: int) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid"),
         ids=(
             list[CustomerId],
-            Field(min_length=1, max_length=max_batch, description=f"1 to {max_batch} customer ids.", examples=[[5008804, 5008805]]),
+            Field(
+                min_length=1,
+                max_length=max_batch,
+                description=f"1 to {max_batch} customer ids.",
+                examples=[[5008804, 5008805]],
+            ),
         ),
         explain=(bool, Field(False, strict=True, description="Add explanation and reasons to every prediction.")),
     )

@@ -140,9 +140,18 @@ def log_scoring(writer: LogWriter, scoring: Scoring) -> None:
     for s in scoring.scored:
         writer.submit(
             LogEntry(
-                ts=ts, request_id=request_id, customer_id=s.record.id, features=s.record.features,
-                probability=s.probability, label=s.label, threshold=threshold, model_version=model_version,
-                snapshot_run_id=s.record.run_id, snapshot_as_of=s.record.as_of, latency_ms=latency, reasons=s.reasons,
+                ts=ts,
+                request_id=request_id,
+                customer_id=s.record.id,
+                features=s.record.features,
+                probability=s.probability,
+                label=s.label,
+                threshold=threshold,
+                model_version=model_version,
+                snapshot_run_id=s.record.run_id,
+                snapshot_as_of=s.record.as_of,
+                latency_ms=latency,
+                reasons=s.reasons,
             )
         )
 

@@ -26,8 +26,15 @@ GRAPHVIZ_MISSING = "Graphviz's `dot` is not on PATH: install it (Debian: apt-get
 
 # Shared look: left to right, room for edge labels, curved edges (Graphviz's orthogonal
 # edges cannot place edge labels).
-GRAPH = {"splines": "spline", "pad": "0.6", "nodesep": "0.55", "ranksep": "1.0", "fontsize": "22",
-         "labelloc": "t", "dpi": "96"}
+GRAPH = {
+    "splines": "spline",
+    "pad": "0.6",
+    "nodesep": "0.55",
+    "ranksep": "1.0",
+    "fontsize": "22",
+    "labelloc": "t",
+    "dpi": "96",
+}
 NODE = {"fontsize": "12"}
 EDGE = {"fontsize": "11", "fontcolor": "#444444"}
 CLUSTER = {"fontsize": "14", "margin": "18"}
@@ -173,7 +180,9 @@ def aws_deployment() -> None:
             emr = EMR("EMR step: spark-submit\npython -m features\n(lake on S3)")
             glue = Glue("or a Glue Spark job")
         with Cluster("lake and catalog", graph_attr=CLUSTER):
-            lake = SimpleStorageServiceS3Bucket("s3://…/lake/\nsnapshots (Parquet), manifests,\nCURRENT.json, model.tar.gz")
+            lake = SimpleStorageServiceS3Bucket(
+                "s3://…/lake/\nsnapshots (Parquet), manifests,\nCURRENT.json, model.tar.gz"
+            )
             catalog = GlueDataCatalog("Glue Data Catalog\n(the Hive metastore;\nor a Hive metastore on RDS)")
         athena = Athena("Athena\n(or EMR's Thrift server)")
         with Cluster("SageMaker", graph_attr=CLUSTER):
@@ -221,8 +230,16 @@ def _diagram(name: str, filename: str = ""):
     from diagrams import Diagram
 
     title, _ = DIAGRAMS[name]
-    return Diagram(title, filename=filename or name, outformat="png", show=False, direction="LR",
-                   graph_attr=GRAPH, node_attr=NODE, edge_attr=EDGE)
+    return Diagram(
+        title,
+        filename=filename or name,
+        outformat="png",
+        show=False,
+        direction="LR",
+        graph_attr=GRAPH,
+        node_attr=NODE,
+        edge_attr=EDGE,
+    )
 
 
 def render(name: str, out_dir: Path) -> Path:
@@ -257,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Render the architecture diagrams (local stack, compose cluster, AWS) to PNG. Needs Graphviz (dot).",
     )
     parser.add_argument("--out", type=Path, default=HERE, help=f"output folder (default: {HERE})")
-    parser.add_argument("--only", nargs="+", choices=list(DIAGRAMS), metavar="NAME",
-                        help=f"render only these: {', '.join(DIAGRAMS)}")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(DIAGRAMS), metavar="NAME", help=f"render only these: {', '.join(DIAGRAMS)}"
+    )
     args = parser.parse_args(argv)
     for path in render_all(args.out, args.only):
         print(f"wrote {path}")

@@ -75,7 +75,13 @@ async def floor_backend(scope, receive, send):
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"0.5\n"})
 
 
@@ -93,8 +99,10 @@ class _StreamsClient:
 
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
-        self.request = (f"POST /invocations HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: text/csv\r\n"
-                        f"Accept: text/csv\r\nContent-Length: {len(FLOOR_BODY)}\r\n\r\n").encode() + FLOOR_BODY
+        self.request = (
+            f"POST /invocations HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: text/csv\r\n"
+            f"Accept: text/csv\r\nContent-Length: {len(FLOOR_BODY)}\r\n\r\n"
+        ).encode() + FLOOR_BODY
         self.idle: list = []
 
     async def post(self) -> bytes:
@@ -128,8 +136,13 @@ async def _floor_start() -> None:
         extensions = {"timeout": httpx.Timeout(2.0).as_dict()}
 
         async def post() -> bytes:
-            request = httpx.Request("POST", backend + "/invocations", content=FLOOR_BODY,
-                                    headers=[("Content-Type", "text/csv"), ("Accept", "text/csv")], extensions=extensions)
+            request = httpx.Request(
+                "POST",
+                backend + "/invocations",
+                content=FLOOR_BODY,
+                headers=[("Content-Type", "text/csv"), ("Accept", "text/csv")],
+                extensions=extensions,
+            )
             answer = await transport.handle_async_request(request)
             try:
                 return await answer.aread()
@@ -140,8 +153,12 @@ async def _floor_start() -> None:
     elif kind == "aiohttp":
         import aiohttp
 
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool, keepalive_timeout=30.0), auto_decompress=False,
-                                        timeout=aiohttp.ClientTimeout(total=None, connect=1.0), skip_auto_headers=("User-Agent",))
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool, keepalive_timeout=30.0),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
+            skip_auto_headers=("User-Agent",),
+        )
         url, headers = backend + "/invocations", {"Content-Type": "text/csv", "Accept": "text/csv"}
 
         async def post() -> bytes:
@@ -166,8 +183,13 @@ async def floor_frontend(scope, receive, send):
     ident = scope["path"].rsplit("/", 1)[-1]
     answer = await _floor_client[0]()
     body = json.dumps({"id": int(ident), "probability": float(answer)}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -199,8 +221,25 @@ def start(command: list[str], log, env: dict[str, str]) -> subprocess.Popen:
 
 
 def uvicorn_command(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), app, "--host", "127.0.0.1",
-            "--port", str(port), "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -217,7 +256,9 @@ def stop(process: subprocess.Popen) -> None:
 def wrk_script(path: Path, ids: list[int], auth: bool) -> Path:
     header = f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n' if auth else ""
     path.write_text(
-        "local ids = {" + ",".join(map(str, ids)) + "}\n"
+        "local ids = {"
+        + ",".join(map(str, ids))
+        + "}\n"
         + header
         + r"""
 local n = #ids
@@ -251,8 +292,20 @@ def predict_requests(ids: list[int], auth: bool):
     return lambda: f"GET /predict/{rng.choice(ids)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth_line}\r\n".encode()
 
 
-def run_open_loop(port: int, rate: float, seconds: float, ids_file: Path, auth: bool, connections: int = 64) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--loadgen", str(port), str(rate), str(seconds), str(connections), str(ids_file), str(int(auth))]
+def run_open_loop(
+    port: int, rate: float, seconds: float, ids_file: Path, auth: bool, connections: int = 64
+) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        __file__,
+        "--loadgen",
+        str(port),
+        str(rate),
+        str(seconds),
+        str(connections),
+        str(ids_file),
+        str(int(auth)),
+    ]
     return subprocess.Popen(pinned(LOAD_CPU, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -273,17 +326,34 @@ def make_model(path: Path) -> Path:
 
     rng = np.random.default_rng(0)
     rows = 20_000
-    x = np.column_stack([rng.poisson(20, rows), rng.gamma(2.0, 1500.0, rows), rng.integers(18, 80, rows),
-                         rng.integers(0, 40, rows), rng.integers(0, 2, rows)]).astype(np.float32)
+    x = np.column_stack(
+        [
+            rng.poisson(20, rows),
+            rng.gamma(2.0, 1500.0, rows),
+            rng.integers(18, 80, rows),
+            rng.integers(0, 40, rows),
+            rng.integers(0, 2, rows),
+        ]
+    ).astype(np.float32)
     y = (rng.random(rows) < 1 / (1 + np.exp(-(0.05 * x[:, 0] - 0.03 * x[:, 2] - 2)))).astype(int)
-    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 5, "eta": 0.1, "nthread": 1},
-                            xgboost.DMatrix(x, label=y, feature_names=list(FEATURE_COLUMNS)), num_boost_round=100)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 5, "eta": 0.1, "nthread": 1},
+        xgboost.DMatrix(x, label=y, feature_names=list(FEATURE_COLUMNS)),
+        num_boost_round=100,
+    )
     path.mkdir(parents=True, exist_ok=True)
     artifact.write_booster(booster, path)
-    artifact.write_metadata(path, {
-        "threshold": 0.05, "metrics": {}, "hyperparameters": {"max_depth": 5, "num_round": 100},
-        "training_data": {"run_id": "bench", "uri": "-", "rows_train": rows, "rows_validation": 0, "split": "none"},
-        "code_version": "bench", "created_at": "2026-01-01T00:00:00Z"})
+    artifact.write_metadata(
+        path,
+        {
+            "threshold": 0.05,
+            "metrics": {},
+            "hyperparameters": {"max_depth": 5, "num_round": 100},
+            "training_data": {"run_id": "bench", "uri": "-", "rows_train": rows, "rows_validation": 0, "split": "none"},
+            "code_version": "bench",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    )
     return path
 
 
@@ -299,23 +369,30 @@ def make_lake(lake: Path) -> list[int]:
     ids = np.arange(FIRST_ID, FIRST_ID + CUSTOMERS, dtype=np.int64)
     n = len(ids)
     avg = rng.gamma(2.0, 1500.0, n)
-    table = pa.table({
-        "id": ids,
-        "as_of": pa.array([dt.date(2021, 9, 18)] * n, pa.date32()),
-        "nb_previous_loans": pa.array(rng.poisson(20, n), pa.int32()),
-        "avg_amount_loans_previous": pa.array(avg, mask=rng.random(n) < 0.02),
-        "age": pa.array(rng.integers(21, 70, n), pa.int32()),
-        "years_on_the_job": pa.array(rng.integers(0, 40, n), pa.int32(), mask=rng.random(n) < 0.16),
-        "flag_own_car": pa.array(rng.integers(0, 2, n), pa.int32()),
-    })
+    table = pa.table(
+        {
+            "id": ids,
+            "as_of": pa.array([dt.date(2021, 9, 18)] * n, pa.date32()),
+            "nb_previous_loans": pa.array(rng.poisson(20, n), pa.int32()),
+            "avg_amount_loans_previous": pa.array(avg, mask=rng.random(n) < 0.02),
+            "age": pa.array(rng.integers(21, 70, n), pa.int32()),
+            "years_on_the_job": pa.array(rng.integers(0, 40, n), pa.int32(), mask=rng.random(n) < 0.16),
+            "flag_own_car": pa.array(rng.integers(0, 2, n), pa.int32()),
+        }
+    )
     run_id = "20210918T000000Z-bench0"
     snapshot = lake / "credit_risk" / "snapshots" / run_id
     (snapshot / "latest").mkdir(parents=True)
     pq.write_table(table, snapshot / "latest" / "part-0.parquet")
-    manifest = {"run_id": run_id, "as_of": "2021-09-18",
-                "outputs": {"latest": {"uri": str(snapshot / "latest"), "rows": n, "table": "credit_risk.latest_features"}}}
+    manifest = {
+        "run_id": run_id,
+        "as_of": "2021-09-18",
+        "outputs": {"latest": {"uri": str(snapshot / "latest"), "rows": n, "table": "credit_risk.latest_features"}},
+    }
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
-    (lake / "credit_risk" / "CURRENT.json").write_text(json.dumps({"run_id": run_id, "as_of": "2021-09-18", "manifest": str(snapshot / "manifest.json")}))
+    (lake / "credit_risk" / "CURRENT.json").write_text(
+        json.dumps({"run_id": run_id, "as_of": "2021-09-18", "manifest": str(snapshot / "manifest.json")})
+    )
     return ids.tolist()
 
 
@@ -333,12 +410,23 @@ def write_config(path: Path, work: Path, store: str, model_url: str, redis_prefi
 def materialize_into(config: Path) -> dict:
     """`python -m features materialize` as a user runs it; its own timing line, plus wall time with start-up."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "features", "materialize"], cwd=ROOT, env=clean_env(SPARKMAKER_CONFIG=str(config)),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "features", "materialize"],
+        cwd=ROOT,
+        env=clean_env(SPARKMAKER_CONFIG=str(config)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise SystemExit(done.stderr)
     seconds = float(done.stdout.split(" customers in ")[1].split(" s")[0])
-    return {"customers": CUSTOMERS, "seconds": seconds, "wall_seconds_with_python_start": time.perf_counter() - started, "line": done.stdout.strip()}
+    return {
+        "customers": CUSTOMERS,
+        "seconds": seconds,
+        "wall_seconds_with_python_start": time.perf_counter() - started,
+        "line": done.stdout.strip(),
+    }
 
 
 def redis_up() -> bool:
@@ -380,8 +468,14 @@ def bench(args, work: Path) -> dict:
     ids_file.write_text(json.dumps(ids))
     model_dir = make_model(work / "model")
     logs = open(work / "servers.log", "ab")
-    results: dict = {"machine": machine(), "levels": args.levels, "duration_s": args.duration, "runs": {}, "materialize": {},
-                     "loadavg": {"start": os.getloadavg()}}
+    results: dict = {
+        "machine": machine(),
+        "levels": args.levels,
+        "duration_s": args.duration,
+        "runs": {},
+        "materialize": {},
+        "loadavg": {"start": os.getloadavg()},
+    }
     processes: list[subprocess.Popen] = []
     try:
         # The floor: the same bare backend, the front hop with each client; the fastest is the floor.
@@ -392,13 +486,17 @@ def bench(args, work: Path) -> dict:
         fronts = {}
         for client in args.floor_clients:
             frontend_port = free_port()
-            front = start(uvicorn_command("api_bench:floor_frontend", frontend_port), logs,
-                          clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{backend_port}", FLOOR_CLIENT=client))
+            front = start(
+                uvicorn_command("api_bench:floor_frontend", frontend_port),
+                logs,
+                clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{backend_port}", FLOOR_CLIENT=client),
+            )
             processes.append(front)
             wait_ready(f"http://127.0.0.1:{frontend_port}/predict/{ids[0]}", front)
             print(f"floor (bare endpoint -> bare backend) with {client} ...", flush=True)
-            results["runs"][f"floor-{client}"] = sweep(f"http://127.0.0.1:{frontend_port}/", args.levels, args.duration, floor_script,
-                                                       [front.pid, backend.pid])
+            results["runs"][f"floor-{client}"] = sweep(
+                f"http://127.0.0.1:{frontend_port}/", args.levels, args.duration, floor_script, [front.pid, backend.pid]
+            )
             results["loadavg"][f"floor-{client}"] = os.getloadavg()
             fronts[client] = (front, frontend_port)
         best_client = max(args.floor_clients, key=lambda c: sum(r["rps"] for r in results["runs"][f"floor-{c}"]))
@@ -413,8 +511,21 @@ def bench(args, work: Path) -> dict:
 
         # The model server, shared by every API run.
         model_port = free_port()
-        model = start([sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(model_port), "--workers", "1"],
-                      logs, clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"))
+        model = start(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(model_port),
+                "--workers",
+                "1",
+            ],
+            logs,
+            clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"),
+        )
         processes.append(model)
         wait_ready(f"http://127.0.0.1:{model_port}/ping", model)
         api_script = wrk_script(work / "api.lua", ids, auth=True)
@@ -429,7 +540,9 @@ def bench(args, work: Path) -> dict:
             results["materialize"][store] = materialize_into(config)
             print(f"materialize into {store}: {results['materialize'][store]['line']}", flush=True)
             api_port = free_port()
-            api = start([sys.executable, "-m", "api", "--port", str(api_port)], logs, clean_env(SPARKMAKER_CONFIG=str(config)))
+            api = start(
+                [sys.executable, "-m", "api", "--port", str(api_port)], logs, clean_env(SPARKMAKER_CONFIG=str(config))
+            )
             processes.append(api)
             wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
             print(f"API, {store} store ...", flush=True)
@@ -443,7 +556,10 @@ def bench(args, work: Path) -> dict:
                 # Alternating with the same schedule against the floor (what this shared machine's tail
                 # is without the API in the path); the median of the repeats is reported.
                 for _ in range(args.open_loop_repeats):
-                    for key, port, auth in (("open_loop_half_max", api_port, True), ("open_loop_floor_same_rate", frontend_port, False)):
+                    for key, port, auth in (
+                        ("open_loop_half_max", api_port, True),
+                        ("open_loop_floor_same_rate", frontend_port, False),
+                    ):
                         loadgen = run_open_loop(port, rate, args.duration * 2, ids_file, auth=auth)
                         results.setdefault(key + "_runs", []).append(open_loop_result(loadgen, args.duration * 2 + 120))
                 for key in ("open_loop_half_max", "open_loop_floor_same_rate"):
@@ -458,7 +574,13 @@ def bench(args, work: Path) -> dict:
             processes.remove(api)
             if store == "redis":
                 subprocess.run(["redis-cli", "-n", "15", "--scan", "--pattern", f"{prefix}:*"], capture_output=True)
-                subprocess.run(["sh", "-c", f"redis-cli -n 15 --scan --pattern '{prefix}:*' | xargs -r -n 1000 redis-cli -n 15 unlink > /dev/null"])
+                subprocess.run(
+                    [
+                        "sh",
+                        "-c",
+                        f"redis-cli -n 15 --scan --pattern '{prefix}:*' | xargs -r -n 1000 redis-cli -n 15 unlink > /dev/null",
+                    ]
+                )
     finally:
         for process in processes:
             stop(process)
@@ -472,15 +594,27 @@ def memory_run(api, model, port: int, rate: float, seconds: float, ids_file: Pat
     samples = []
     started = time.monotonic()
     while loadgen.poll() is None:
-        samples.append({"t": round(time.monotonic() - started, 1), "api_rss_mb": api_process.memory_info().rss / 2**20,
-                        "model_rss_mb": model_process.memory_info().rss / 2**20})
+        samples.append(
+            {
+                "t": round(time.monotonic() - started, 1),
+                "api_rss_mb": api_process.memory_info().rss / 2**20,
+                "model_rss_mb": model_process.memory_info().rss / 2**20,
+            }
+        )
         time.sleep(5)
     load = open_loop_result(loadgen, 120)
     api_rss = [s["api_rss_mb"] for s in samples]
-    settled = api_rss[len(api_rss) // 5:]  # after the first fifth: pools and caches are warm
-    return {"rate": rate, "seconds": seconds, "load": load, "samples": samples,
-            "api_rss_first_mb": api_rss[0], "api_rss_last_mb": api_rss[-1], "api_rss_max_mb": max(api_rss),
-            "api_rss_growth_after_warmup_mb": settled[-1] - settled[0] if settled else 0.0}
+    settled = api_rss[len(api_rss) // 5 :]  # after the first fifth: pools and caches are warm
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "load": load,
+        "samples": samples,
+        "api_rss_first_mb": api_rss[0],
+        "api_rss_last_mb": api_rss[-1],
+        "api_rss_max_mb": max(api_rss),
+        "api_rss_growth_after_warmup_mb": settled[-1] - settled[0] if settled else 0.0,
+    }
 
 
 def machine() -> str:
@@ -496,7 +630,9 @@ def machine() -> str:
 
 
 def report(results: dict) -> None:
-    print(f"\nGET /predict/{{id}}, random known ids of {CUSTOMERS:,}; wrk closed loop, servers on CPU 0, wrk on CPU 1; {results['machine']}")
+    print(
+        f"\nGET /predict/{{id}}, random known ids of {CUSTOMERS:,}; wrk closed loop, servers on CPU 0, wrk on CPU 1; {results['machine']}"
+    )
     names = list(results["runs"])
     print(f"{'connections':>11} " + " ".join(f"{n:>30}" for n in names))
     print(f"{'':>11} " + " ".join(f"{'req/s    p50 ms   p99 ms':>30}" for _ in names))
@@ -504,14 +640,25 @@ def report(results: dict) -> None:
         cells = []
         for name in names:
             r = results["runs"][name][index]
-            cells.append(f"{r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}" + (f" err {r['errors']}" if r["errors"] else ""))
+            cells.append(
+                f"{r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
+                + (f" err {r['errors']}" if r["errors"] else "")
+            )
         print(f"{connections:>11} " + " ".join(f"{c:>30}" for c in cells))
     print("CPU time per request (front hop + back hop, microseconds), at each connection count:")
     for name in names:
-        print(f"  {name:<12} " + "  ".join(f"c={r['connections']}: {r['cpu_us_per_request'][0]}+{r['cpu_us_per_request'][1]}" for r in results["runs"][name]))
+        print(
+            f"  {name:<12} "
+            + "  ".join(
+                f"c={r['connections']}: {r['cpu_us_per_request'][0]}+{r['cpu_us_per_request'][1]}"
+                for r in results["runs"][name]
+            )
+        )
     floor = max(r["rps"] for r in results["runs"]["floor"])
-    print(f"the floor: the front hop with {results.get('floor_client', 'httpx')}, the fastest of "
-          + ", ".join(n.removeprefix("floor-") for n in names if n.startswith("floor-")))
+    print(
+        f"the floor: the front hop with {results.get('floor_client', 'httpx')}, the fastest of "
+        + ", ".join(n.removeprefix("floor-") for n in names if n.startswith("floor-"))
+    )
     for name in names:
         if not name.startswith("floor"):
             best = max(r["rps"] for r in results["runs"][name])
@@ -520,19 +667,27 @@ def report(results: dict) -> None:
         if key in results:
             o = results[key]
             every = ", ".join(f"{r['p99_ms']:.1f}" for r in results[key + "_runs"])
-            print(f"open loop at {o['rate']:.0f} req/s, {label:<5} (median of {len(results[key + '_runs'])} by p99): "
-                  f"achieved {o['achieved_rps']:.0f}, p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, "
-                  f"p99.9 {o['p999_ms']:.2f} ms, max {o['max_ms']:.1f} ms, errors {o['errors']}; every p99: {every} ms")
+            print(
+                f"open loop at {o['rate']:.0f} req/s, {label:<5} (median of {len(results[key + '_runs'])} by p99): "
+                f"achieved {o['achieved_rps']:.0f}, p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, "
+                f"p99.9 {o['p999_ms']:.2f} ms, max {o['max_ms']:.1f} ms, errors {o['errors']}; every p99: {every} ms"
+            )
     if "memory" in results:
         m = results["memory"]
-        print(f"memory over {m['seconds']:.0f} s at {m['rate']:.0f} req/s ({m['load']['requests']:,} requests, p99 {m['load']['p99_ms']:.2f} ms): "
-              f"API RSS {m['api_rss_first_mb']:.1f} -> {m['api_rss_last_mb']:.1f} MB (max {m['api_rss_max_mb']:.1f}), "
-              f"growth after warm-up {m['api_rss_growth_after_warmup_mb']:+.1f} MB")
+        print(
+            f"memory over {m['seconds']:.0f} s at {m['rate']:.0f} req/s ({m['load']['requests']:,} requests, p99 {m['load']['p99_ms']:.2f} ms): "
+            f"API RSS {m['api_rss_first_mb']:.1f} -> {m['api_rss_last_mb']:.1f} MB (max {m['api_rss_max_mb']:.1f}), "
+            f"growth after warm-up {m['api_rss_growth_after_warmup_mb']:+.1f} MB"
+        )
         print("  samples (s: MB): " + ", ".join(f"{s['t']:.0f}: {s['api_rss_mb']:.1f}" for s in m["samples"]))
-    print("load average (1, 5, 15 min) of the machine at each phase: "
-          + "; ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in results["loadavg"].items()))
+    print(
+        "load average (1, 5, 15 min) of the machine at each phase: "
+        + "; ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in results["loadavg"].items())
+    )
     for store, m in results["materialize"].items():
-        print(f"materialize {store}: {m['customers']:,} customers in {m['seconds']:.1f} s ({m['wall_seconds_with_python_start']:.1f} s with Python start)")
+        print(
+            f"materialize {store}: {m['customers']:,} customers in {m['seconds']:.1f} s ({m['wall_seconds_with_python_start']:.1f} s with Python start)"
+        )
 
 
 def main() -> None:
@@ -546,16 +701,32 @@ def main() -> None:
             pass
         ids = json.loads(Path(ids_file).read_text())
         requests = predict_requests(ids, auth == "1")
-        print(json.dumps(asyncio.run(open_loop("127.0.0.1", int(port), requests, float(rate), float(seconds), int(connections)))))
+        print(
+            json.dumps(
+                asyncio.run(open_loop("127.0.0.1", int(port), requests, float(rate), float(seconds), int(connections)))
+            )
+        )
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--levels", default="1,8,32,64", help="wrk connection counts (default 1,8,32,64)")
-    parser.add_argument("--stores", default="sqlite,redis", help="online stores to run the API with (default sqlite,redis)")
-    parser.add_argument("--memory-seconds", type=int, default=300, help="length of the memory run, 0 to skip (default 300)")
-    parser.add_argument("--open-loop-repeats", type=int, default=3, help="open-loop runs of the API and of the floor, alternating (default 3)")
-    parser.add_argument("--floor-clients", default=",".join(FLOOR_CLIENTS),
-                        help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})")
+    parser.add_argument(
+        "--stores", default="sqlite,redis", help="online stores to run the API with (default sqlite,redis)"
+    )
+    parser.add_argument(
+        "--memory-seconds", type=int, default=300, help="length of the memory run, 0 to skip (default 300)"
+    )
+    parser.add_argument(
+        "--open-loop-repeats",
+        type=int,
+        default=3,
+        help="open-loop runs of the API and of the floor, alternating (default 3)",
+    )
+    parser.add_argument(
+        "--floor-clients",
+        default=",".join(FLOOR_CLIENTS),
+        help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})",
+    )
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
     args.floor_clients = [c for c in args.floor_clients.split(",") if c]

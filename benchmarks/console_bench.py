@@ -56,8 +56,10 @@ def main() -> int:
     model = make_model_dir(work / "model", seed=7, rounds=240, depth=2, threshold=0.2)
     server = start_model_server(work / "serving", model)
     settings = api_settings(
-        work, {"kind": "sqlite", "sqlite_path": str(work / "online.sqlite"), "write_batch_rows": 5000},
-        {"prediction_log": "sqlite", "prediction_log_sqlite": str(work / "state" / "log.sqlite")}, server.url,
+        work,
+        {"kind": "sqlite", "sqlite_path": str(work / "online.sqlite"), "write_batch_rows": 5000},
+        {"prediction_log": "sqlite", "prediction_log_sqlite": str(work / "state" / "log.sqlite")},
+        server.url,
     )
     materialize(settings, RUN_ID)
     api = serve_app(create_app(settings))
@@ -83,14 +85,18 @@ def main() -> int:
                 answer = client.get(path(rng.choice(customers)))
                 times[kind].append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200, answer.text[:200]
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"load average {os.getloadavg()[0]:.1f} at the end; {args.customers:,} customers, model 240 trees depth 2")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f} at the end; {args.customers:,} customers, model 240 trees depth 2"
+        )
         print(f"console's first lookup of the snapshot (reads the population): {first:.1f} ms")
         print("kind       |  p50 ms |  p99 ms | mean ms | vs plain (p50)")
         base = statistics.median(times["plain"])
         for kind, values in times.items():
             p50 = statistics.median(values)
-            print(f"{kind:10} | {p50:7.2f} | {percentile(values, 0.99):7.2f} | {statistics.mean(values):7.2f} | {p50 / base:5.2f}x")
+            print(
+                f"{kind:10} | {p50:7.2f} | {percentile(values, 0.99):7.2f} | {statistics.mean(values):7.2f} | {p50 / base:5.2f}x"
+            )
         client.close()
     finally:
         api.stop()

@@ -83,8 +83,9 @@ COPY (SELECT {columns}, coalesce(reason, 'duplicate_loan_id') AS reason FROM cla
 def run_measured(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) of the process and all its children, and stdout."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peak = 0.0
     stop = threading.Event()
 
@@ -132,7 +133,9 @@ def make_csv(base: Path, scale: int, rows: int, folder: Path) -> Path:
             copy = frame.copy()
             # Keep broken values broken; shift the good ones so every copy is new customers and loans.
             copy["id"] = numeric_id.map(lambda v: f"{int(v) + k * 150_000}" if v == v else None).fillna(frame["id"])
-            copy["loan_id"] = numeric_loan.map(lambda v: f"{int(v) + k * 10_000_000}" if v == v else None).fillna(frame["loan_id"])
+            copy["loan_id"] = numeric_loan.map(lambda v: f"{int(v) + k * 10_000_000}" if v == v else None).fillna(
+                frame["loan_id"]
+            )
             copy.to_csv(handle, index=False, header=(k == 0))
     return target
 
@@ -172,8 +175,21 @@ def main() -> None:
             if args.shuffle_partitions:
                 env["SPARKMAKER_SPARK__SHUFFLE_PARTITIONS"] = str(args.shuffle_partitions)
             spark_s, spark_mb, _ = run_measured(
-                [sys.executable, "-m", "features", "--input", str(csv), "--lake", str(lake), "--as-of", AS_OF,
-                 "--manifest", str(work / "manifest.json")], env)
+                [
+                    sys.executable,
+                    "-m",
+                    "features",
+                    "--input",
+                    str(csv),
+                    "--lake",
+                    str(lake),
+                    "--as-of",
+                    AS_OF,
+                    "--manifest",
+                    str(work / "manifest.json"),
+                ],
+                env,
+            )
             manifest = json.loads((work / "manifest.json").read_text())
             duck_out = work / f"duck_x{scale}"
             duck_out.mkdir()
@@ -181,7 +197,8 @@ def main() -> None:
             header = open(csv, encoding="utf-8").readline().strip().split(",")
             script.write_text(DUCKDB_SQL.format(csv=csv, out=duck_out, as_of=AS_OF, columns=", ".join(header)))
             duck_s, duck_mb, _ = run_measured(
-                [sys.executable, "-c", f"import duckdb; duckdb.connect().execute(open({str(script)!r}).read())"])
+                [sys.executable, "-c", f"import duckdb; duckdb.connect().execute(open({str(script)!r}).read())"]
+            )
             spark_summary = summarize(Path(manifest["outputs"]["training"]["uri"]).parent)
             duck_summary = summarize(duck_out)
             same = spark_summary == duck_summary
@@ -194,13 +211,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-          f"Python {platform.python_version()}")
-    print("| rows | Spark s | Spark rows/s | Spark peak MB | DuckDB s | DuckDB rows/s | DuckDB peak MB | Spark/DuckDB | same outputs |")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        "| rows | Spark s | Spark rows/s | Spark peak MB | DuckDB s | DuckDB rows/s | DuckDB peak MB | Spark/DuckDB | same outputs |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     for _, rows, spark_s, spark_mb, duck_s, duck_mb, same, _ in results:
-        print(f"| {rows:,} | {spark_s:.1f} | {rows / spark_s:,.0f} | {spark_mb:,.0f} | {duck_s:.1f} | {rows / duck_s:,.0f} "
-              f"| {duck_mb:,.0f} | {spark_s / duck_s:.2f}x | {'yes' if same else 'NO'} |")
+        print(
+            f"| {rows:,} | {spark_s:.1f} | {rows / spark_s:,.0f} | {spark_mb:,.0f} | {duck_s:.1f} | {rows / duck_s:,.0f} "
+            f"| {duck_mb:,.0f} | {spark_s / duck_s:.2f}x | {'yes' if same else 'NO'} |"
+        )
     for scale, *_, stages in results:
         print(f"Spark stages at x{scale}: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     if len(results) >= 2:

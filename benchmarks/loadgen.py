@@ -70,17 +70,29 @@ async def open_loop(
     def percentile(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
 
-    return {"rate": rate, "achieved_rps": len(latencies) / elapsed, "p50_ms": percentile(50), "p99_ms": percentile(99),
-            "p999_ms": percentile(99.9), "max_ms": latencies[-1] * 1000, "errors": errors, "requests": len(latencies)}
+    return {
+        "rate": rate,
+        "achieved_rps": len(latencies) / elapsed,
+        "p50_ms": percentile(50),
+        "p99_ms": percentile(99),
+        "p999_ms": percentile(99.9),
+        "max_ms": latencies[-1] * 1000,
+        "errors": errors,
+        "requests": len(latencies),
+    }
 
 
 def wrk_result(output: str, connections: int) -> dict:
     """The `RESULT {...}` line of a wrk run as rps, latency percentiles in ms and errors (transport + non-2xx)."""
     line = next(text for text in output.splitlines() if text.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     seconds = result["duration_us"] / 1e6
-    figures = {"connections": connections, "requests": result["requests"], "rps": result["requests"] / seconds,
-               "errors": result["errors"] + result["non2xx"]}
+    figures = {
+        "connections": connections,
+        "requests": result["requests"],
+        "rps": result["requests"] / seconds,
+        "errors": result["errors"] + result["non2xx"],
+    }
     for key in ("p50", "p90", "p99"):
         if f"{key}_us" in result:
             figures[f"{key}_ms"] = result[f"{key}_us"] / 1000

@@ -45,15 +45,20 @@ def timed_run(command: list[str], env: dict) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=777_715, help="rows of the generated CSV (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of the core computation (default %(default)s)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="repetitions of the core computation (default %(default)s)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the lake in this folder instead of a temporary one")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="sparkmaker-monitoring-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {
-        **os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_PATHS__LAKE": str(work / "lake"),
-        "SPARKMAKER_PATHS__STATE_DIR": str(work / "state"), "SPARKMAKER_FEATURES__MATERIALIZE": "false",
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARKMAKER_PATHS__LAKE": str(work / "lake"),
+        "SPARKMAKER_PATHS__STATE_DIR": str(work / "state"),
+        "SPARKMAKER_FEATURES__MATERIALIZE": "false",
         "SPARKMAKER_CONFIG": str(ROOT / "configuration" / "sparkmaker.toml"),
     }
     py = sys.executable
@@ -84,7 +89,9 @@ def main() -> int:
                 core.append(time.perf_counter() - started)
             sizes = (len(reference), len(current), {r["feature"]: round(r["psi"], 4) for r in rows})
 
-        quiet = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(update={"register_hive": False})})
+        quiet = settings.model_copy(
+            update={"monitoring": settings.monitoring.model_copy(update={"register_hive": False})}
+        )
         started = time.perf_counter()
         outcome = drift_step(quiet, manifest["run_id"])
         step_seconds = time.perf_counter() - started
@@ -95,14 +102,20 @@ def main() -> int:
 
     stages = manifest.get("stage_seconds", {})
     print(f"machine: {os.cpu_count()} cores, load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
-    print(f"feature run (python -m features, {manifest['rows_in']:,} rows): {feature_seconds:.1f} s wall; stages "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
-    print(f"core drift: {sizes[0]:,}-row reference against {sizes[1]:,}-row snapshot, 5 features: "
-          f"median {statistics.median(core):.2f} s of {args.repeat} (min {min(core):.2f} s); PSI {json.dumps(sizes[2])}")
+    print(
+        f"feature run (python -m features, {manifest['rows_in']:,} rows): {feature_seconds:.1f} s wall; stages "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    )
+    print(
+        f"core drift: {sizes[0]:,}-row reference against {sizes[1]:,}-row snapshot, 5 features: "
+        f"median {statistics.median(core):.2f} s of {args.repeat} (min {min(core):.2f} s); PSI {json.dumps(sizes[2])}"
+    )
     print(f"drift_step in process (both comparisons, no Hive): {step_seconds:.2f} s; {outcome.summary}")
     print(f"python -m monitoring drift (JVM start + Hive tables included): {cli_seconds:.1f} s")
-    print(f"ratio: core drift / feature run = {statistics.median(core) / feature_seconds:.1%}; "
-          f"CLI drift step / feature run = {cli_seconds / feature_seconds:.1%}")
+    print(
+        f"ratio: core drift / feature run = {statistics.median(core) / feature_seconds:.1%}; "
+        f"CLI drift step / feature run = {cli_seconds / feature_seconds:.1%}"
+    )
     return 0
 
 

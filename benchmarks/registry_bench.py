@@ -30,9 +30,17 @@ def _model(folder: Path):
     booster = xgboost.train({"objective": "binary:logistic"}, xgboost.DMatrix(x, label=(x[:, 0] > 0).astype(int)), 20)
     folder.mkdir(parents=True)
     artifact.write_booster(booster, folder)
-    artifact.write_metadata(folder, {"threshold": 0.5, "metrics": {"roc_auc": 0.7}, "hyperparameters": {"num_round": 20},
-                                     "training_data": {"run_id": "bench", "uri": "/nowhere"}, "code_version": "bench",
-                                     "created_at": "2026-01-01T00:00:00Z"})
+    artifact.write_metadata(
+        folder,
+        {
+            "threshold": 0.5,
+            "metrics": {"roc_auc": 0.7},
+            "hyperparameters": {"num_round": 20},
+            "training_data": {"run_id": "bench", "uri": "/nowhere"},
+            "code_version": "bench",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    )
     return artifact.pack(folder, folder.with_suffix(".tar.gz")), artifact.read_metadata(folder)
 
 
@@ -67,9 +75,13 @@ def main() -> None:
         mlflow = MlflowRegistry(Path(tmp) / "mlflow")
         mlflow.versions()
         first = time.perf_counter() - started
-        results = {"index.json (reference)": measure(LocalRegistry(Path(tmp) / "index"), tar, metadata, args.versions),
-                   "MLflow on SQLite": measure(mlflow, tar, metadata, args.versions)}
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; MLflow import + new SQLite store: {first:.2f} s")
+        results = {
+            "index.json (reference)": measure(LocalRegistry(Path(tmp) / "index"), tar, metadata, args.versions),
+            "MLflow on SQLite": measure(mlflow, tar, metadata, args.versions),
+        }
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; MLflow import + new SQLite store: {first:.2f} s"
+    )
     names = list(next(iter(results.values())))
     print(f"{'seconds per call':<24}" + "".join(f"{name:>26}" for name in results))
     for op in names:

@@ -56,8 +56,13 @@ async def floor_app(scope, receive, send):
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/csv"), (b"content-length", b"4")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"0.5\n"})
 
 
@@ -78,9 +83,27 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None
 
 
 def start_floor(port: int, log) -> subprocess.Popen:
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "serving_bench:floor_app",
-               "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-               "--no-access-log", "--log-level", "warning", "--no-proxy-headers", "--no-server-header"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "serving_bench:floor_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--no-proxy-headers",
+        "--no-server-header",
+    ]
     return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -134,8 +157,9 @@ def run_wrk(url: str, connections: int, duration: int, script: Path, server_pid:
 # The open-loop generator (benchmarks/loadgen.py) runs in its own process:
 # `serving_bench.py --loadgen HOST PORT RATE SECONDS CONNECTIONS`.
 def _invocation() -> bytes:
-    return (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
-            f"Content-Length: {len(ROW)}\r\n\r\n").encode() + ROW
+    return (
+        f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\nContent-Length: {len(ROW)}\r\n\r\n"
+    ).encode() + ROW
 
 
 def run_open_loop(port: int, rate: float, seconds: float, connections: int = 64) -> dict:
@@ -162,8 +186,10 @@ def micro(model_dir: Path) -> dict:
     row = np.array([[3, 2500.5, 41, 7, 1]], dtype=np.float32)
     result = {}
     rows = row.tolist()
-    for name, call in (("fast_path_us", lambda: model.predict(rows)),
-                       ("xgboost_inplace_us", lambda: model.booster.inplace_predict(row, validate_features=False))):
+    for name, call in (
+        ("fast_path_us", lambda: model.predict(rows)),
+        ("xgboost_inplace_us", lambda: model.booster.inplace_predict(row, validate_features=False)),
+    ):
         for _ in range(200):
             call()
         started = time.perf_counter()
@@ -183,8 +209,12 @@ def handler_time(model_dir: Path) -> float:
         settings = load_settings(paths={"state_dir": state, "lake": state}, serving={"model_dir": str(model_dir)})
         app = create_app(settings)
         app.state.watcher.check()  # load the model as the lifespan would
-        scope = {"type": "http", "method": "POST", "path": "/invocations",
-                 "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(ROW)).encode())]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/invocations",
+            "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(ROW)).encode())],
+        }
         statuses = []
 
         async def receive():
@@ -262,13 +292,18 @@ def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
     model_dir = model_dir or make_model(work / "model", rounds=args.rounds, depth=args.depth)
     rows = args.rows
     matrix = synthetic_features(rows, seed=3)
-    table = {"id": pa.array(np.arange(rows) + 5_000_000, pa.int64()), "as_of": pa.array([dt.date(2024, 6, 1)] * rows, pa.date32())}
+    table = {
+        "id": pa.array(np.arange(rows) + 5_000_000, pa.int64()),
+        "as_of": pa.array([dt.date(2024, 6, 1)] * rows, pa.date32()),
+    }
     for index, name in enumerate(FEATURE_COLUMNS):
         column = matrix[:, index]
         if name == "avg_amount_loans_previous":
             table[name] = pa.array(column.astype(np.float64), pa.float64(), from_pandas=True)
         else:
-            table[name] = pa.array(np.where(np.isnan(column), 0, column).astype(np.int32), pa.int32(), mask=np.isnan(column))
+            table[name] = pa.array(
+                np.where(np.isnan(column), 0, column).astype(np.int32), pa.int32(), mask=np.isnan(column)
+            )
     source = work / "latest"
     source.mkdir()
     pq.write_table(pa.table(table), source / "part-0.parquet")
@@ -289,10 +324,17 @@ def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
     probabilities = booster.inplace_predict(frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan))
     pandas_seconds = time.perf_counter() - started
     scored = pq.read_table(work / "scores").to_pandas().sort_values("id")
-    difference = float(np.abs(scored["probability"].to_numpy() - probabilities[np.argsort(frame["id"].to_numpy())]).max())
-    return {"rows": rows, "spark_seconds": result["seconds"], "spark_rows_per_second": result["rows_per_second"],
-            "pandas_seconds": round(pandas_seconds, 2), "pandas_rows_per_second": round(rows / pandas_seconds),
-            "max_difference": difference}
+    difference = float(
+        np.abs(scored["probability"].to_numpy() - probabilities[np.argsort(frame["id"].to_numpy())]).max()
+    )
+    return {
+        "rows": rows,
+        "spark_seconds": result["seconds"],
+        "spark_rows_per_second": result["rows_per_second"],
+        "pandas_seconds": round(pandas_seconds, 2),
+        "pandas_rows_per_second": round(rows / pandas_seconds),
+        "max_difference": difference,
+    }
 
 
 def machine() -> str:
@@ -310,7 +352,13 @@ def machine() -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
-        host, port, rate, seconds, connections = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        host, port, rate, seconds, connections = (
+            sys.argv[2],
+            int(sys.argv[3]),
+            float(sys.argv[4]),
+            float(sys.argv[5]),
+            int(sys.argv[6]),
+        )
         try:
             import uvloop
 
@@ -322,8 +370,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per load run")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64])
-    parser.add_argument("--model-dir", type=Path, help="model to serve (default: synthetic, shaped as training's defaults make it: 240 trees of depth 2)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per figure, alternating floor and model; the best is kept")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="model to serve (default: synthetic, shaped as training's defaults make it: 240 trees of depth 2)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per figure, alternating floor and model; the best is kept"
+    )
     parser.add_argument("--rounds", type=int, default=240)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--rows", type=int, default=777_715, help="rows of the batch scoring table")
@@ -338,31 +392,43 @@ def main() -> None:
         if not args.skip_http:
             http = bench_http(args, work)
             print(f"\nmodel: {args.model_dir or f'synthetic, {args.rounds} trees, depth {args.depth}'}")
-            print(f"in-process single-row predict: compiled fast path {http['micro']['fast_path_us']:.1f} us, "
-                  f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us; "
-                  f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us")
+            print(
+                f"in-process single-row predict: compiled fast path {http['micro']['fast_path_us']:.1f} us, "
+                f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us; "
+                f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us"
+            )
             print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
-            print(f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | "
-                  f"{'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | {'model/floor rps':>15} {'cpu':>5} | errors")
+            print(
+                f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | "
+                f"{'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | {'model/floor rps':>15} {'cpu':>5} | errors"
+            )
             for floor, model in zip(http["floor"], http["model"]):
-                print(f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} "
-                      f"{floor['cpu_us_per_request']:>10.0f} | {model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} "
-                      f"{model['cpu_us_per_request']:>10.0f} | {model['rps'] / floor['rps']:>15.2f} "
-                      f"{floor['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | {floor['errors']}/{model['errors']}")
+                print(
+                    f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} "
+                    f"{floor['cpu_us_per_request']:>10.0f} | {model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} "
+                    f"{model['cpu_us_per_request']:>10.0f} | {model['rps'] / floor['rps']:>15.2f} "
+                    f"{floor['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | {floor['errors']}/{model['errors']}"
+                )
             best_floor = max(r["rps"] for r in http["floor"])
             best_model = max(r["rps"] for r in http["model"])
-            print(f"max throughput: floor {best_floor:.0f} rps, model {best_model:.0f} rps ({best_model / best_floor:.0%} of the floor; target >= 50%)")
+            print(
+                f"max throughput: floor {best_floor:.0f} rps, model {best_model:.0f} rps ({best_model / best_floor:.0%} of the floor; target >= 50%)"
+            )
             for name in ("model", "floor"):
                 o = http[f"{name}_open_loop"]
-                print(f"open loop at {o['rate']:.0f} rps (half the model's max), {name}: achieved {o['achieved_rps']:.0f} rps, "
-                      f"p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, errors {o['errors']}"
-                      + (" (target p99 < 10 ms)" if name == "model" else ""))
+                print(
+                    f"open loop at {o['rate']:.0f} rps (half the model's max), {name}: achieved {o['achieved_rps']:.0f} rps, "
+                    f"p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, errors {o['errors']}"
+                    + (" (target p99 < 10 ms)" if name == "model" else "")
+                )
         if not args.skip_batch:
             batch = bench_batch(args, work, args.model_dir)
-            print(f"\nbatch scoring {batch['rows']:,} rows: serving batch (Spark local[2], mapInPandas) "
-                  f"{batch['spark_seconds']:.1f} s = {batch['spark_rows_per_second']:,} rows/s; "
-                  f"pandas + XGBoost in one process {batch['pandas_seconds']:.1f} s = {batch['pandas_rows_per_second']:,} rows/s; "
-                  f"max |difference| {batch['max_difference']:.1e}")
+            print(
+                f"\nbatch scoring {batch['rows']:,} rows: serving batch (Spark local[2], mapInPandas) "
+                f"{batch['spark_seconds']:.1f} s = {batch['spark_rows_per_second']:,} rows/s; "
+                f"pandas + XGBoost in one process {batch['pandas_seconds']:.1f} s = {batch['pandas_rows_per_second']:,} rows/s; "
+                f"max |difference| {batch['max_difference']:.1e}"
+            )
 
 
 if __name__ == "__main__":

@@ -67,22 +67,44 @@ class Soak:
             "SPARKMAKER_STACK__THRIFT_PORT": str(self.ports["thrift"]),
         }
         # What the stack hands its own stages: the shared metastore, the stack's model server.
-        self.stage_env = {**self.env, "SPARKMAKER_METASTORE__KIND": "thrift",
-                          "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{self.ports['metastore']}"}
+        self.stage_env = {
+            **self.env,
+            "SPARKMAKER_METASTORE__KIND": "thrift",
+            "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{self.ports['metastore']}",
+        }
         self.csv = folder / "loans.csv"
         self.events: list[dict] = []
         self.failures: list[str] = []
 
     def run(self, command: list[str], what: str, env: dict | None = None, timeout: float = 1800) -> str:
-        proc = subprocess.run(command, cwd=ROOT, env=env or self.stage_env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env or self.stage_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
         return proc.stdout
 
     def setup(self) -> None:
-        self.run([sys.executable, "-m", "features.sample_data", "--rows", str(self.rows), "--seed", "7",
-                  "--out", str(self.csv)], "sample data")
+        self.run(
+            [
+                sys.executable,
+                "-m",
+                "features.sample_data",
+                "--rows",
+                str(self.rows),
+                "--seed",
+                "7",
+                "--out",
+                str(self.csv),
+            ],
+            "sample data",
+        )
         started = time.monotonic()
         # `python -m stack`, what ./start.sh runs, without its venv check: the soak already runs in the venv.
         out = self.run([sys.executable, "-m", "stack", "start", "--input", str(self.csv)], "start", env=self.env)
@@ -94,8 +116,10 @@ class Soak:
         self.customers = self.customer_ids()
 
     def registered_versions(self) -> list[str]:
-        code = ("from configuration.settings import load_settings; from training.registry import open_registry; "
-                "print(' '.join(v.version for v in open_registry(load_settings()).versions()))")
+        code = (
+            "from configuration.settings import load_settings; from training.registry import open_registry; "
+            "print(' '.join(v.version for v in open_registry(load_settings()).versions()))"
+        )
         return self.run([sys.executable, "-c", code], "listing models").split()[-2:]
 
     def customer_ids(self) -> list[int]:
@@ -149,8 +173,9 @@ class Soak:
                     switched = int(elapsed // switch_every)
                     took = time.monotonic()
                     self.run([sys.executable, "-m", "features", "--input", str(self.csv)], "feature job")
-                    self.events.append({"at_s": round(elapsed), "event": "new snapshot",
-                                        "seconds": round(time.monotonic() - took)})
+                    self.events.append(
+                        {"at_s": round(elapsed), "event": "new snapshot", "seconds": round(time.monotonic() - took)}
+                    )
                     say(f"new snapshot published and materialized in {time.monotonic() - took:.0f} s")
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 # Recorded and failed at the end, but the changes go on: one bad step must not end them.
@@ -176,18 +201,27 @@ class Soak:
                 rss = self.rss_mb()
                 rounds.append(result)
                 memory.append(rss)
-                say(f"{result['requests']} requests, {result['errors']} failed, p99 {result['p99_ms']:.1f} ms, "
-                    f"max {result['max_ms']:.0f} ms; RSS MB " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+                say(
+                    f"{result['requests']} requests, {result['errors']} failed, p99 {result['p99_ms']:.1f} ms, "
+                    f"max {result['max_ms']:.0f} ms; RSS MB " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items())
+                )
         finally:
             stop.set()
             changer.join(timeout=1800)
         time.sleep(3)  # the log writer flushes every 200 ms
         answered = sum(r["requests"] - r["errors"] for r in rounds)
-        return {"rounds": rounds, "memory": memory, "answered": answered,
-                "failed": sum(r["errors"] for r in rounds), "log_rows": self.log_rows() - rows_before}
+        return {
+            "rounds": rounds,
+            "memory": memory,
+            "answered": answered,
+            "failed": sum(r["errors"] for r in rounds),
+            "log_rows": self.log_rows() - rows_before,
+        }
 
     def stop(self) -> None:
-        subprocess.run([sys.executable, "-m", "stack", "stop"], cwd=ROOT, env=self.env, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "stack", "stop"], cwd=ROOT, env=self.env, capture_output=True, timeout=300
+        )
 
 
 def memory_growth(memory: list[dict[str, float]]) -> dict[str, dict]:
@@ -196,8 +230,11 @@ def memory_growth(memory: list[dict[str, float]]) -> dict[str, dict]:
     for name in SERVICES:
         first = statistics.median(m[name] for m in memory[:fifth])
         last = statistics.median(m[name] for m in memory[-fifth:])
-        verdicts[name] = {"first_mb": round(first, 1), "last_mb": round(last, 1),
-                          "flat": last - first <= max(40.0, 0.10 * first)}
+        verdicts[name] = {
+            "first_mb": round(first, 1),
+            "last_mb": round(last, 1),
+            "flat": last - first <= max(40.0, 0.10 * first),
+        }
     return verdicts
 
 
@@ -208,7 +245,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (default 8)")
     parser.add_argument("--rows", type=int, default=20_000, help="rows of each sample CSV (default 20,000)")
     parser.add_argument("--promote-every", type=float, default=180.0, help="seconds between promotions (default 180)")
-    parser.add_argument("--switch-every", type=float, default=300.0, help="seconds between snapshot switches (default 300)")
+    parser.add_argument(
+        "--switch-every", type=float, default=300.0, help="seconds between snapshot switches (default 300)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and leave the stack running)")
     args = parser.parse_args()
 
@@ -232,12 +271,21 @@ def main() -> int:
     }
     latencies = [r["p99_ms"] for r in result["rounds"]]
     summary = {
-        "started_at": started_at, "minutes": args.minutes, "rate": args.rate, "connections": args.connections,
-        "rows": args.rows, "requests": result["answered"] + result["failed"], "failed": result["failed"],
-        "log_rows": result["log_rows"], "worst_round_p99_ms": max(latencies) if latencies else None,
+        "started_at": started_at,
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "connections": args.connections,
+        "rows": args.rows,
+        "requests": result["answered"] + result["failed"],
+        "failed": result["failed"],
+        "log_rows": result["log_rows"],
+        "worst_round_p99_ms": max(latencies) if latencies else None,
         "median_round_p99_ms": statistics.median(latencies) if latencies else None,
-        "memory": growth, "events": soak.events, "change_failures": soak.failures,
-        "load_average": os.getloadavg(), "checks": checks,
+        "memory": growth,
+        "events": soak.events,
+        "change_failures": soak.failures,
+        "load_average": os.getloadavg(),
+        "checks": checks,
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
@@ -253,8 +301,10 @@ def main() -> int:
 
 
 def load_line(args) -> str:
-    return (f"{args.rate:g} req/s for {args.minutes:g} min over {args.connections} connections, promotion every "
-            f"{args.promote_every:g} s, snapshot switch every {args.switch_every:g} s")
+    return (
+        f"{args.rate:g} req/s for {args.minutes:g} min over {args.connections} connections, promotion every "
+        f"{args.promote_every:g} s, snapshot switch every {args.switch_every:g} s"
+    )
 
 
 if __name__ == "__main__":

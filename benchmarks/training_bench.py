@@ -62,11 +62,19 @@ def prepare(work: Path, rows: int, seed: int) -> dict:
             return prepared
     csv = work / f"loans-{rows}-{seed}.csv"
     lake = work / f"lake-{rows}-{seed}"
-    subprocess.run([sys.executable, "-m", "features.sample_data", "--rows", str(rows), "--seed", str(seed), "--out", str(csv)],
-                   cwd=ROOT, env=_env(), check=True)
+    subprocess.run(
+        [sys.executable, "-m", "features.sample_data", "--rows", str(rows), "--seed", str(seed), "--out", str(csv)],
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+    )
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "features", "--input", str(csv), "--lake", str(lake), "--as-of", "2021-09-18"],
-                   cwd=ROOT, env=_env(SPARKMAKER_FEATURES__MATERIALIZE="false"), check=True)
+    subprocess.run(
+        [sys.executable, "-m", "features", "--input", str(csv), "--lake", str(lake), "--as-of", "2021-09-18"],
+        cwd=ROOT,
+        env=_env(SPARKMAKER_FEATURES__MATERIALIZE="false"),
+        check=True,
+    )
     feature_seconds = time.perf_counter() - started
     current = json.loads((lake / "credit_risk" / "CURRENT.json").read_text())
     manifest = json.loads(Path(current["manifest"].removeprefix("file://")).read_text())
@@ -90,8 +98,12 @@ def train_variant(prepared: dict, name: str, hyperparameters: dict[str, str], wo
     os.symlink(prepared["truth"], root / "input" / "data" / "truth" / "truth.parquet")
     hps = {"data_run_id": prepared["run_id"], "data_uri": prepared["training_uri"], **hyperparameters}
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps))
-    env = _env(SM_INPUT_DIR=str(root / "input"), SM_MODEL_DIR=str(root / "model"), SM_OUTPUT_DIR=str(root / "output"),
-               OMP_WAIT_POLICY="PASSIVE")
+    env = _env(
+        SM_INPUT_DIR=str(root / "input"),
+        SM_MODEL_DIR=str(root / "model"),
+        SM_OUTPUT_DIR=str(root / "output"),
+        OMP_WAIT_POLICY="PASSIVE",
+    )
     seconds, peak_mb, status = run_measured([sys.executable, "-m", "training", "train"], env)
     if status != 0:
         raise SystemExit(f"training variant {name} failed: {(root / 'output' / 'failure').read_text().strip()}")
@@ -133,21 +145,32 @@ open(out, "w").write(json.dumps({"fit_seconds": time.perf_counter() - started, "
 
 def reference(prepared: dict, cutoff: str, work: Path) -> dict:
     out = work / "reference.json"
-    seconds, peak_mb, status = run_measured([sys.executable, "-c", REFERENCE, prepared["training_uri"], cutoff, str(out)],
-                                            _env(OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE"))
+    seconds, peak_mb, status = run_measured(
+        [sys.executable, "-c", REFERENCE, prepared["training_uri"], cutoff, str(out)],
+        _env(OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE"),
+    )
     if status != 0:
         raise SystemExit("the reference learner failed")
     figures = json.loads(out.read_text())
-    return {"variant": "sklearn HistGradientBoosting (reference)", "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb),
-            "roc_auc": figures["roc_auc"], "fit_seconds": round(figures["fit_seconds"], 1)}
+    return {
+        "variant": "sklearn HistGradientBoosting (reference)",
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak_mb),
+        "roc_auc": figures["roc_auc"],
+        "fit_seconds": round(figures["fit_seconds"], 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=777_715)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "training",
-                        help="folder for the CSV, the lake and the model directories (default: benchmarks/results/training)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "training",
+        help="folder for the CSV, the lake and the model directories (default: benchmarks/results/training)",
+    )
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default", "auto"])
     parser.add_argument("--no-reference", action="store_true", help="skip the scikit-learn reference learner")
     parser.add_argument("--keep-models", action="store_true", help="keep each variant's /opt/ml tree under --work")
@@ -156,19 +179,25 @@ def main() -> int:
 
     load = os.getloadavg()
     prepared = prepare(args.work.resolve(), args.rows, args.seed)
-    results = [train_variant(prepared, name, VARIANTS[name], args.work.resolve(), args.keep_models) for name in args.variants]
+    results = [
+        train_variant(prepared, name, VARIANTS[name], args.work.resolve(), args.keep_models) for name in args.variants
+    ]
     if not args.no_reference:
         results.append(reference(prepared, results[0]["validation_from"], args.work.resolve()))
     ceiling = results[0]["ceiling_roc_auc"]
 
     print()
-    print(f"training on {prepared['rows']:,} rows ({results[0]['rows_train']:,} train / {results[0]['rows_validation']:,} "
-          f"validation from {results[0]['validation_from']}); {os.cpu_count()} CPUs, load average before {load[0]:.1f}")
+    print(
+        f"training on {prepared['rows']:,} rows ({results[0]['rows_train']:,} train / {results[0]['rows_validation']:,} "
+        f"validation from {results[0]['validation_from']}); {os.cpu_count()} CPUs, load average before {load[0]:.1f}"
+    )
     print(f"{'variant':<42} {'wall s':>7} {'peak MB':>8} {'ROC-AUC':>8} {'ceiling':>8} {'gap':>7} {'rounds':>7}")
     for row in results:
         gap = ceiling - row["roc_auc"]
-        print(f"{row['variant']:<42} {row['seconds']:>7.1f} {row['peak_rss_mb']:>8} {row['roc_auc']:>8.4f} "
-              f"{ceiling:>8.4f} {gap:>7.4f} {row.get('rounds', '-'):>7}")
+        print(
+            f"{row['variant']:<42} {row['seconds']:>7.1f} {row['peak_rss_mb']:>8} {row['roc_auc']:>8.4f} "
+            f"{ceiling:>8.4f} {gap:>7.4f} {row.get('rounds', '-'):>7}"
+        )
     default = results[0]
     verdict_time = "meets" if default["seconds"] < TARGET_SECONDS else "MISSES"
     verdict_auc = "meets" if ceiling - default["roc_auc"] <= TARGET_GAP else "MISSES"
@@ -176,8 +205,19 @@ def main() -> int:
 
     out = ROOT / "benchmarks" / "results" / "training.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "load_before": load,
-                               "prepared": prepared, "results": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "load_before": load,
+                "prepared": prepared,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"results: {out}")
     return 0
 

@@ -57,16 +57,43 @@ def run(command: list[str], what: str) -> None:
 
 # --- long-running services ---------------------------------------------------------------
 
+
 def spark_master(args: argparse.Namespace) -> int:
-    os.execvp(*_argv(spark_class("org.apache.spark.deploy.master.Master", "--host", args.host,
-                                 "--port", str(args.port), "--webui-port", str(args.webui_port))))
+    os.execvp(
+        *_argv(
+            spark_class(
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+                "--webui-port",
+                str(args.webui_port),
+            )
+        )
+    )
 
 
 def spark_worker(args: argparse.Namespace) -> int:
     # The work folder holds executor logs and files; the wheel's own folder is not writable.
-    os.execvp(*_argv(spark_class("org.apache.spark.deploy.worker.Worker", "--host", args.host,
-                                 "--cores", str(args.cores), "--memory", args.memory, "--work-dir", "/tmp/spark-work",
-                                 "--webui-port", str(args.webui_port), args.master)))
+    os.execvp(
+        *_argv(
+            spark_class(
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                args.host,
+                "--cores",
+                str(args.cores),
+                "--memory",
+                args.memory,
+                "--work-dir",
+                "/tmp/spark-work",
+                "--webui-port",
+                str(args.webui_port),
+                args.master,
+            )
+        )
+    )
 
 
 def metastore(args: argparse.Namespace) -> int:
@@ -117,10 +144,18 @@ def api(args: argparse.Namespace) -> int:
 def jupyter(args: argparse.Namespace) -> int:
     notebooks = Path(args.notebook_dir)
     if notebooks.is_dir() and not os.access(notebooks, os.W_OK):
-        say(f"{notebooks} is not writable by uid {os.getuid()}: notebooks open but cannot be saved "
-            "(set JUPYTER_USER=root in .env, or make the notebooks folder writable)")
-    command = ["jupyter", "lab", "--no-browser", "--ip=0.0.0.0", f"--port={args.port}",
-               f"--ServerApp.root_dir={notebooks}"]
+        say(
+            f"{notebooks} is not writable by uid {os.getuid()}: notebooks open but cannot be saved "
+            "(set JUPYTER_USER=root in .env, or make the notebooks folder writable)"
+        )
+    command = [
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=0.0.0.0",
+        f"--port={args.port}",
+        f"--ServerApp.root_dir={notebooks}",
+    ]
     if os.getuid() == 0:
         command.append("--allow-root")
     # The token comes from JUPYTER_TOKEN, which Jupyter reads itself: not on a command line.
@@ -155,8 +190,10 @@ def features(args: argparse.Namespace) -> int:
     if args.input_file:
         csv = Path(args.input_dir) / args.input_file
         if not csv.is_file():
-            raise UserError(f"input {args.input_file} is not a file in the mounted folder {args.input_dir}: "
-                            "set SPARKMAKER_INPUT_DIR to the folder holding it, or leave SPARKMAKER_INPUT_FILE empty for sample data")
+            raise UserError(
+                f"input {args.input_file} is not a file in the mounted folder {args.input_dir}: "
+                "set SPARKMAKER_INPUT_DIR to the folder holding it, or leave SPARKMAKER_INPUT_FILE empty for sample data"
+            )
     else:
         csv = Path(args.data_dir) / f"sample-{args.sample_rows}.csv"
         if csv.exists():
@@ -167,7 +204,9 @@ def features(args: argparse.Namespace) -> int:
     from features.sample_data import EXTRACTION_DATE
 
     as_of = None if args.input_file else dt.date.fromisoformat(str(EXTRACTION_DATE))
-    lifecycle_steps(("ingest", "features", "materialize"), Params(input=str(csv), as_of=as_of, force_features=args.refresh))
+    lifecycle_steps(
+        ("ingest", "features", "materialize"), Params(input=str(csv), as_of=as_of, force_features=args.refresh)
+    )
     return 0
 
 
@@ -176,8 +215,10 @@ def generate_sample(csv: Path, rows: int) -> None:
     tmp = csv.parent / f".tmp-{csv.stem}"
     tmp.mkdir(parents=True, exist_ok=True)
     say(f"no input CSV mounted: generating {rows:,} rows of sample data")
-    run([PYTHON, "-m", "features.sample_data", "--rows", str(rows), "--dirty", "0.001", "--out", str(tmp / csv.name)],
-        "generating the sample data")
+    run(
+        [PYTHON, "-m", "features.sample_data", "--rows", str(rows), "--dirty", "0.001", "--out", str(tmp / csv.name)],
+        "generating the sample data",
+    )
     for produced in tmp.iterdir():  # the CSV and its .truth.parquet; the CSV last, as it marks completion
         if produced.suffix != ".csv":
             produced.replace(csv.parent / produced.name)
@@ -198,7 +239,9 @@ def publish(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if not settings.aws.endpoint_url or not settings.aws.s3_bucket:
-        raise UserError("publish needs aws.endpoint_url and aws.s3_bucket (SPARKMAKER_AWS__ENDPOINT_URL, SPARKMAKER_AWS__S3_BUCKET)")
+        raise UserError(
+            "publish needs aws.endpoint_url and aws.s3_bucket (SPARKMAKER_AWS__ENDPOINT_URL, SPARKMAKER_AWS__S3_BUCKET)"
+        )
     uploaded, kept = publish_snapshots(settings, args.prefix)
     say(f"S3: {uploaded} files uploaded, {kept} already there, under s3://{settings.aws.s3_bucket}/{args.prefix}/")
     if args.sagemaker == "yes":
@@ -232,7 +275,7 @@ def publish_snapshots(settings, prefix: str) -> tuple[int, int]:
 
     def rewrite(value):
         if isinstance(value, str) and value.startswith(str(root) + "/"):
-            return s3_root + value[len(str(root)):]
+            return s3_root + value[len(str(root)) :]
         if isinstance(value, dict):
             return {k: rewrite(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -263,8 +306,12 @@ def publish_snapshots(settings, prefix: str) -> tuple[int, int]:
         uploaded += 1
     current = lake.read_current(settings)
     if current:
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/{dataset.relative_to(root)}/CURRENT.json",
-                      Body=(json.dumps(rewrite(current), indent=2) + "\n").encode(), ContentType="application/json")
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{prefix}/{dataset.relative_to(root)}/CURRENT.json",
+            Body=(json.dumps(rewrite(current), indent=2) + "\n").encode(),
+            ContentType="application/json",
+        )
         uploaded += 1
     return uploaded, kept
 
@@ -297,12 +344,18 @@ def register_model(settings) -> None:
         if variant_name(version) in variants:
             say(f"SageMaker: endpoint {name} already serves model {version}")
             return
-        run([PYTHON, "-m", "serving", "sagemaker", "delete", "--endpoint-name", name], "deleting the emulator's endpoint")
-    run([PYTHON, "-m", "serving", "sagemaker", "deploy", "--model-version", version, "--endpoint-name", name],
-        "registering the model with the SageMaker API")
+        run(
+            [PYTHON, "-m", "serving", "sagemaker", "delete", "--endpoint-name", name],
+            "deleting the emulator's endpoint",
+        )
+    run(
+        [PYTHON, "-m", "serving", "sagemaker", "deploy", "--model-version", version, "--endpoint-name", name],
+        "registering the model with the SageMaker API",
+    )
 
 
 # --- health checks -------------------------------------------------------------------------
+
 
 def healthcheck(args: argparse.Namespace) -> int:
     try:

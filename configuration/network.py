@@ -17,7 +17,9 @@ def check_port(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is in use: stop the other server or choose another with --port") from None
+                raise UserError(
+                    f"port {port} on {host} is in use: stop the other server or choose another with --port"
+                ) from None
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
 
 

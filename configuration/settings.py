@@ -74,8 +74,9 @@ class MetastoreSettings(Section):
     )
     uris: str = Field("thrift://127.0.0.1:9083", description="hive.metastore.uris when kind = thrift.")
     derby_dir: str | None = Field(
-        None, description="Folder of the embedded Derby database; default <lake>/_metastore (local lakes) "
-        "or <state_dir>/metastore (remote lakes)."
+        None,
+        description="Folder of the embedded Derby database; default <lake>/_metastore (local lakes) "
+        "or <state_dir>/metastore (remote lakes).",
     )
     jdbc_url: str = Field("", description="javax.jdo.option.ConnectionURL when kind = jdbc.")
     jdbc_driver: str = Field("org.postgresql.Driver", description="JDBC driver class when kind = jdbc.")
@@ -95,27 +96,38 @@ class MetastoreSettings(Section):
 
 class FeatureSettings(Section):
     database: str = Field("credit_risk", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive database of the tables.")
-    dataset: str = Field("credit_risk", pattern=r"^[a-z_][a-z0-9_]*$", description="Folder of the snapshots under the lake.")
-    max_reject_share: float = Field(0.05, ge=0.0, le=1.0, description="A run whose rejects exceed this share of the input fails.")
+    dataset: str = Field(
+        "credit_risk", pattern=r"^[a-z_][a-z0-9_]*$", description="Folder of the snapshots under the lake."
+    )
+    max_reject_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="A run whose rejects exceed this share of the input fails."
+    )
     materialize: bool = Field(True, description="Materialize the latest features into the online store after a run.")
 
 
 class OnlineStoreSettings(Section):
     kind: Literal["sqlite", "redis"] = Field("sqlite", description="Backend of the online feature store.")
-    sqlite_path: str | None = Field(None, description="SQLite file; default <lake>/online/features.sqlite (local lakes).")
+    sqlite_path: str | None = Field(
+        None, description="SQLite file; default <lake>/online/features.sqlite (local lakes)."
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server when kind = redis.")
     key_prefix: str = Field(
         "sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every key the store writes (Redis)."
     )
     write_batch_rows: int = Field(5000, ge=1, description="Rows per write batch when materializing a snapshot.")
-    timeout_seconds: float = Field(1.0, gt=0, description="Connect and read timeout of a store call (Redis, SQLite busy wait).")
+    timeout_seconds: float = Field(
+        1.0, gt=0, description="Connect and read timeout of a store call (Redis, SQLite busy wait)."
+    )
 
 
 class TrainingSettings(Section):
-    registry_dir: str | None = Field(None, description="Local side of the model registry (alias mirror, unpacked models); default <lake>/registry.")
+    registry_dir: str | None = Field(
+        None, description="Local side of the model registry (alias mirror, unpacked models); default <lake>/registry."
+    )
     registry_backend: Literal["mlflow", "index"] = Field(
-        "mlflow", description="mlflow: the MLflow model registry (mlflow.*); index: the old index.json registry "
-        "in registry_dir (kept for reading; import it with python -m training registry import)."
+        "mlflow",
+        description="mlflow: the MLflow model registry (mlflow.*); index: the old index.json registry "
+        "in registry_dir (kept for reading; import it with python -m training registry import).",
     )
     image_uri: str = Field("", description="Training image for SageMaker jobs.")
     role_arn: str = Field("", description="IAM role SageMaker training jobs run as.")
@@ -126,27 +138,34 @@ class MlflowSettings(Section):
     """MLflow tracking and the model registry (training/registry.py, training/mlflow_store.py)."""
 
     tracking_uri: str = Field(
-        "", description="Tracking and registry store: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
-        "http://HOST:PORT; empty = sqlite:///<registry_dir>/mlflow/mlflow.db (default <lake>/registry/mlflow/mlflow.db), no server needed."
+        "",
+        description="Tracking and registry store: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
+        "http://HOST:PORT; empty = sqlite:///<registry_dir>/mlflow/mlflow.db (default <lake>/registry/mlflow/mlflow.db), no server needed.",
     )
     artifact_location: str = Field(
-        "", description="Where new experiments keep their artifacts (a folder or s3:// URI); "
-        "empty = <registry_dir>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides)."
+        "",
+        description="Where new experiments keep their artifacts (a folder or s3:// URI); "
+        "empty = <registry_dir>/mlflow/artifacts (ignored when tracking_uri is an http:// server, which decides).",
     )
     experiment: str = Field("sparkmaker-credit-risk", min_length=1, description="Experiment of the training runs.")
-    model_name: str = Field("sparkmaker-credit-risk", min_length=1, description="Registered model holding the versions.")
+    model_name: str = Field(
+        "sparkmaker-credit-risk", min_length=1, description="Registered model holding the versions."
+    )
     host: str = Field("127.0.0.1", description="Address of the browsable `mlflow server` the local stack starts.")
     port: int = Field(5000, ge=1, le=65535, description="Port of the browsable `mlflow server` the local stack starts.")
     sagemaker_mirror: bool = Field(
-        False, description="Also mirror every version into SageMaker's Model Registry (a model package group; "
-        "Approved while production, PendingManualApproval or Rejected otherwise)."
+        False,
+        description="Also mirror every version into SageMaker's Model Registry (a model package group; "
+        "Approved while production, PendingManualApproval or Rejected otherwise).",
     )
     sagemaker_group: str = Field(
-        "sparkmaker-credit-risk", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
-        description="Model package group of the SageMaker mirror."
+        "sparkmaker-credit-risk",
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="Model package group of the SageMaker mirror.",
     )
     sagemaker_image_uri: str = Field(
-        "", description="Inference image the mirrored model packages name (default: serving's image, else training.image_uri)."
+        "",
+        description="Inference image the mirrored model packages name (default: serving's image, else training.image_uri).",
     )
 
 
@@ -158,23 +177,35 @@ class ServingSettings(Section):
     endpoint_name: str = Field("sparkmaker-credit-risk", description="SageMaker endpoint name.")
     instance_type: str = Field("ml.m5.large", description="SageMaker endpoint instance type.")
     instance_count: int = Field(1, ge=1, description="SageMaker endpoint instance count.")
-    image_uri: str = Field("", description="The serving image in ECR that `serving sagemaker deploy` hosts (bring your own container).")
+    image_uri: str = Field(
+        "", description="The serving image in ECR that `serving sagemaker deploy` hosts (bring your own container)."
+    )
     role_arn: str = Field("", description="IAM role of the SageMaker model; empty: training.role_arn.")
     s3_prefix: str = Field("sparkmaker/models", description="Key prefix of model.tar.gz uploads in aws.s3_bucket.")
     model_dir: str | None = Field(
-        None, description="Serve this model directory instead of the registry's production model (the container serves /opt/ml/model)."
+        None,
+        description="Serve this model directory instead of the registry's production model (the container serves /opt/ml/model).",
     )
     model_version: str | None = Field(
-        None, description="Version reported for a model served from a directory (deploy sets it in the container); default: from its sha256."
+        None,
+        description="Version reported for a model served from a directory (deploy sets it in the container); default: from its sha256.",
     )
     control_dir: str | None = Field(
-        None, description="Folder where an admin swap leaves the desired model for every worker; default <state_dir>/serving/port-<port>."
+        None,
+        description="Folder where an admin swap leaves the desired model for every worker; default <state_dir>/serving/port-<port>.",
     )
-    watch_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often workers look at the production alias and the desired model.")
-    batch_table: str = Field("batch_predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Hive table of batch scoring, in features.database.")
+    watch_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often workers look at the production alias and the desired model."
+    )
+    batch_table: str = Field(
+        "batch_predictions",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Hive table of batch scoring, in features.database.",
+    )
     target: Literal["local", "sagemaker"] = Field(
-        "local", description="Where the pipeline's deploy step puts a promoted model: local (the model server follows the "
-        "production alias) or sagemaker (serving.endpoint_name is updated through serving/deploy.py)."
+        "local",
+        description="Where the pipeline's deploy step puts a promoted model: local (the model server follows the "
+        "production alias) or sagemaker (serving.endpoint_name is updated through serving/deploy.py).",
     )
 
     @model_validator(mode="after")
@@ -191,27 +222,39 @@ class ApiSettings(Section):
     port: int = Field(8000, ge=1, le=65535, description="Port of the prediction API.")
     model_endpoint: Literal["http", "sagemaker"] = Field("http", description="How the API reaches the model.")
     model_url: str = Field(
-        "http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+", description="Model server base URL when model_endpoint = http."
+        "http://127.0.0.1:8080",
+        pattern=r"^https?://[^\s/]+",
+        description="Model server base URL when model_endpoint = http.",
     )
     timeout_seconds: float = Field(2.0, gt=0, description="Model call timeout; slower answers are 504.")
     max_batch: int = Field(100, ge=1, description="Most ids one POST /predict may ask for.")
     max_body_bytes: int = Field(
-        65536, ge=1024, description="Largest request body the API reads (bytes); a larger one is 413 before it is read whole."
+        65536,
+        ge=1024,
+        description="Largest request body the API reads (bytes); a larger one is 413 before it is read whole.",
     )
     api_key_hashes: list[str] = Field(default_factory=list, description="sha256 hex digests of the accepted API keys.")
     auth_enabled: bool = Field(True, description="Require Authorization: Bearer <key>.")
     prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")
-    prediction_log_sqlite: str | None = Field(None, description="SQLite file of the log; default <state_dir>/predictions.sqlite.")
-    prediction_log_dsn: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN of the log.")
+    prediction_log_sqlite: str | None = Field(
+        None, description="SQLite file of the log; default <state_dir>/predictions.sqlite."
+    )
+    prediction_log_dsn: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN of the log."
+    )
     prediction_log_table: str = Field(
         "predictions", pattern=r"^[a-z_][a-z0-9_]*$", description="Table of the prediction log (created if absent)."
     )
     log_flush_entries: int = Field(200, ge=1, description="The log writer flushes once this many entries wait.")
-    log_flush_ms: int = Field(200, ge=1, description="The log writer flushes at least this often (ms): the loss window on a crash.")
+    log_flush_ms: int = Field(
+        200, ge=1, description="The log writer flushes at least this often (ms): the loss window on a crash."
+    )
     log_queue_max: int = Field(
         20000, ge=1, description="Entries waiting for the log writer; beyond this, new entries are dropped and counted."
     )
-    retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503 (model endpoint or feature store unreachable).")
+    retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After of a 503 (model endpoint or feature store unreachable)."
+    )
     http_pool_size: int = Field(
         8,
         ge=1,
@@ -220,12 +263,18 @@ class ApiSettings(Section):
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
     # Failed authentications (security): a client address that fails this often is refused with 429.
-    auth_max_failures: int = Field(10, ge=1, description="Failed authentications one client address may make per window.")
+    auth_max_failures: int = Field(
+        10, ge=1, description="Failed authentications one client address may make per window."
+    )
     auth_failure_window_seconds: float = Field(
-        60.0, gt=0, description="Window of auth_max_failures (s); a blocked address waits for the rest of it (Retry-After)."
+        60.0,
+        gt=0,
+        description="Window of auth_max_failures (s); a blocked address waits for the rest of it (Retry-After).",
     )
     auth_max_addresses: int = Field(
-        10_000, ge=1, description="Client addresses the failure table remembers per worker (the oldest are forgotten first)."
+        10_000,
+        ge=1,
+        description="Client addresses the failure table remembers per worker (the oldest are forgotten first).",
     )
 
     @model_validator(mode="after")
@@ -244,7 +293,9 @@ class ConsoleSettings(Section):
     """The web console under /console (api.console): sign-in with an API key, then a session cookie."""
 
     enabled: bool = Field(True, description="Serve the console at /console on the API's port.")
-    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60, description="A console session expires this long after sign-in.")
+    session_minutes: int = Field(
+        480, ge=1, le=7 * 24 * 60, description="A console session expires this long after sign-in."
+    )
     session_secret: SecretStr = Field(
         SecretStr(""),
         description="Key that signs session cookies; empty: a random one kept in <state_dir>/console-session.key (0600), "
@@ -258,12 +309,21 @@ class ConsoleSettings(Section):
 
 class StackSettings(Section):
     metastore_port: int = Field(9083, ge=1, le=65535, description="Port of the local stack's Hive metastore service.")
-    thrift_port: int = Field(10000, ge=1, le=65535, description="Port of the Spark Thrift server (HiveServer2 protocol).")
-    sample_rows: int = Field(777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given.")
+    thrift_port: int = Field(
+        10000, ge=1, le=65535, description="Port of the Spark Thrift server (HiveServer2 protocol)."
+    )
+    sample_rows: int = Field(
+        777_715, ge=1, description="Rows of the sample data start.sh generates when no --input is given."
+    )
     # Security: who may use the SQL server, and who it runs as.
-    sql_user: str = Field("sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="User name SQL clients log in with (password in <state_dir>/sql-password).")
+    sql_user: str = Field(
+        "sparkmaker",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="User name SQL clients log in with (password in <state_dir>/sql-password).",
+    )
     service_user: str = Field(
-        "sparkmaker", pattern=r"^([a-z_][a-z0-9_-]*)?$",
+        "sparkmaker",
+        pattern=r"^([a-z_][a-z0-9_-]*)?$",
         description="Unprivileged system user the SQL server runs as when the stack is started as root (created if absent); empty: the starting user.",
     )
 
@@ -271,23 +331,38 @@ class StackSettings(Section):
 class SparkClusterSettings(Section):
     """A Spark standalone cluster on this machine (`python -m stack spark-cluster`): a master and N workers, loopback only."""
 
-    master_port: int = Field(7077, ge=1, le=65535, description="Port of the standalone master (spark://127.0.0.1:PORT).")
-    master_ui_port: int = Field(8180, ge=1, le=65535, description="Web UI of the master; its /json/ page is the cluster's health check.")
-    worker_port: int = Field(7078, ge=1, le=65535, description="Port of the first worker; worker i listens on worker_port + i.")
-    worker_ui_port: int = Field(8181, ge=1, le=65535, description="Web UI of the first worker; worker i on worker_ui_port + i.")
-    workers: int = Field(2, ge=1, le=16, description="Workers `spark-cluster start` starts unless --workers says otherwise.")
+    master_port: int = Field(
+        7077, ge=1, le=65535, description="Port of the standalone master (spark://127.0.0.1:PORT)."
+    )
+    master_ui_port: int = Field(
+        8180, ge=1, le=65535, description="Web UI of the master; its /json/ page is the cluster's health check."
+    )
+    worker_port: int = Field(
+        7078, ge=1, le=65535, description="Port of the first worker; worker i listens on worker_port + i."
+    )
+    worker_ui_port: int = Field(
+        8181, ge=1, le=65535, description="Web UI of the first worker; worker i on worker_ui_port + i."
+    )
+    workers: int = Field(
+        2, ge=1, le=16, description="Workers `spark-cluster start` starts unless --workers says otherwise."
+    )
     worker_cores: int = Field(1, ge=1, description="Cores each worker offers.")
-    worker_memory: str = Field("1g", description="Memory each worker offers to executors (an executor takes 1g by default).")
+    worker_memory: str = Field(
+        "1g", description="Memory each worker offers to executors (an executor takes 1g by default)."
+    )
 
 
 class NotebookSettings(Section):
     workdir: str | None = Field(
-        None, description="Workspace of the notebooks: their sample data, own lake, metastore, registry and logs; "
-        "default <state_dir>/notebooks (never the platform's lake)."
+        None,
+        description="Workspace of the notebooks: their sample data, own lake, metastore, registry and logs; "
+        "default <state_dir>/notebooks (never the platform's lake).",
     )
     sample_rows: int = Field(20_000, ge=1_000, description="Rows of the sample data the notebooks generate.")
     seed: int = Field(7, ge=0, description="Seed of the notebooks' sample data.")
-    dirty_share: float = Field(0.002, ge=0.0, lt=0.05, description="Share of sample rows planted to break a validation rule.")
+    dirty_share: float = Field(
+        0.002, ge=0.0, lt=0.05, description="Share of sample rows planted to break a validation rule."
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> "NotebookSettings":
@@ -300,8 +375,11 @@ class GateSettings(Section):
     """The pipeline's evaluation gate (pipeline/gate.py): challenger and champion scored on the same recent rows."""
 
     window_fraction: float = Field(
-        0.1, gt=0, lt=1, description="The comparison window: loans in this last share of the new snapshot's date range "
-        "(and, where the snapshots overlap, after the champion's own training data ends)."
+        0.1,
+        gt=0,
+        lt=1,
+        description="The comparison window: loans in this last share of the new snapshot's date range "
+        "(and, where the snapshots overlap, after the champion's own training data ends).",
     )
     window_from: str | None = Field(
         None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="Start the window on this loan date instead (YYYY-MM-DD)."
@@ -309,14 +387,20 @@ class GateSettings(Section):
     min_rows: int = Field(200, ge=1, description="Refuse to judge on fewer rows in the window.")
     min_positives: int = Field(20, ge=1, description="Refuse to judge on fewer positives (status = 1) in the window.")
     min_auc: float = Field(0.55, ge=0, le=1, description="Absolute floor of the challenger's ROC-AUC, champion or not.")
-    max_auc_drop: float = Field(0.005, ge=0, le=1, description="Most the challenger's ROC-AUC may fall below the champion's.")
+    max_auc_drop: float = Field(
+        0.005, ge=0, le=1, description="Most the challenger's ROC-AUC may fall below the champion's."
+    )
     max_brier_rise: float = Field(
-        0.05, ge=0, description="Most the challenger's Brier score may exceed the champion's, as a share of the champion's."
+        0.05,
+        ge=0,
+        description="Most the challenger's Brier score may exceed the champion's, as a share of the champion's.",
     )
     min_brier_skill: float = Field(
-        -0.05, le=1, description="Floor of the challenger's Brier skill score, 1 - Brier / (Brier of always predicting "
+        -0.05,
+        le=1,
+        description="Floor of the challenger's Brier skill score, 1 - Brier / (Brier of always predicting "
         "the window's own positive rate, which no model knows beforehand): -0.05 refuses a model more than 5 % worse "
-        "than that constant, e.g. probabilities several times too high."
+        "than that constant, e.g. probabilities several times too high.",
     )
 
 
@@ -342,14 +426,24 @@ class MonitoringSettings(Section):
         default_factory=dict, description="Per-feature PSI thresholds, e.g. {age = {warn = 0.2, alert = 0.4}}."
     )
     bins: int = Field(10, ge=2, le=100, description="Quantile bins of the reference (missing values get one more).")
-    min_rows: int = Field(100, ge=1, description="Fewer rows than this on either side: reported as too few, not compared.")
+    min_rows: int = Field(
+        100, ge=1, description="Fewer rows than this on either side: reported as too few, not compared."
+    )
     recent_days: int = Field(
         365, ge=1, description="A snapshot's most recent training rows: loans of its last this many days of loan dates."
     )
-    prediction_window_hours: float = Field(24.0, gt=0, description="Served predictions of this recent window are compared.")
-    min_realized_auc: float = Field(0.6, ge=0, le=1, description="A realized ROC-AUC of the production model below this is an alert.")
-    min_matched: int = Field(30, ge=1, description="Fewer matched predictions than this: realized quality is not computed.")
-    register_hive: bool = Field(True, description="Register the results as Hive tables (drift, prediction_drift, realized_quality).")
+    prediction_window_hours: float = Field(
+        24.0, gt=0, description="Served predictions of this recent window are compared."
+    )
+    min_realized_auc: float = Field(
+        0.6, ge=0, le=1, description="A realized ROC-AUC of the production model below this is an alert."
+    )
+    min_matched: int = Field(
+        30, ge=1, description="Fewer matched predictions than this: realized quality is not computed."
+    )
+    register_hive: bool = Field(
+        True, description="Register the results as Hive tables (drift, prediction_drift, realized_quality)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "MonitoringSettings":
@@ -363,16 +457,24 @@ class MonitoringSettings(Section):
     def thresholds(self, feature: str) -> PsiThresholds:
         return self.feature_thresholds.get(feature) or PsiThresholds(warn=self.psi_warn, alert=self.psi_alert)
 
+
 class AirflowSettings(Section):
     """The Airflow DAG credit_risk_lifecycle and the Airflow the local stack runs (orchestration/)."""
 
-    schedule: str = Field("@daily", min_length=1, description="Schedule of the DAG: a cron expression, a preset such as @daily, or none (only when triggered).")
+    schedule: str = Field(
+        "@daily",
+        min_length=1,
+        description="Schedule of the DAG: a cron expression, a preset such as @daily, or none (only when triggered).",
+    )
     port: int = Field(8090, ge=1, le=65535, description="Port of the local stack's Airflow UI and API server.")
     input_uri: str | None = Field(
-        None, description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "
-        "<state_dir>/data/dataset_credit_risk.csv."
+        None,
+        description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "
+        "<state_dir>/data/dataset_credit_risk.csv.",
     )
-    parallelism: int = Field(2, ge=1, le=16, description="Tasks Airflow runs at once (AIRFLOW__CORE__PARALLELISM); small for 2 cores.")
+    parallelism: int = Field(
+        2, ge=1, le=16, description="Tasks Airflow runs at once (AIRFLOW__CORE__PARALLELISM); small for 2 cores."
+    )
     retries: int = Field(2, ge=0, le=10, description="Retries of a failed task, with exponential back-off.")
     retry_delay_seconds: float = Field(30.0, gt=0, description="Wait before the first retry; it doubles at each retry.")
     max_retry_delay_seconds: float = Field(600.0, gt=0, description="Longest wait between two retries.")
@@ -383,8 +485,9 @@ class AirflowSettings(Section):
     home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
     host: str = Field("127.0.0.1", description="Address Airflow's API server binds to (the compose cluster: 0.0.0.0).")
     database_url: SecretStr = Field(
-        SecretStr(""), description="Airflow's metadata database (SQLAlchemy URL, e.g. postgresql+psycopg://...); "
-        "default: SQLite under its home."
+        SecretStr(""),
+        description="Airflow's metadata database (SQLAlchemy URL, e.g. postgresql+psycopg://...); "
+        "default: SQLite under its home.",
     )
 
     @model_validator(mode="after")

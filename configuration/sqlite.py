@@ -47,7 +47,9 @@ def _use_wal(conn: sqlite3.Connection, timeout_seconds: float) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
         if time.monotonic() >= deadline:
-            raise sqlite3.OperationalError(f"could not switch to WAL journaling within {timeout_seconds:g} s: database is locked")
+            raise sqlite3.OperationalError(
+                f"could not switch to WAL journaling within {timeout_seconds:g} s: database is locked"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
 

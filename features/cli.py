@@ -1,10 +1,10 @@
 """Command line of the feature pipeline.
 
-    python -m features --input URI [--lake URI] [--as-of YYYY-MM-DD] [--master URL] [--manifest PATH]
-    python -m features sql [--lake URI] "SELECT ..."
-    python -m features snapshots [--all | --prune [--keep N] [--yes]] [--lake URI]
-    python -m features materialize [--snapshot RUN_ID] [--lake URI]
-    python -m features metastore [--host 127.0.0.1] [--port 9083] [--lake URI]
+python -m features --input URI [--lake URI] [--as-of YYYY-MM-DD] [--master URL] [--manifest PATH]
+python -m features sql [--lake URI] "SELECT ..."
+python -m features snapshots [--all | --prune [--keep N] [--yes]] [--lake URI]
+python -m features materialize [--snapshot RUN_ID] [--lake URI]
+python -m features metastore [--host 127.0.0.1] [--port 9083] [--lake URI]
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ def _date(text: str) -> dt.date:
 
 
 def _lake_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", help="lake root: a local path, file://, hdfs:// or s3a:// URI (default: paths.lake setting)")
-    parser.add_argument("--master", help="Spark master URL, e.g. local[4] or spark://host:7077 (default: spark.master setting)")
+    parser.add_argument(
+        "--lake", help="lake root: a local path, file://, hdfs:// or s3a:// URI (default: paths.lake setting)"
+    )
+    parser.add_argument(
+        "--master", help="Spark master URL, e.g. local[4] or spark://host:7077 (default: spark.master setting)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots.add_argument("--lake", help="lake root (default: paths.lake setting)")
     snapshots.add_argument("--all", action="store_true", help="list every snapshot, newest first")
     snapshots.add_argument("--prune", action="store_true", help="delete the snapshots nothing keeps (with --yes)")
-    snapshots.add_argument("--keep", type=int, default=5, metavar="N", help="newest complete snapshots kept (default: 5)")
-    snapshots.add_argument("--yes", action="store_true", help="with --prune: really delete (default: only say what would go)")
+    snapshots.add_argument(
+        "--keep", type=int, default=5, metavar="N", help="newest complete snapshots kept (default: 5)"
+    )
+    snapshots.add_argument(
+        "--yes", action="store_true", help="with --prune: really delete (default: only say what would go)"
+    )
 
     materialize = commands.add_parser(
         "materialize",
@@ -112,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from features.metastore import service_command
 
-        command = service_command(settings, args.port, Path(settings.paths.state_dir) / "metastore-conf", host=args.host)
+        command = service_command(
+            settings, args.port, Path(settings.paths.state_dir) / "metastore-conf", host=args.host
+        )
         print(f"Hive metastore on thrift://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
         os.execvp(command[0], command)
 

@@ -58,14 +58,19 @@ def compiled_classes(cache: Path) -> Path:
         return target
     javac = shutil.which("javac")
     if javac is None:
-        raise UserError("javac (a JDK 17) is needed once to compile the SQL server's authentication and guards: "
-                        "apt-get install -y openjdk-17-jdk-headless")
+        raise UserError(
+            "javac (a JDK 17) is needed once to compile the SQL server's authentication and guards: "
+            "apt-get install -y openjdk-17-jdk-headless"
+        )
     cache.mkdir(parents=True, exist_ok=True)
     os.chmod(cache, 0o755)
     work = Path(tempfile.mkdtemp(dir=cache, prefix=".build-"))
     try:
-        proc = subprocess.run([javac, "-nowarn", "-cp", str(spark_home() / "jars" / "*"), "-d", str(work),
-                               *map(str, sources())], capture_output=True, text=True)
+        proc = subprocess.run(
+            [javac, "-nowarn", "-cp", str(spark_home() / "jars" / "*"), "-d", str(work), *map(str, sources())],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["no output"])[0][:300]
             raise UserError(f"cannot compile {SOURCES}: {first}")
@@ -102,11 +107,17 @@ def sql_server_arguments(classes: Path) -> list[str]:
     They go after `--class ...HiveThriftServer2`: spark-submit takes `--hiveconf` only once it
     knows the class is the Thrift server."""
     return [
-        "--driver-class-path", str(classes),
+        "--driver-class-path",
+        str(classes),
         # `SELECT ... FROM text.`/any/file`` would read any file the server may read.
-        "--conf", "spark.sql.runSQLOnFiles=false",
-        "--conf", f"spark.sql.extensions={SQL_GUARD}",
-        "--hiveconf", "hive.server2.authentication=CUSTOM",
-        "--hiveconf", f"hive.server2.custom.authentication.class={PASSWORD_AUTHENTICATOR}",
-        "--hiveconf", "hive.server2.enable.doAs=false",
+        "--conf",
+        "spark.sql.runSQLOnFiles=false",
+        "--conf",
+        f"spark.sql.extensions={SQL_GUARD}",
+        "--hiveconf",
+        "hive.server2.authentication=CUSTOM",
+        "--hiveconf",
+        f"hive.server2.custom.authentication.class={PASSWORD_AUTHENTICATOR}",
+        "--hiveconf",
+        "hive.server2.enable.doAs=false",
     ]

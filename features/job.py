@@ -47,7 +47,10 @@ def code_version() -> str:
     try:
         return subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -78,8 +81,10 @@ def describe_input(spark: SparkSession, uri: str) -> dict:
             digests.append(jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream))
         finally:
             stream.close()
-    sha256 = digests[0] if len(digests) == 1 else jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(
-        "\n".join(digests)
+    sha256 = (
+        digests[0]
+        if len(digests) == 1
+        else jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex("\n".join(digests))
     )
     return {"uri": uri, "size_bytes": int(sum(s.getLen() for s in files)), "sha256": sha256, "files": len(files)}
 
@@ -131,7 +136,8 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
                 + (
                     f"; {counts['undecodable_rows']:,} rows hold bytes that are not UTF-8 (read as U+FFFD, counted as "
                     "undecodable_rows in the manifest): re-encode the input as UTF-8"
-                    if counts["undecodable_rows"] else ""
+                    if counts["undecodable_rows"]
+                    else ""
                 )
             )
             check_reject_share(counts, settings.features.max_reject_share)

@@ -117,6 +117,7 @@ def lake_for(uri: str, spark=None) -> Lake:
 
 # Where things are, for every component.
 
+
 def dataset_uri(settings: Settings) -> str:
     return join(settings.paths.lake, settings.features.dataset)
 
@@ -175,7 +176,9 @@ def exclusive(settings: Settings, what: str) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"cannot lock {path} ({exc.strerror}): check that the lake {settings.paths.lake} is a writable folder") from None
+        raise UserError(
+            f"cannot lock {path} ({exc.strerror}): check that the lake {settings.paths.lake} is a writable folder"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -40,19 +40,21 @@ def hive_site(settings: Settings, database_url: str | None = None) -> str:
         "hive.metastore.schema.verification": "false",
     }
     if database_url.startswith("jdbc:postgresql"):
-        props.update({
-            # DataNucleus creates most tables on first use, with their foreign keys, on a
-            # second connection. On PostgreSQL the service's first CREATE TABLE then waits
-            # forever: ALTER TABLE "TBL_PRIVS" ADD ... REFERENCES "TBLS" needs a lock that
-            # the create's own open transaction holds. Tables and columns yes, constraints no.
-            "datanucleus.schema.autoCreateAll": "false",
-            "datanucleus.schema.autoCreateTables": "true",
-            "datanucleus.schema.autoCreateColumns": "true",
-            "datanucleus.schema.autoCreateConstraints": "false",
-            "javax.jdo.option.ConnectionDriverName": ms.jdbc_driver,
-            "javax.jdo.option.ConnectionUserName": ms.jdbc_user,
-            "javax.jdo.option.ConnectionPassword": ms.jdbc_password.get_secret_value(),
-        })
+        props.update(
+            {
+                # DataNucleus creates most tables on first use, with their foreign keys, on a
+                # second connection. On PostgreSQL the service's first CREATE TABLE then waits
+                # forever: ALTER TABLE "TBL_PRIVS" ADD ... REFERENCES "TBLS" needs a lock that
+                # the create's own open transaction holds. Tables and columns yes, constraints no.
+                "datanucleus.schema.autoCreateAll": "false",
+                "datanucleus.schema.autoCreateTables": "true",
+                "datanucleus.schema.autoCreateColumns": "true",
+                "datanucleus.schema.autoCreateConstraints": "false",
+                "javax.jdo.option.ConnectionDriverName": ms.jdbc_driver,
+                "javax.jdo.option.ConnectionUserName": ms.jdbc_user,
+                "javax.jdo.option.ConnectionPassword": ms.jdbc_password.get_secret_value(),
+            }
+        )
     body = "\n".join(
         f"  <property><name>{html.escape(k)}</name><value>{html.escape(v)}</value></property>" for k, v in props.items()
     )
@@ -80,6 +82,9 @@ def service_command(
         "-Dlog4j2.contextSelector=org.apache.logging.log4j.core.selector.ClassLoaderContextSelector",
         LOG4J_OPTION,
         f"-Dderby.system.home={folder}",
-        "-cp", ":".join(classpath),
-        BOUND_METASTORE, host, str(port),
+        "-cp",
+        ":".join(classpath),
+        BOUND_METASTORE,
+        host,
+        str(port),
     ]

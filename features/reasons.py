@@ -34,14 +34,28 @@ def _amount(value: Any) -> str:
 
 
 REASONS: tuple[Reason, ...] = (
-    Reason("R01", "nb_previous_loans", lambda v: f"number of previous loans ({_count(v)})", "number of previous loans not known"),
     Reason(
-        "R02", "avg_amount_loans_previous", lambda v: f"average amount of previous loans ({_amount(v)})",
+        "R01",
+        "nb_previous_loans",
+        lambda v: f"number of previous loans ({_count(v)})",
+        "number of previous loans not known",
+    ),
+    Reason(
+        "R02",
+        "avg_amount_loans_previous",
+        lambda v: f"average amount of previous loans ({_amount(v)})",
         "no previous loan amounts",
     ),
     Reason("R03", "age", lambda v: f"age ({_count(v)})", "age not known"),
-    Reason("R04", "years_on_the_job", lambda v: f"years on the current job ({_count(v)})", "years on the job not known"),
-    Reason("R05", "flag_own_car", lambda v: "owns a car" if int(v) == 1 else "does not own a car", "car ownership not known"),
+    Reason(
+        "R04", "years_on_the_job", lambda v: f"years on the current job ({_count(v)})", "years on the job not known"
+    ),
+    Reason(
+        "R05",
+        "flag_own_car",
+        lambda v: "owns a car" if int(v) == 1 else "does not own a car",
+        "car ownership not known",
+    ),
 )
 BY_FEATURE: dict[str, Reason] = {reason.feature: reason for reason in REASONS}
 
@@ -54,7 +68,9 @@ def sentence(feature: str, value: Any) -> str:
     return reason.unknown if value is None or value != value else reason.describe(value)
 
 
-def reasons_for(features: Mapping[str, Any], contributions: Mapping[str, float], limit: int = len(REASONS)) -> list[dict[str, Any]]:
+def reasons_for(
+    features: Mapping[str, Any], contributions: Mapping[str, float], limit: int = len(REASONS)
+) -> list[dict[str, Any]]:
     """The features whose contribution raised the risk (> 0), largest first (ties in contract order)."""
     raising = [(contributions[r.feature], index, r) for index, r in enumerate(REASONS) if contributions[r.feature] > 0]
     raising.sort(key=lambda item: (-item[0], item[1]))

@@ -119,7 +119,9 @@ def describe(snapshots: list[Snapshot], reasons: dict[str, str]) -> list[str]:
     for s in snapshots:
         rows = ", ".join(f"{name} {count:,}" for name, count in s.rows.items()) or "-"
         fate = reasons.get(s.run_id, "can be deleted")
-        lines.append(f"{s.run_id}  as of {s.as_of or '(no manifest)'}  {s.size_bytes / 1e6:,.1f} MB  rows: {rows}  [{fate}]")
+        lines.append(
+            f"{s.run_id}  as of {s.as_of or '(no manifest)'}  {s.size_bytes / 1e6:,.1f} MB  rows: {rows}  [{fate}]"
+        )
     return lines
 
 

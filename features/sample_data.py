@@ -40,22 +40,51 @@ TARGET_POSITIVE_RATE = 0.015
 
 INCOME_TYPES = np.array(["Working", "Commercial associate", "Pensioner", "State servant", "Student"])
 INCOME_P = np.array([0.515, 0.23, 0.17, 0.08, 0.005])
-EDUCATION = np.array(["Secondary / secondary special", "Higher education", "Incomplete higher", "Lower secondary", "Academic degree"])
+EDUCATION = np.array(
+    ["Secondary / secondary special", "Higher education", "Incomplete higher", "Lower secondary", "Academic degree"]
+)
 EDUCATION_P = np.array([0.68, 0.27, 0.035, 0.014, 0.001])
 FAMILY = np.array(["Married", "Single / not married", "Civil marriage", "Separated", "Widow"])
 FAMILY_P = np.array([0.69, 0.13, 0.08, 0.06, 0.04])
-HOUSING = np.array(["House / apartment", "With parents", "Municipal apartment", "Rented apartment", "Office apartment", "Co-op apartment"])
+HOUSING = np.array(
+    [
+        "House / apartment",
+        "With parents",
+        "Municipal apartment",
+        "Rented apartment",
+        "Office apartment",
+        "Co-op apartment",
+    ]
+)
 HOUSING_P = np.array([0.89, 0.05, 0.03, 0.015, 0.01, 0.005])
-OCCUPATIONS = np.array(["Laborers", "Core staff", "Sales staff", "Managers", "Drivers", "High skill tech staff",
-                        "Accountants", "Medicine staff", "Cooking staff", "Security staff", "Cleaning staff"])
+OCCUPATIONS = np.array(
+    [
+        "Laborers",
+        "Core staff",
+        "Sales staff",
+        "Managers",
+        "Drivers",
+        "High skill tech staff",
+        "Accountants",
+        "Medicine staff",
+        "Cooking staff",
+        "Security staff",
+        "Cleaning staff",
+    ]
+)
 
 
 def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def risk_logit(nb_previous: np.ndarray, avg_previous: np.ndarray, age: np.ndarray,
-               years_on_job: np.ndarray, flag_own_car: np.ndarray) -> np.ndarray:
+def risk_logit(
+    nb_previous: np.ndarray,
+    avg_previous: np.ndarray,
+    age: np.ndarray,
+    years_on_job: np.ndarray,
+    flag_own_car: np.ndarray,
+) -> np.ndarray:
     """The planted signal: log-odds of a bad loan from the five point-in-time features only (NaN = missing),
     so a model given exactly those features can in principle reach the truth's AUC."""
     first_loan = (nb_previous == 0).astype(float)
@@ -64,16 +93,26 @@ def risk_logit(nb_previous: np.ndarray, avg_previous: np.ndarray, age: np.ndarra
     no_job = np.isnan(years_on_job).astype(float)
     new_job = np.where(np.isnan(years_on_job), 0.0, (years_on_job < 2).astype(float))
     car = np.where(np.isnan(flag_own_car), 0.0, flag_own_car)
-    return (1.1 * first_loan - 0.25 * np.log1p(nb_previous) + 0.9 * big_borrower + 0.6 * young
-            + 0.7 * no_job + 0.8 * new_job - 0.5 * car)
+    return (
+        1.1 * first_loan
+        - 0.25 * np.log1p(nb_previous)
+        + 0.9 * big_borrower
+        + 0.6 * young
+        + 0.7 * no_job
+        + 0.8 * new_job
+        - 0.5 * car
+    )
 
 
 def _ymd(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Year, month, day of datetime64[D] values (numpy only: year 3021 is out of pandas' range)."""
     years = dates.astype("datetime64[Y]")
     months = dates.astype("datetime64[M]")
-    return (years.astype(int) + 1970, (months - years.astype("datetime64[M]")).astype(int) + 1,
-            (dates - months.astype("datetime64[D]")).astype(int) + 1)
+    return (
+        years.astype(int) + 1970,
+        (months - years.astype("datetime64[M]")).astype(int) + 1,
+        (dates - months.astype("datetime64[D]")).astype(int) + 1,
+    )
 
 
 def _completed_years(start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -95,8 +134,9 @@ def _point_in_time(frame: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_index()
 
 
-def generate(rows: int, seed: int, dirty: float = 0.0,
-             positive_rate: float = TARGET_POSITIVE_RATE) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate(
+    rows: int, seed: int, dirty: float = 0.0, positive_rate: float = TARGET_POSITIVE_RATE
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (raw rows as strings in contract column order, truth with loan_id and p_true).
 
     `positive_rate` other than the real file's 1.5 % gives small test files enough positives to judge a model on.
@@ -111,11 +151,15 @@ def generate(rows: int, seed: int, dirty: float = 0.0,
     # Customers: static attributes and the dates behind days_birth / days_employed.
     income_type = rng.choice(INCOME_TYPES, size=customers, p=INCOME_P)
     pensioner = income_type == "Pensioner"
-    age_days = np.where(pensioner, rng.integers(56 * 365, 69 * 365, customers), rng.integers(21 * 365, 60 * 365, customers))
+    age_days = np.where(
+        pensioner, rng.integers(56 * 365, 69 * 365, customers), rng.integers(21 * 365, 60 * 365, customers)
+    )
     birthday = EXTRACTION_DATE - age_days.astype("timedelta64[D]")
     # Some customers were born on a leap day, as people are.
     leap = rng.random(customers) < 0.002
-    birthday[leap] = np.array([np.datetime64(f"{y}-02-29") for y in rng.choice([1960, 1964, 1972, 1980, 1988, 1996], leap.sum())])
+    birthday[leap] = np.array(
+        [np.datetime64(f"{y}-02-29") for y in rng.choice([1960, 1964, 1972, 1980, 1988, 1996], leap.sum())]
+    )
     tenure_days = rng.integers(30, 25 * 365, customers)
     job_start = EXTRACTION_DATE - tenure_days.astype("timedelta64[D]")
     job_start = np.maximum(job_start, birthday + np.timedelta64(18 * 365, "D"))
@@ -140,7 +184,9 @@ def generate(rows: int, seed: int, dirty: float = 0.0,
     busy_days = 40
     day_choice = rng.integers(0, busy_days, n)
     spread = (LOAN_SPAN_DAYS - first_day[owner]) // busy_days
-    loan_date = FIRST_LOAN + (first_day[owner] + day_choice * spread + rng.integers(0, 3, n) * (rng.random(n) < 0.3)).astype("timedelta64[D]")
+    loan_date = FIRST_LOAN + (
+        first_day[owner] + day_choice * spread + rng.integers(0, 3, n) * (rng.random(n) < 0.3)
+    ).astype("timedelta64[D]")
     base_amount = rng.lognormal(np.log(5_000), 0.6, customers)
     loan_amount = np.round(base_amount[owner] * rng.lognormal(0, 0.35, n), 2)
     loan_id = rng.permutation(n) + 1
@@ -148,7 +194,9 @@ def generate(rows: int, seed: int, dirty: float = 0.0,
     frame = pd.DataFrame({"id": ids[owner], "loan_id": loan_id, "loan_date": loan_date, "loan_amount": loan_amount})
     history = _point_in_time(frame)
     nb_previous = history["nb_previous"].to_numpy(float)
-    avg_previous = np.where(nb_previous > 0, history["sum_previous"].to_numpy(float) / np.maximum(nb_previous, 1), np.nan)
+    avg_previous = np.where(
+        nb_previous > 0, history["sum_previous"].to_numpy(float) / np.maximum(nb_previous, 1), np.nan
+    )
     age = _completed_years(birthday[owner], loan_date)
     years_on_job = _completed_years(job_start[owner], loan_date)
     logits = risk_logit(nb_previous, avg_previous, age, years_on_job, own_car[owner].astype(float))
@@ -158,32 +206,34 @@ def generate(rows: int, seed: int, dirty: float = 0.0,
     def days_before(date: np.ndarray) -> np.ndarray:
         return (date - loan_date).astype(int)
 
-    raw = pd.DataFrame({
-        "loan_id": loan_id,
-        "id": ids[owner],
-        "code_gender": gender[owner],
-        "flag_own_car": np.where(own_car[owner], "Y", "N"),
-        "flag_own_realty": np.where(own_realty[owner], "Y", "N"),
-        "cnt_children": children[owner],
-        "amt_income_total": income[owner],
-        "name_income_type": income_type[owner],
-        "name_education_type": education[owner],
-        "name_family_status": family[owner],
-        "name_housing_type": housing[owner],
-        "days_birth": days_before(birthday[owner]),
-        "days_employed": np.where(pensioner[owner], SENTINEL_DAYS, days_before(job_start[owner])),
-        "flag_mobil": 1,
-        "flag_work_phone": (rng.random(n) < 0.22).astype(int),
-        "flag_phone": (rng.random(n) < 0.29).astype(int),
-        "flag_email": (rng.random(n) < 0.09).astype(int),
-        "occupation_type": occupation[owner],
-        "cnt_fam_members": fam_members[owner].astype(float),
-        "status": status,
-        "birthday": _iso(birthday[owner]),
-        "job_start_date": _iso(job_start[owner]),
-        "loan_date": _iso(loan_date),
-        "loan_amount": loan_amount,
-    })[list(RAW_COLUMNS)].astype(str)
+    raw = pd.DataFrame(
+        {
+            "loan_id": loan_id,
+            "id": ids[owner],
+            "code_gender": gender[owner],
+            "flag_own_car": np.where(own_car[owner], "Y", "N"),
+            "flag_own_realty": np.where(own_realty[owner], "Y", "N"),
+            "cnt_children": children[owner],
+            "amt_income_total": income[owner],
+            "name_income_type": income_type[owner],
+            "name_education_type": education[owner],
+            "name_family_status": family[owner],
+            "name_housing_type": housing[owner],
+            "days_birth": days_before(birthday[owner]),
+            "days_employed": np.where(pensioner[owner], SENTINEL_DAYS, days_before(job_start[owner])),
+            "flag_mobil": 1,
+            "flag_work_phone": (rng.random(n) < 0.22).astype(int),
+            "flag_phone": (rng.random(n) < 0.29).astype(int),
+            "flag_email": (rng.random(n) < 0.09).astype(int),
+            "occupation_type": occupation[owner],
+            "cnt_fam_members": fam_members[owner].astype(float),
+            "status": status,
+            "birthday": _iso(birthday[owner]),
+            "job_start_date": _iso(job_start[owner]),
+            "loan_date": _iso(loan_date),
+            "loan_amount": loan_amount,
+        }
+    )[list(RAW_COLUMNS)].astype(str)
     truth = pd.DataFrame({"loan_id": loan_id.astype("int64"), "p_true": p_true})
     if dirty > 0:
         raw = _plant_dirty_rows(raw, rng, dirty)
@@ -247,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=ROWS_DEFAULT, help=f"loan rows (default {ROWS_DEFAULT:,})")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--dirty", type=float, default=0.0,
-                        help="share of rows that break a validation rule, e.g. 0.002 (default 0)")
-    parser.add_argument("--out", type=Path, required=True, help="CSV path; the truth goes beside it as <name>.truth.parquet")
+    parser.add_argument(
+        "--dirty", type=float, default=0.0, help="share of rows that break a validation rule, e.g. 0.002 (default 0)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="CSV path; the truth goes beside it as <name>.truth.parquet"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.dirty < 0.5:
         raise UserError("--dirty must be a share between 0 and 0.5")

@@ -138,15 +138,22 @@ def explain_metastore_error(exc: BaseException, settings: Settings) -> UserError
             f"the embedded Hive metastore in {derby_dir(settings)} is in use by another Spark process "
             "(a Thrift server or a notebook?): stop it, or run a metastore service and set metastore.kind = thrift"
         )
-    if settings.metastore.kind == "jdbc" and ("No suitable driver" in text or "Failed initialising database" in text
-                                              or "JDOFatalDataStoreException" in text):
-        cause = next((line.strip() for line in text.splitlines() if "SQLException" in line or "PSQLException" in line), "")
+    if settings.metastore.kind == "jdbc" and (
+        "No suitable driver" in text or "Failed initialising database" in text or "JDOFatalDataStoreException" in text
+    ):
+        cause = next(
+            (line.strip() for line in text.splitlines() if "SQLException" in line or "PSQLException" in line), ""
+        )
         return UserError(
             f"cannot open the metastore database {settings.metastore.jdbc_url}: {cause or 'see the log above'} "
             f"(check metastore.jdbc_url, jdbc_user, jdbc_password and that {settings.metastore.jdbc_jars} exists)"
         )
-    if settings.metastore.kind == "thrift" and ("Could not connect to meta store" in text or "TTransportException" in text):
-        return UserError(f"cannot reach the Hive metastore at {settings.metastore.uris}: start it or fix metastore.uris")
+    if settings.metastore.kind == "thrift" and (
+        "Could not connect to meta store" in text or "TTransportException" in text
+    ):
+        return UserError(
+            f"cannot reach the Hive metastore at {settings.metastore.uris}: start it or fix metastore.uris"
+        )
     return None
 
 
@@ -165,7 +172,7 @@ def require_filesystem(spark, uri: str) -> None:
             version = jvm.org.apache.hadoop.util.VersionInfo.getVersion()
             hint = (
                 f": Spark has no S3A connector on its classpath; add it with "
-                f"spark.extra_conf.\"spark.jars.packages\" = \"org.apache.hadoop:hadoop-aws:{version}\" "
+                f'spark.extra_conf."spark.jars.packages" = "org.apache.hadoop:hadoop-aws:{version}" '
                 "(needs Maven access) or put hadoop-aws and the AWS SDK bundle jars in spark.jars"
             )
         raise UserError(f"no filesystem connector for {scheme}:// ({uri}){hint}") from None

@@ -35,11 +35,7 @@ def training_features(loans: DataFrame) -> DataFrame:
     exactly the loans dated strictly earlier, so loans on the same day never see
     each other, whatever their order.
     """
-    earlier = (
-        Window.partitionBy("id")
-        .orderBy(F.unix_date("loan_date"))
-        .rangeBetween(Window.unboundedPreceding, -1)
-    )
+    earlier = Window.partitionBy("id").orderBy(F.unix_date("loan_date")).rangeBetween(Window.unboundedPreceding, -1)
     return loans.select(
         "id",
         "loan_id",
@@ -60,9 +56,7 @@ def latest_features(loans: DataFrame, as_of: dt.date) -> DataFrame:
     from the most recent one (latest loan_date, then highest loan_id).
     """
     as_of_col = F.lit(as_of).cast("date")
-    most_recent = F.max_by(
-        F.struct("birthday", "job_start_date", "flag_own_car"), F.struct("loan_date", "loan_id")
-    )
+    most_recent = F.max_by(F.struct("birthday", "job_start_date", "flag_own_car"), F.struct("loan_date", "loan_id"))
     per_customer = (
         loans.where(F.col("loan_date") < as_of_col)
         .groupBy("id")

@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print the latest stored figures")
     for sub in (drift, report):
         sub.add_argument("--snapshot", metavar="RUN_ID", help="the snapshot's run id (default: the current snapshot)")
-    report.add_argument("--out", type=Path, default=Path("monitoring-report.html"), help="HTML file to write (default: %(default)s)")
+    report.add_argument(
+        "--out", type=Path, default=Path("monitoring-report.html"), help="HTML file to write (default: %(default)s)"
+    )
     report.add_argument("--recompute", action="store_true", help="measure the snapshot again even if it was measured")
     for sub in (drift, report, show):
         sub.add_argument("--lake", help="lake root (default: paths.lake setting)")
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         if not measured:
             from monitoring.report import snapshot_figures
 
-            print(f"[monitoring] {snapshot_figures(settings, run_id, store.read_results(settings, run_id, 'drift'))['summary']}")
+            print(
+                f"[monitoring] {snapshot_figures(settings, run_id, store.read_results(settings, run_id, 'drift'))['summary']}"
+            )
         print(f"[monitoring] report written to {args.out} ({len(page) / 1e3:,.0f} kB)")
     return 0

@@ -30,9 +30,24 @@ COMPARISONS = ("training", "latest")
 ALERT, WARN, OK = "alert", "warn", "ok"
 TOO_FEW_ROWS, ALL_MISSING, NO_REFERENCE = "too_few_rows", "all_missing", "no_reference"
 DRIFT_COLUMNS = (
-    "snapshot_run_id", "comparison", "reference_run_id", "feature", "status", "psi", "ks_statistic", "ks_pvalue",
-    "reference_rows", "current_rows", "reference_missing_share", "current_missing_share", "missing_share_change",
-    "psi_warn", "psi_alert", "bins_json", "note", "computed_at",
+    "snapshot_run_id",
+    "comparison",
+    "reference_run_id",
+    "feature",
+    "status",
+    "psi",
+    "ks_statistic",
+    "ks_pvalue",
+    "reference_rows",
+    "current_rows",
+    "reference_missing_share",
+    "current_missing_share",
+    "missing_share_change",
+    "psi_warn",
+    "psi_alert",
+    "bins_json",
+    "note",
+    "computed_at",
 )
 
 
@@ -48,16 +63,24 @@ def level(psi_value: float, warn: float, alert: float) -> str:
     return ALERT if psi_value >= alert else WARN if psi_value >= warn else OK
 
 
-def compare_feature(
-    feature: str, reference: np.ndarray, current: np.ndarray, settings: MonitoringSettings
-) -> dict:
+def compare_feature(feature: str, reference: np.ndarray, current: np.ndarray, settings: MonitoringSettings) -> dict:
     """The drift row of one feature (without the snapshot's identifiers)."""
     limits = settings.thresholds(feature)
     row = {
-        "feature": feature, "status": OK, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-        "reference_rows": len(reference), "current_rows": len(current),
-        "reference_missing_share": None, "current_missing_share": None, "missing_share_change": None,
-        "psi_warn": limits.warn, "psi_alert": limits.alert, "bins_json": None, "note": "",
+        "feature": feature,
+        "status": OK,
+        "psi": None,
+        "ks_statistic": None,
+        "ks_pvalue": None,
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+        "reference_missing_share": None,
+        "current_missing_share": None,
+        "missing_share_change": None,
+        "psi_warn": limits.warn,
+        "psi_alert": limits.alert,
+        "bins_json": None,
+        "note": "",
     }
     if len(reference) < settings.min_rows or len(current) < settings.min_rows:
         row["status"] = TOO_FEW_ROWS
@@ -68,18 +91,29 @@ def compare_feature(
         return row
     ref_missing, cur_missing = stats.missing_share(reference), stats.missing_share(current)
     row.update(
-        reference_missing_share=ref_missing, current_missing_share=cur_missing, missing_share_change=cur_missing - ref_missing
+        reference_missing_share=ref_missing,
+        current_missing_share=cur_missing,
+        missing_share_change=cur_missing - ref_missing,
     )
     if ref_missing == 1.0 or cur_missing == 1.0:
         row["status"] = ALERT if cur_missing == 1.0 and ref_missing < 1.0 else ALL_MISSING
-        side = "both samples" if ref_missing == cur_missing == 1.0 else "the current sample" if cur_missing == 1.0 else "the reference"
+        side = (
+            "both samples"
+            if ref_missing == cur_missing == 1.0
+            else "the current sample"
+            if cur_missing == 1.0
+            else "the reference"
+        )
         row["note"] = f"{feature} is all missing in {side}: no distribution to compare"
         return row
     bins = stats.binned(reference, current, settings.bins)
     psi_value = stats.psi_of_shares(np.array(bins.reference), np.array(bins.current))
     statistic, pvalue = stats.ks(reference, current)
     row.update(
-        psi=psi_value, ks_statistic=statistic, ks_pvalue=pvalue, status=level(psi_value, limits.warn, limits.alert),
+        psi=psi_value,
+        ks_statistic=statistic,
+        ks_pvalue=pvalue,
+        status=level(psi_value, limits.warn, limits.alert),
         bins_json=json.dumps(bins.as_dict()),
     )
     return row
@@ -94,12 +128,24 @@ def compare(
         cur = stats.as_array(current[feature].astype("float64"))
         if reference is None:
             limits = settings.thresholds(feature)
-            rows.append({
-                "feature": feature, "status": NO_REFERENCE, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-                "reference_rows": 0, "current_rows": len(cur), "reference_missing_share": None,
-                "current_missing_share": stats.missing_share(cur) if len(cur) else None, "missing_share_change": None,
-                "psi_warn": limits.warn, "psi_alert": limits.alert, "bins_json": None, "note": why_no_reference,
-            })
+            rows.append(
+                {
+                    "feature": feature,
+                    "status": NO_REFERENCE,
+                    "psi": None,
+                    "ks_statistic": None,
+                    "ks_pvalue": None,
+                    "reference_rows": 0,
+                    "current_rows": len(cur),
+                    "reference_missing_share": None,
+                    "current_missing_share": stats.missing_share(cur) if len(cur) else None,
+                    "missing_share_change": None,
+                    "psi_warn": limits.warn,
+                    "psi_alert": limits.alert,
+                    "bins_json": None,
+                    "note": why_no_reference,
+                }
+            )
             continue
         ref = stats.as_array(reference[feature].astype("float64"))
         rows.append(compare_feature(feature, ref, cur, settings))

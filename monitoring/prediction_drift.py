@@ -24,22 +24,49 @@ from monitoring.feature_drift import ALERT, NO_REFERENCE, OK, TOO_FEW_ROWS, WARN
 
 NO_PREDICTIONS = "no_predictions"
 PREDICTION_DRIFT_COLUMNS = (
-    "snapshot_run_id", "model_version", "status", "psi", "ks_statistic", "ks_pvalue", "served_rows", "other_version_rows",
-    "reference_rows", "served_positive_share", "reference_positive_share", "threshold", "window_start", "window_end",
-    "bins_json", "note", "computed_at",
+    "snapshot_run_id",
+    "model_version",
+    "status",
+    "psi",
+    "ks_statistic",
+    "ks_pvalue",
+    "served_rows",
+    "other_version_rows",
+    "reference_rows",
+    "served_positive_share",
+    "reference_positive_share",
+    "threshold",
+    "window_start",
+    "window_end",
+    "bins_json",
+    "note",
+    "computed_at",
 )
 
 
 def compare(
-    served: pd.DataFrame, reference: pd.DataFrame | None, model_version: str | None, threshold: float | None,
-    settings: MonitoringSettings, why_no_reference: str = "",
+    served: pd.DataFrame,
+    reference: pd.DataFrame | None,
+    model_version: str | None,
+    threshold: float | None,
+    settings: MonitoringSettings,
+    why_no_reference: str = "",
 ) -> dict:
     """The prediction-drift row (without snapshot id and window), served = the window's predictions of every version."""
     row = {
-        "model_version": model_version, "status": OK, "psi": None, "ks_statistic": None, "ks_pvalue": None,
-        "served_rows": 0, "other_version_rows": 0, "reference_rows": 0 if reference is None else len(reference),
-        "served_positive_share": None, "reference_positive_share": None, "threshold": threshold,
-        "bins_json": None, "note": "",
+        "model_version": model_version,
+        "status": OK,
+        "psi": None,
+        "ks_statistic": None,
+        "ks_pvalue": None,
+        "served_rows": 0,
+        "other_version_rows": 0,
+        "reference_rows": 0 if reference is None else len(reference),
+        "served_positive_share": None,
+        "reference_positive_share": None,
+        "threshold": threshold,
+        "bins_json": None,
+        "note": "",
     }
     if model_version is None or reference is None:
         row.update(status=NO_REFERENCE, note=why_no_reference)
@@ -49,7 +76,10 @@ def compare(
     row["other_version_rows"] = int(len(served) - len(mine))
     others = f" ({row['other_version_rows']:,} served by other versions left out)" if row["other_version_rows"] else ""
     if len(mine) == 0:
-        row.update(status=NO_PREDICTIONS, note=f"no prediction of model {model_version} in the window{others}: nothing to compare")
+        row.update(
+            status=NO_PREDICTIONS,
+            note=f"no prediction of model {model_version} in the window{others}: nothing to compare",
+        )
         return row
     if len(mine) < settings.min_rows or len(reference) < settings.min_rows:
         row.update(
@@ -64,7 +94,10 @@ def compare(
     psi_value = stats.psi_of_shares(np.array(bins.reference), np.array(bins.current))
     statistic, pvalue = stats.ks(ref, current)
     row.update(
-        psi=psi_value, ks_statistic=statistic, ks_pvalue=pvalue, bins_json=json.dumps(bins.as_dict()),
+        psi=psi_value,
+        ks_statistic=statistic,
+        ks_pvalue=pvalue,
+        bins_json=json.dumps(bins.as_dict()),
         status=level(psi_value, settings.psi_warn, settings.psi_alert),
         served_positive_share=float((mine["label"] == 1).mean()),
         reference_positive_share=None if threshold is None else float((ref >= threshold).mean()),

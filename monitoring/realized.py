@@ -29,8 +29,18 @@ from training import metrics
 
 OK, TOO_FEW_MATCHED, ONE_CLASS = "ok", "too_few_matched", "one_class"
 QUALITY_COLUMNS = (
-    "snapshot_run_id", "model_version", "status", "served_predictions", "distinct_predictions", "matched_predictions",
-    "positives", "roc_auc", "brier", "calibration_json", "note", "computed_at",
+    "snapshot_run_id",
+    "model_version",
+    "status",
+    "served_predictions",
+    "distinct_predictions",
+    "matched_predictions",
+    "positives",
+    "roc_auc",
+    "brier",
+    "calibration_json",
+    "note",
+    "computed_at",
 )
 
 
@@ -53,20 +63,39 @@ def match(served: pd.DataFrame, loans: pd.DataFrame) -> pd.DataFrame:
         .assign(loan_date=lambda f: pd.to_datetime(f["loan_date"]).astype("datetime64[ns]"))
         .sort_values(["id", "loan_date", "loan_id"], kind="mergesort")
         .drop_duplicates(["id", "loan_date"], keep="first")
-        .rename(columns={"id": "customer_id", "loan_id": "outcome_loan_id", "loan_date": "outcome_date", "status": "outcome"})
+        .rename(
+            columns={
+                "id": "customer_id",
+                "loan_id": "outcome_loan_id",
+                "loan_date": "outcome_date",
+                "status": "outcome",
+            }
+        )
         .astype({"customer_id": "int64"})
     )
     if predictions.empty or first.empty:
-        return predictions.iloc[0:0].assign(outcome_loan_id=pd.Series(dtype="int64"), outcome_date=pd.Series(dtype="datetime64[ns]"),
-                                           outcome=pd.Series(dtype="int64"))
+        return predictions.iloc[0:0].assign(
+            outcome_loan_id=pd.Series(dtype="int64"),
+            outcome_date=pd.Series(dtype="datetime64[ns]"),
+            outcome=pd.Series(dtype="int64"),
+        )
     joined = pd.merge_asof(
-        predictions.sort_values("as_of"), first.sort_values("outcome_date"),
-        left_on="as_of", right_on="outcome_date", by="customer_id", direction="forward", allow_exact_matches=True,
+        predictions.sort_values("as_of"),
+        first.sort_values("outcome_date"),
+        left_on="as_of",
+        right_on="outcome_date",
+        by="customer_id",
+        direction="forward",
+        allow_exact_matches=True,
     )
     matched = joined[joined["outcome"].notna()].copy()
     matched["outcome"] = matched["outcome"].astype("int64")
     matched["outcome_loan_id"] = matched["outcome_loan_id"].astype("int64")
-    return matched.drop(columns=["as_of"]).sort_values(["model_version", "customer_id", "snapshot_as_of"]).reset_index(drop=True)
+    return (
+        matched.drop(columns=["as_of"])
+        .sort_values(["model_version", "customer_id", "snapshot_as_of"])
+        .reset_index(drop=True)
+    )
 
 
 def version_key(version: str):
@@ -83,24 +112,37 @@ def quality(served: pd.DataFrame, loans: pd.DataFrame, settings: MonitoringSetti
         y = mine["outcome"].to_numpy(np.int64)
         p = mine["probability"].to_numpy(np.float64)
         row = {
-            "model_version": str(version), "status": OK,
+            "model_version": str(version),
+            "status": OK,
             "served_predictions": int((served["model_version"] == version).sum()),
             "distinct_predictions": int((distinct["model_version"] == version).sum()),
-            "matched_predictions": len(mine), "positives": int(y.sum()),
-            "roc_auc": None, "brier": None, "calibration_json": None, "note": "",
+            "matched_predictions": len(mine),
+            "positives": int(y.sum()),
+            "roc_auc": None,
+            "brier": None,
+            "calibration_json": None,
+            "note": "",
         }
         if len(mine) < settings.min_matched:
-            row.update(status=TOO_FEW_MATCHED, note=(
-                f"model {version}: {len(mine):,} of {row['distinct_predictions']:,} predictions have an outcome yet "
-                f"(monitoring.min_matched is {settings.min_matched:,}): no quality figures"
-            ))
+            row.update(
+                status=TOO_FEW_MATCHED,
+                note=(
+                    f"model {version}: {len(mine):,} of {row['distinct_predictions']:,} predictions have an outcome yet "
+                    f"(monitoring.min_matched is {settings.min_matched:,}): no quality figures"
+                ),
+            )
         elif y.min() == y.max():
-            row.update(status=ONE_CLASS, brier=metrics.brier(y, p), note=(
-                f"model {version}: all {len(mine):,} matched outcomes are {int(y[0])}: ROC-AUC needs both classes"
-            ))
+            row.update(
+                status=ONE_CLASS,
+                brier=metrics.brier(y, p),
+                note=(
+                    f"model {version}: all {len(mine):,} matched outcomes are {int(y[0])}: ROC-AUC needs both classes"
+                ),
+            )
         else:
             row.update(
-                roc_auc=metrics.roc_auc(y, p), brier=metrics.brier(y, p),
+                roc_auc=metrics.roc_auc(y, p),
+                brier=metrics.brier(y, p),
                 calibration_json=json.dumps(metrics.calibration_bins(y, p, bins=10)),
             )
         rows.append(row)

@@ -70,7 +70,9 @@ def bin_labels(edges: list[float], missing_bin: bool) -> list[str]:
     if not edges:
         labels = ["all"]
     else:
-        labels = [f"< {num(edges[0])}"] + [f"[{num(a)}, {num(b)})" for a, b in pairwise(edges)] + [f"≥ {num(edges[-1])}"]
+        labels = (
+            [f"< {num(edges[0])}"] + [f"[{num(a)}, {num(b)})" for a, b in pairwise(edges)] + [f"≥ {num(edges[-1])}"]
+        )
     return labels + (["missing"] if missing_bin else [])
 
 
@@ -129,22 +131,51 @@ def feature_section(drift: pd.DataFrame) -> str:
     rows, plots = [], []
     for r in drift.to_dict("records"):
         rows.append(
-            "<tr>" + f'<td class="l">{_fmt(r["comparison"])}</td><td class="l">{_fmt(r["feature"])}</td>' + _status(r["status"])
-            + "".join(f"<td>{_fmt(r[k])}</td>" for k in ("psi", "ks_statistic", "ks_pvalue", "reference_rows", "current_rows",
-                                                        "reference_missing_share", "current_missing_share"))
+            "<tr>"
+            + f'<td class="l">{_fmt(r["comparison"])}</td><td class="l">{_fmt(r["feature"])}</td>'
+            + _status(r["status"])
+            + "".join(
+                f"<td>{_fmt(r[k])}</td>"
+                for k in (
+                    "psi",
+                    "ks_statistic",
+                    "ks_pvalue",
+                    "reference_rows",
+                    "current_rows",
+                    "reference_missing_share",
+                    "current_missing_share",
+                )
+            )
             + f'<td class="l">{_fmt(r["reference_run_id"])}</td><td class="l">{_fmt(r["note"])}</td></tr>'
         )
         if r["bins_json"]:
-            title = f"{r['feature']} ({r['comparison']}): PSI {r['psi']:.3f}, KS {r['ks_statistic']:.3f} — {r['status']}"
+            title = (
+                f"{r['feature']} ({r['comparison']}): PSI {r['psi']:.3f}, KS {r['ks_statistic']:.3f} — {r['status']}"
+            )
             plots.append(_img(histogram_png(json.loads(r["bins_json"]), title), title))
-    head = "".join(f"<th>{h}</th>" for h in ("comparison", "feature", "status", "PSI", "KS", "KS p-value", "reference rows",
-                                            "current rows", "reference missing", "current missing", "reference snapshot", "note"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "comparison",
+            "feature",
+            "status",
+            "PSI",
+            "KS",
+            "KS p-value",
+            "reference rows",
+            "current rows",
+            "reference missing",
+            "current missing",
+            "reference snapshot",
+            "note",
+        )
+    )
     return (
         '<section id="feature-drift"><h2>Feature drift</h2>'
         "<p><b>training</b>: the snapshot's most recent training rows against those of the snapshot the production model "
         "was trained on; <b>latest</b>: the latest table against the previous snapshot's. Bars: share of rows in the "
         "reference's quantile bins (missing values in a bin of their own).</p>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table><div class=\"plots\">{''.join(plots)}</div></section>"
+        f'<table><tr>{head}</tr>{"".join(rows)}</table><div class="plots">{"".join(plots)}</div></section>'
     )
 
 
@@ -152,12 +183,21 @@ def prediction_section(prediction: pd.DataFrame) -> str:
     if prediction is None or prediction.empty:
         return '<section id="prediction-drift"><h2>Prediction drift</h2><p>Not measured.</p></section>'
     r = prediction.iloc[0].to_dict()
-    cells = [("model version", r["model_version"]), ("status", r["status"]), ("PSI", r["psi"]), ("KS", r["ks_statistic"]),
-             ("KS p-value", r["ks_pvalue"]), ("served in window", r["served_rows"]),
-             ("served by other versions", r["other_version_rows"]), ("validation scores", r["reference_rows"]),
-             ("share labelled positive (served)", r["served_positive_share"]),
-             ("share at or above the threshold (validation)", r["reference_positive_share"]), ("threshold", r["threshold"]),
-             ("window", f"{r['window_start']} to {r['window_end']}"), ("note", r["note"])]
+    cells = [
+        ("model version", r["model_version"]),
+        ("status", r["status"]),
+        ("PSI", r["psi"]),
+        ("KS", r["ks_statistic"]),
+        ("KS p-value", r["ks_pvalue"]),
+        ("served in window", r["served_rows"]),
+        ("served by other versions", r["other_version_rows"]),
+        ("validation scores", r["reference_rows"]),
+        ("share labelled positive (served)", r["served_positive_share"]),
+        ("share at or above the threshold (validation)", r["reference_positive_share"]),
+        ("threshold", r["threshold"]),
+        ("window", f"{r['window_start']} to {r['window_end']}"),
+        ("note", r["note"]),
+    ]
     table = "".join(f'<tr><th class="l">{html.escape(k)}</th><td class="l">{_fmt(v, 4)}</td></tr>' for k, v in cells)
     plot = ""
     if r["bins_json"]:
@@ -167,27 +207,58 @@ def prediction_section(prediction: pd.DataFrame) -> str:
 
 
 def quality_section(quality: pd.DataFrame | None, history: pd.DataFrame) -> str:
-    parts = ['<section id="realized-quality"><h2>Realized quality</h2>',
-             ("<p>A prediction's outcome is the status of the customer's first loan dated on or after the prediction's "
-              "feature snapshot <code>as_of</code>, in this snapshot's loans; one prediction per model version, customer "
-              "and snapshot (the last served).</p>")]
+    parts = [
+        '<section id="realized-quality"><h2>Realized quality</h2>',
+        (
+            "<p>A prediction's outcome is the status of the customer's first loan dated on or after the prediction's "
+            "feature snapshot <code>as_of</code>, in this snapshot's loans; one prediction per model version, customer "
+            "and snapshot (the last served).</p>"
+        ),
+    ]
     if quality is None or quality.empty:
         parts.append("<p>No realized quality: no prediction was served yet, or none has an outcome.</p>")
     else:
-        head = "".join(f"<th>{h}</th>" for h in ("model version", "status", "served", "distinct", "matched", "positives",
-                                                "ROC-AUC", "Brier", "note"))
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "model version",
+                "status",
+                "served",
+                "distinct",
+                "matched",
+                "positives",
+                "ROC-AUC",
+                "Brier",
+                "note",
+            )
+        )
         rows = "".join(
-            f'<tr><td class="l">{_fmt(q["model_version"])}</td>' + _status(q["status"])
-            + "".join(f"<td>{_fmt(q[k], 4)}</td>" for k in ("served_predictions", "distinct_predictions", "matched_predictions",
-                                                          "positives", "roc_auc", "brier"))
+            f'<tr><td class="l">{_fmt(q["model_version"])}</td>'
+            + _status(q["status"])
+            + "".join(
+                f"<td>{_fmt(q[k], 4)}</td>"
+                for k in (
+                    "served_predictions",
+                    "distinct_predictions",
+                    "matched_predictions",
+                    "positives",
+                    "roc_auc",
+                    "brier",
+                )
+            )
             + f'<td class="l">{_fmt(q["note"])}</td></tr>'
             for q in quality.to_dict("records")
         )
         parts.append(f"<table><tr>{head}</tr>{rows}</table>")
         plots = [
-            _img(calibration_png(json.loads(q["calibration_json"]), f"model {q['model_version']}: calibration by decile"),
-                 f"model {q['model_version']}: calibration by decile")
-            for q in quality.to_dict("records") if q["calibration_json"]
+            _img(
+                calibration_png(
+                    json.loads(q["calibration_json"]), f"model {q['model_version']}: calibration by decile"
+                ),
+                f"model {q['model_version']}: calibration by decile",
+            )
+            for q in quality.to_dict("records")
+            if q["calibration_json"]
         ]
         parts.append(f'<div class="plots">{"".join(plots)}</div>')
     measured = history.dropna(subset=["roc_auc"]) if not history.empty else history
@@ -198,15 +269,24 @@ def quality_section(quality: pd.DataFrame | None, history: pd.DataFrame) -> str:
     return "".join(parts) + "</section>"
 
 
-def render(run_id: str, latest: dict | None, drift: pd.DataFrame, prediction: pd.DataFrame | None,
-           quality: pd.DataFrame | None, history: pd.DataFrame) -> str:
+def render(
+    run_id: str,
+    latest: dict | None,
+    drift: pd.DataFrame,
+    prediction: pd.DataFrame | None,
+    quality: pd.DataFrame | None,
+    history: pd.DataFrame,
+) -> str:
     alert = latest.get("alert") if latest else None
     reason = latest.get("reason", "") if latest else ""
     summary = latest.get("summary", "") if latest else ""
     problems = latest.get("problems", []) if latest else []
     banner_class = "alert" if alert else "ok"
-    banner = f'<div class="banner {banner_class}"><b>{"ALERT" if alert else "No alert"}</b>: {html.escape(reason)}</div>' \
-        if latest else ""
+    banner = (
+        f'<div class="banner {banner_class}"><b>{"ALERT" if alert else "No alert"}</b>: {html.escape(reason)}</div>'
+        if latest
+        else ""
+    )
     problem_list = "".join(f"<li>{html.escape(p)}</li>" for p in problems) or "<li>none: everything was measured</li>"
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sparkmaker monitoring: {html.escape(run_id)}</title>'
@@ -215,7 +295,9 @@ def render(run_id: str, latest: dict | None, drift: pd.DataFrame, prediction: pd
         f"<p>{html.escape(summary)}</p>"
         f"<p>Computed at {html.escape(str(latest.get('computed_at', ''))) if latest else '–'}.</p></section>"
         f'<section id="problems"><h2>What could not be measured</h2><ul>{problem_list}</ul></section>'
-        + feature_section(drift) + prediction_section(prediction) + quality_section(quality, history)
+        + feature_section(drift)
+        + prediction_section(prediction)
+        + quality_section(quality, history)
         + "</body></html>"
     )
 
@@ -226,7 +308,7 @@ def report_html(settings: Settings, run_id: str | None = None) -> str:
     if run_id is None:
         if latest is None:
             return (
-                "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sparkmaker monitoring</title></head>"
+                '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sparkmaker monitoring</title></head>'
                 '<body><section id="summary"><h1>Monitoring report</h1><p>No drift step has run yet: run '
                 "<code>python -m monitoring drift</code> after a feature run.</p></section></body></html>"
             )
@@ -237,8 +319,12 @@ def report_html(settings: Settings, run_id: str | None = None) -> str:
     if latest is not None and latest.get("snapshot_run_id") != run_id:
         latest = snapshot_figures(settings, run_id, drift)
     return render(
-        run_id, latest, drift, store.read_results(settings, run_id, "prediction_drift"),
-        store.read_results(settings, run_id, "realized_quality"), store.history(settings, "realized_quality"),
+        run_id,
+        latest,
+        drift,
+        store.read_results(settings, run_id, "prediction_drift"),
+        store.read_results(settings, run_id, "realized_quality"),
+        store.history(settings, "realized_quality"),
     )
 
 
@@ -253,7 +339,10 @@ def snapshot_figures(settings: Settings, run_id: str, drift: pd.DataFrame) -> di
     rows = drift.to_dict("records")
     alert, reason = verdict(rows, quality, pred.get("model_version"), settings)  # the production version then
     return {
-        "snapshot_run_id": run_id, "computed_at": rows[0]["computed_at"] if rows else "", "alert": alert, "reason": reason,
+        "snapshot_run_id": run_id,
+        "computed_at": rows[0]["computed_at"] if rows else "",
+        "alert": alert,
+        "reason": reason,
         "summary": summarize(run_id, rows, pred, quality),
         "problems": drift_problems(rows),
     }

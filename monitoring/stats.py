@@ -33,7 +33,12 @@ class Bins:
     has_missing_bin: bool
 
     def as_dict(self) -> dict:
-        return {"edges": self.edges, "reference": self.reference, "current": self.current, "missing_bin": self.has_missing_bin}
+        return {
+            "edges": self.edges,
+            "reference": self.reference,
+            "current": self.current,
+            "missing_bin": self.has_missing_bin,
+        }
 
 
 def as_array(values) -> np.ndarray:

@@ -63,14 +63,21 @@ def production_model(settings: Settings) -> Production:
     registry = open_registry(settings)
     version = registry.alias("production")
     if version is None:
-        return Production(None, None, None, None, "no production model: train and promote one (python -m training train --promote)")
+        return Production(
+            None, None, None, None, "no production model: train and promote one (python -m training train --promote)"
+        )
     entry = registry.get(version)
     model_dir = registry.model_dir(version)
     threshold = registry.metadata(version).get("threshold")
     path = model_dir / artifact.VALIDATION_SCORES_FILE
     if not path.is_file():
-        return Production(version, entry.run_id, threshold, None,
-                          f"model {version} has no {artifact.VALIDATION_SCORES_FILE} (trained before it was stored): retrain it")
+        return Production(
+            version,
+            entry.run_id,
+            threshold,
+            None,
+            f"model {version} has no {artifact.VALIDATION_SCORES_FILE} (trained before it was stored): retrain it",
+        )
     import pyarrow.parquet as pq
 
     return Production(version, entry.run_id, threshold, pq.read_table(path).to_pandas(), "")
@@ -96,18 +103,30 @@ def measure_features(settings: Settings, run_id: str, production: Production, sp
     features = list(FEATURE_COLUMNS)
     rows: list[dict] = []
 
-    current = feature_drift.recent_training_rows(_table(settings, run_id, "training", ["loan_date", *features], spark), mon.recent_days)
+    current = feature_drift.recent_training_rows(
+        _table(settings, run_id, "training", ["loan_date", *features], spark), mon.recent_days
+    )
     reference, why = None, production.why_not if production.version is None else ""
     if production.version is not None:
         try:
-            reference = feature_drift.recent_training_rows(
-                _table(settings, production.run_id, "training", ["loan_date", *features], spark), mon.recent_days
-            ) if production.run_id else None
-            why = "" if production.run_id else f"model {production.version} does not record the snapshot it was trained on"
+            reference = (
+                feature_drift.recent_training_rows(
+                    _table(settings, production.run_id, "training", ["loan_date", *features], spark), mon.recent_days
+                )
+                if production.run_id
+                else None
+            )
+            why = (
+                ""
+                if production.run_id
+                else f"model {production.version} does not record the snapshot it was trained on"
+            )
         except UserError as exc:
             why = f"the snapshot {production.run_id} of model {production.version} cannot be read: {exc}"
     for row in feature_drift.compare(reference, current, mon, why):
-        rows.append({**row, "comparison": "training", "reference_run_id": production.run_id if reference is not None else None})
+        rows.append(
+            {**row, "comparison": "training", "reference_run_id": production.run_id if reference is not None else None}
+        )
 
     previous = previous_snapshot(settings, run_id)
     current = _table(settings, run_id, "latest", features, spark)
@@ -137,7 +156,9 @@ def measure_predictions(settings: Settings, run_id: str, production: Production,
     if row["status"] not in (prediction_drift.OK, prediction_drift.WARN, prediction_drift.ALERT):
         problems.append(f"prediction drift: {row['note']}")
     if served.empty:
-        problems.append(f"the prediction log is empty ({reader.describe()}): no prediction drift, no realized quality yet")
+        problems.append(
+            f"the prediction log is empty ({reader.describe()}): no prediction drift, no realized quality yet"
+        )
         return row, [], problems
     loans = _table(settings, run_id, "training", ["id", "loan_id", "loan_date", "status"], spark)
     quality = realized.quality(served, loans, mon)
@@ -145,7 +166,9 @@ def measure_predictions(settings: Settings, run_id: str, production: Production,
     return row, quality, problems
 
 
-def verdict(drift: list[dict], quality: list[dict], production_version: str | None, settings: Settings) -> tuple[bool, str]:
+def verdict(
+    drift: list[dict], quality: list[dict], production_version: str | None, settings: Settings
+) -> tuple[bool, str]:
     """(alert, reason): alert-level drift on any feature, or the production model's realized AUC under the floor."""
     alerts = [r for r in drift if r["status"] == feature_drift.ALERT]
     parts = []
@@ -159,8 +182,10 @@ def verdict(drift: list[dict], quality: list[dict], production_version: str | No
     for q in quality:
         auc = _number(q["roc_auc"])
         if q["model_version"] == production_version and auc is not None and auc < floor:
-            parts.append(f"realized ROC-AUC {auc:.3f} of model {q['model_version']} below {floor:g} "
-                         f"({q['matched_predictions']:,} matched)")
+            parts.append(
+                f"realized ROC-AUC {auc:.3f} of model {q['model_version']} below {floor:g} "
+                f"({q['matched_predictions']:,} matched)"
+            )
     return bool(parts), "; ".join(parts) or "no alert"
 
 
@@ -178,7 +203,9 @@ def summarize(run_id: str, drift: list[dict], prediction: dict, quality: list[di
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     text = f"snapshot {run_id}: feature drift " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     if _number(prediction.get("psi")) is not None:
-        text += f"; prediction PSI {prediction['psi']:.3f} ({prediction['status']}, {prediction['served_rows']:,} served)"
+        text += (
+            f"; prediction PSI {prediction['psi']:.3f} ({prediction['status']}, {prediction['served_rows']:,} served)"
+        )
     else:
         text += f"; prediction drift {prediction.get('status')}"
     for q in quality:
@@ -213,14 +240,25 @@ def drift_step(settings: Settings, run_id: str, spark=None, now: dt.datetime | N
 
     alert, reason = verdict(drift, quality, production.version, settings)
     summary = summarize(run_id, drift, prediction, quality)
-    figures.write_latest(settings, {
-        "snapshot_run_id": run_id, "computed_at": computed_at, "alert": alert, "reason": reason, "summary": summary,
-        "production_version": production.version, "problems": problems,
-        "drift": [{k: v for k, v in r.items() if k != "bins_json"} for r in drift],
-        "prediction": {k: v for k, v in prediction.items() if k != "bins_json"},
-        "quality": [{k: v for k, v in q.items() if k != "calibration_json"} for q in quality],
-    }, spark)
-    return DriftOutcome(run_id, alert, reason, summary, tuple(drift), prediction, tuple(quality), tuple(problems), tuple(tables))
+    figures.write_latest(
+        settings,
+        {
+            "snapshot_run_id": run_id,
+            "computed_at": computed_at,
+            "alert": alert,
+            "reason": reason,
+            "summary": summary,
+            "production_version": production.version,
+            "problems": problems,
+            "drift": [{k: v for k, v in r.items() if k != "bins_json"} for r in drift],
+            "prediction": {k: v for k, v in prediction.items() if k != "bins_json"},
+            "quality": [{k: v for k, v in q.items() if k != "calibration_json"} for q in quality],
+        },
+        spark,
+    )
+    return DriftOutcome(
+        run_id, alert, reason, summary, tuple(drift), prediction, tuple(quality), tuple(problems), tuple(tables)
+    )
 
 
 def register_tables(settings: Settings, run_id: str, spark=None) -> list[str]:
@@ -236,4 +274,6 @@ def register_tables(settings: Settings, run_id: str, spark=None) -> list[str]:
         if explained is not None:
             raise explained from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot register the monitoring tables in {settings.features.database}: {first[:300]}") from None
+        raise UserError(
+            f"cannot register the monitoring tables in {settings.features.database}: {first[:300]}"
+        ) from None

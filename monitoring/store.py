@@ -27,23 +27,65 @@ from features import lake
 
 _S, _D, _I = pa.string(), pa.float64(), pa.int64()
 SCHEMAS: dict[str, pa.Schema] = {
-    "drift": pa.schema([
-        ("snapshot_run_id", _S), ("comparison", _S), ("reference_run_id", _S), ("feature", _S), ("status", _S),
-        ("psi", _D), ("ks_statistic", _D), ("ks_pvalue", _D), ("reference_rows", _I), ("current_rows", _I),
-        ("reference_missing_share", _D), ("current_missing_share", _D), ("missing_share_change", _D),
-        ("psi_warn", _D), ("psi_alert", _D), ("bins_json", _S), ("note", _S), ("computed_at", _S),
-    ]),
-    "prediction_drift": pa.schema([
-        ("snapshot_run_id", _S), ("model_version", _S), ("status", _S), ("psi", _D), ("ks_statistic", _D), ("ks_pvalue", _D),
-        ("served_rows", _I), ("other_version_rows", _I), ("reference_rows", _I), ("served_positive_share", _D),
-        ("reference_positive_share", _D), ("threshold", _D), ("window_start", _S), ("window_end", _S),
-        ("bins_json", _S), ("note", _S), ("computed_at", _S),
-    ]),
-    "realized_quality": pa.schema([
-        ("snapshot_run_id", _S), ("model_version", _S), ("status", _S), ("served_predictions", _I),
-        ("distinct_predictions", _I), ("matched_predictions", _I), ("positives", _I), ("roc_auc", _D), ("brier", _D),
-        ("calibration_json", _S), ("note", _S), ("computed_at", _S),
-    ]),
+    "drift": pa.schema(
+        [
+            ("snapshot_run_id", _S),
+            ("comparison", _S),
+            ("reference_run_id", _S),
+            ("feature", _S),
+            ("status", _S),
+            ("psi", _D),
+            ("ks_statistic", _D),
+            ("ks_pvalue", _D),
+            ("reference_rows", _I),
+            ("current_rows", _I),
+            ("reference_missing_share", _D),
+            ("current_missing_share", _D),
+            ("missing_share_change", _D),
+            ("psi_warn", _D),
+            ("psi_alert", _D),
+            ("bins_json", _S),
+            ("note", _S),
+            ("computed_at", _S),
+        ]
+    ),
+    "prediction_drift": pa.schema(
+        [
+            ("snapshot_run_id", _S),
+            ("model_version", _S),
+            ("status", _S),
+            ("psi", _D),
+            ("ks_statistic", _D),
+            ("ks_pvalue", _D),
+            ("served_rows", _I),
+            ("other_version_rows", _I),
+            ("reference_rows", _I),
+            ("served_positive_share", _D),
+            ("reference_positive_share", _D),
+            ("threshold", _D),
+            ("window_start", _S),
+            ("window_end", _S),
+            ("bins_json", _S),
+            ("note", _S),
+            ("computed_at", _S),
+        ]
+    ),
+    "realized_quality": pa.schema(
+        [
+            ("snapshot_run_id", _S),
+            ("model_version", _S),
+            ("status", _S),
+            ("served_predictions", _I),
+            ("distinct_predictions", _I),
+            ("matched_predictions", _I),
+            ("positives", _I),
+            ("roc_auc", _D),
+            ("brier", _D),
+            ("calibration_json", _S),
+            ("note", _S),
+            ("computed_at", _S),
+        ]
+    ),
 }
 TABLES = tuple(SCHEMAS)
 PART = "part-0.parquet"
@@ -68,7 +110,9 @@ def write_results(settings: Settings, run_id: str, table: str, rows: list[dict],
         pq.write_table(data, buffer)
         write_atomic(lake.local_path(uri) / PART, buffer.getvalue())
     else:
-        spark.createDataFrame(data.to_pandas(), schema=spark_ddl(table)).coalesce(1).write.mode("overwrite").parquet(uri)
+        spark.createDataFrame(data.to_pandas(), schema=spark_ddl(table)).coalesce(1).write.mode("overwrite").parquet(
+            uri
+        )
     return uri
 
 
@@ -98,7 +142,9 @@ def read_columns(settings: Settings, uri: str, columns: list[str], spark=None) -
     if lake.is_local(uri):
         path = lake.local_path(uri)
         if not path.exists():
-            raise UserError(f"{uri} does not exist: the snapshot was deleted or is incomplete; run the feature job again")
+            raise UserError(
+                f"{uri} does not exist: the snapshot was deleted or is incomplete; run the feature job again"
+            )
         return pq.read_table(path, columns=columns).to_pandas()
     if spark is None:
         from features.session import build_session
@@ -133,7 +179,11 @@ def register(spark, settings: Settings, run_id: str) -> list[str]:
         )
         for row in spark.sql(f"SHOW PARTITIONS {name}").collect():
             other = row[0].split("=", 1)[1]
-            if other != run_id and lake.is_local(root) and not Path(lake.local_path(result_uri(settings, other, table))).exists():
+            if (
+                other != run_id
+                and lake.is_local(root)
+                and not Path(lake.local_path(result_uri(settings, other, table))).exists()
+            ):
                 spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (snapshot_run_id = {_sql_string(other)})")
         spec = f"PARTITION (snapshot_run_id = {_sql_string(run_id)})"
         location = _sql_string(result_uri(settings, run_id, table))

@@ -14,8 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="scheduler, DAG processor, triggerer and API server in the foreground")
-    cli = commands.add_parser("cli", help="the airflow CLI with the same home and configuration, e.g. "
-                              "cli dags trigger credit_risk_lifecycle --logical-date 2026-12-01")
+    cli = commands.add_parser(
+        "cli",
+        help="the airflow CLI with the same home and configuration, e.g. "
+        "cli dags trigger credit_risk_lifecycle --logical-date 2026-12-01",
+    )
     cli.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the airflow command")
     args = parser.parse_args(argv)
     from orchestration import runtime

@@ -29,8 +29,12 @@ def ensure_venv() -> None:
     """Install .venv-airflow when it is missing or stale (scripts/ensure_airflow_venv.sh; a no-op when current)."""
     result = subprocess.run([str(ENSURE_VENV)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.startswith("sparkmaker:")] or result.stderr.splitlines()
-        raise UserError((lines[-1] if lines else f"{ENSURE_VENV} failed") + f" (rerun {ENSURE_VENV} to see pip's output)")
+        lines = [
+            line for line in result.stderr.splitlines() if line.startswith("sparkmaker:")
+        ] or result.stderr.splitlines()
+        raise UserError(
+            (lines[-1] if lines else f"{ENSURE_VENV} failed") + f" (rerun {ENSURE_VENV} to see pip's output)"
+        )
 
 
 def airflow_home(settings: Settings) -> Path:
@@ -90,7 +94,11 @@ def airflow_environment(settings: Settings, home: Path) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **dag_environment(settings),
         # Airflow opens an async engine too, by default with asyncpg for PostgreSQL; psycopg 3 is both.
-        **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database_url} if database_url.startswith("postgresql+psycopg://") else {}),
+        **(
+            {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database_url}
+            if database_url.startswith("postgresql+psycopg://")
+            else {}
+        ),
     }
 
 
@@ -126,8 +134,10 @@ def serve(settings: Settings) -> None:
     home = airflow_home(settings)
     ensure_venv()
     login = ensure_login(home)
-    print(f"Airflow: http://{settings.airflow.host}:{settings.airflow.port} (user {login.user}, password in {login.path})",
-          flush=True)
+    print(
+        f"Airflow: http://{settings.airflow.host}:{settings.airflow.port} (user {login.user}, password in {login.path})",
+        flush=True,
+    )
     airflow = str(AIRFLOW_BIN / "airflow")
     os.execve(airflow, [airflow, "standalone"], {**os.environ, **airflow_environment(settings, home)})
 

@@ -112,8 +112,14 @@ def run_module(settings: Settings, args: list[str], log: Path, what: str, **extr
     """
     started = time.perf_counter()
     with child_env(settings, **extra_env) as env, open(private_file(log), "ab") as out:
-        code = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        ).returncode
     if code != 0:
         raise UserError(f"{what} failed: {last_line(log)} (log: {log})")
     return time.perf_counter() - started

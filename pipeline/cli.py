@@ -36,30 +36,46 @@ def _date(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Run the model lifecycle: ingest a raw CSV, "
-                                     "compute features, train a challenger, gate it against production, promote and "
-                                     "deploy.\n" + __doc__.split("\n", 1)[1],
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Run the model lifecycle: ingest a raw CSV, "
+        "compute features, train a challenger, gate it against production, promote and "
+        "deploy.\n" + __doc__.split("\n", 1)[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,step,runs}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--input", metavar="URI", help="the raw loans CSV: a local path or s3://bucket/key")
-        p.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD", help="date of the latest features (default: today, UTC)")
-        p.add_argument("--force", action="store_true", help="recompute the features, train, and promote whatever the gate says")
+        p.add_argument(
+            "--as-of", type=_date, metavar="YYYY-MM-DD", help="date of the latest features (default: today, UTC)"
+        )
+        p.add_argument(
+            "--force", action="store_true", help="recompute the features, train, and promote whatever the gate says"
+        )
 
-    run = commands.add_parser("run", help="the whole lifecycle in the foreground, each step printed",
-                              description="Every step in order, each printed with its time and outcome, then one "
-                              "summary line: the snapshot, the challenger, the gate's decision and why.")
+    run = commands.add_parser(
+        "run",
+        help="the whole lifecycle in the foreground, each step printed",
+        description="Every step in order, each printed with its time and outcome, then one "
+        "summary line: the snapshot, the challenger, the gate's decision and why.",
+    )
     common(run)
     run.add_argument("--batch", action="store_true", help="also batch-score the latest table with the production model")
     run.add_argument("--run-key", metavar="KEY", help="the run record's key (default: run-<UTC time>)")
 
-    step = commands.add_parser("step", help="one step, its inputs read from the run record of --run-key",
-                               description="Run one step of run KEY. Its inputs are its predecessors' outputs in "
-                               "<state_dir>/pipeline/runs/KEY.json; rerunning it for the same key reuses its output "
-                               "while those inputs are unchanged.")
+    step = commands.add_parser(
+        "step",
+        help="one step, its inputs read from the run record of --run-key",
+        description="Run one step of run KEY. Its inputs are its predecessors' outputs in "
+        "<state_dir>/pipeline/runs/KEY.json; rerunning it for the same key reuses its output "
+        "while those inputs are unchanged.",
+    )
     step.add_argument("step", choices=lifecycle.STEPS, metavar="STEP", help=" ".join(lifecycle.STEPS))
-    step.add_argument("--run-key", required=True, metavar="KEY", help="the run this step belongs to (e.g. the Airflow logical date)")
+    step.add_argument(
+        "--run-key", required=True, metavar="KEY", help="the run this step belongs to (e.g. the Airflow logical date)"
+    )
     common(step)
 
     runs = commands.add_parser("runs", help="recent runs and their decisions")
@@ -77,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for item in found:
             steps = item.get("steps", {})
             failed = [name for name, entry in steps.items() if entry.get("status") == "failed"]
-            line = item.get("summary") or (f"failed at {failed[0]}: {steps[failed[0]].get('error')}" if failed
-                                           else f"steps done: {', '.join(steps) or 'none'}")
+            line = item.get("summary") or (
+                f"failed at {failed[0]}: {steps[failed[0]].get('error')}"
+                if failed
+                else f"steps done: {', '.join(steps) or 'none'}"
+            )
             print(f"{item.get('updated_at', '?'):<21} {item.get('key')}: {line}")
         return 0
     params = lifecycle.Params(input=args.input, as_of=args.as_of, force=args.force)

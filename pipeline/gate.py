@@ -128,12 +128,17 @@ def figures(version: str, y: np.ndarray, p: np.ndarray) -> Figures:
     rate = float(y.mean())
     constant = rate * (1 - rate)
     brier = metrics.brier(y, p)
-    return Figures(version=version, roc_auc=metrics.roc_auc(y, p), brier=brier,
-                   brier_skill=1 - brier / constant if constant > 0 else float("nan"))
+    return Figures(
+        version=version,
+        roc_auc=metrics.roc_auc(y, p),
+        brier=brier,
+        brier_skill=1 - brier / constant if constant > 0 else float("nan"),
+    )
 
 
-def decide(challenger: Figures, champion: Figures | None, rows: int, positives: int, gate, forced: bool,
-           window: Window) -> Decision:
+def decide(
+    challenger: Figures, champion: Figures | None, rows: int, positives: int, gate, forced: bool, window: Window
+) -> Decision:
     """Apply the rules; every failed rule is named in the reason."""
     used = f"{rows:,} rows, {positives:,} positives, loans from {window.start}"
     failed = []
@@ -143,11 +148,15 @@ def decide(challenger: Figures, champion: Figures | None, rows: int, positives: 
         failed.append(f"Brier skill {challenger.brier_skill:+.3f} < {gate.min_brier_skill:g}")
     if champion is not None:
         if challenger.roc_auc < champion.roc_auc - gate.max_auc_drop:
-            failed.append(f"AUC {challenger.roc_auc:.4f} more than {gate.max_auc_drop:g} below the champion's "
-                          f"{champion.roc_auc:.4f}")
+            failed.append(
+                f"AUC {challenger.roc_auc:.4f} more than {gate.max_auc_drop:g} below the champion's "
+                f"{champion.roc_auc:.4f}"
+            )
         if challenger.brier > champion.brier * (1 + gate.max_brier_rise):
-            failed.append(f"Brier {challenger.brier:.5f} more than {gate.max_brier_rise:.0%} above the champion's "
-                          f"{champion.brier:.5f}")
+            failed.append(
+                f"Brier {challenger.brier:.5f} more than {gate.max_brier_rise:.0%} above the champion's "
+                f"{champion.brier:.5f}"
+            )
     against = f" vs champion {champion.text()}" if champion else " (no champion: absolute rules only)"
     figures_text = f"challenger {challenger.text()}{against} on {used}"
     if failed and forced:
@@ -156,24 +165,49 @@ def decide(challenger: Figures, champion: Figures | None, rows: int, positives: 
         reason = f"refused: {'; '.join(failed)}: {figures_text}"
     else:
         reason = ("promoted by --force; it passes the gate too: " if forced else "passes the gate: ") + figures_text
-    return Decision(promote=forced or not failed, reason=reason, rows=rows, positives=positives, window=asdict(window),
-                    challenger=asdict(challenger), champion=asdict(champion) if champion else None, forced=forced)
+    return Decision(
+        promote=forced or not failed,
+        reason=reason,
+        rows=rows,
+        positives=positives,
+        window=asdict(window),
+        challenger=asdict(challenger),
+        champion=asdict(champion) if champion else None,
+        forced=forced,
+    )
 
 
 def too_few(rows: int, positives: int, gate, forced: bool, window: Window | None, why: str = "") -> Decision:
     short = f"{rows:,} rows and {positives:,} positives in the window" + (f" from {window.start}" if window else "")
-    need = f"at least {gate.min_rows:,} rows and {gate.min_positives:,} positives (pipeline.gate.min_rows, min_positives)"
+    need = (
+        f"at least {gate.min_rows:,} rows and {gate.min_positives:,} positives (pipeline.gate.min_rows, min_positives)"
+    )
     detail = f"{short}{why}; the gate needs {need}"
     if forced:
-        return Decision(promote=True, reason=f"promoted by --force without judging: {detail}", rows=rows,
-                        positives=positives, window=asdict(window) if window else None, challenger=None,
-                        champion=None, forced=True)
-    return Decision(promote=False, reason=f"refused: too few rows to judge: {detail}", rows=rows, positives=positives,
-                    window=asdict(window) if window else None, challenger=None, champion=None)
+        return Decision(
+            promote=True,
+            reason=f"promoted by --force without judging: {detail}",
+            rows=rows,
+            positives=positives,
+            window=asdict(window) if window else None,
+            challenger=None,
+            champion=None,
+            forced=True,
+        )
+    return Decision(
+        promote=False,
+        reason=f"refused: too few rows to judge: {detail}",
+        rows=rows,
+        positives=positives,
+        window=asdict(window) if window else None,
+        challenger=None,
+        champion=None,
+    )
 
 
-def judge(frame: Frame, window: Window, challenger: tuple[str, Path], champion: tuple[str, Path] | None,
-          gate, forced: bool) -> Decision:
+def judge(
+    frame: Frame, window: Window, challenger: tuple[str, Path], champion: tuple[str, Path] | None, gate, forced: bool
+) -> Decision:
     """Score both models on the window's rows of `frame` and decide."""
     rows = in_window(frame, window)
     y = rows.label.astype(np.int64)

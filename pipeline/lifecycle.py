@@ -35,9 +35,17 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "batch-score": ("features", "promote"),
 }
 
-OUTPUT_TYPES = {"ingest": steps.Ingested, "features": steps.Snapshot, "materialize": steps.Materialized,
-                "drift": steps.Drift, "train": steps.Trained, "evaluate": steps.Evaluation,
-                "promote": steps.Promotion, "deploy": steps.Deployment, "batch-score": steps.BatchScores}
+OUTPUT_TYPES = {
+    "ingest": steps.Ingested,
+    "features": steps.Snapshot,
+    "materialize": steps.Materialized,
+    "drift": steps.Drift,
+    "train": steps.Trained,
+    "evaluate": steps.Evaluation,
+    "promote": steps.Promotion,
+    "deploy": steps.Deployment,
+    "batch-score": steps.BatchScores,
+}
 
 
 class MissingStep(UserError):
@@ -68,17 +76,22 @@ def _call(settings: Settings, name: str, inputs: list[Any], params: Params, key:
         return steps.ingest(settings, params.input)
     if name == "features":
         (ingested,) = inputs
-        return steps.features(settings, ingested, as_of=params.day(), force=params.force or params.force_features,
-                              spark=spark)
+        return steps.features(
+            settings, ingested, as_of=params.day(), force=params.force or params.force_features, spark=spark
+        )
     if name == "train":
         ingested, snapshot, drift_outcome = inputs
         return steps.train(settings, ingested, snapshot, drift_outcome, force=params.force, run_key=key)
     if name == "evaluate":
         snapshot, trained = inputs
         return steps.evaluate(settings, snapshot, trained, force=params.force)
-    others: dict[str, Callable[..., Any]] = {"materialize": steps.materialize, "drift": steps.drift,
-                                             "promote": steps.promote, "deploy": steps.deploy,
-                                             "batch-score": steps.batch_score}
+    others: dict[str, Callable[..., Any]] = {
+        "materialize": steps.materialize,
+        "drift": steps.drift,
+        "promote": steps.promote,
+        "deploy": steps.deploy,
+        "batch-score": steps.batch_score,
+    }
     return others[name](settings, *inputs)
 
 
@@ -103,8 +116,9 @@ def _recorded_defaults(record: RunRecord, name: str, params: Params) -> Params:
     return params
 
 
-def run_step(settings: Settings, record: RunRecord, name: str, params: Params,
-             say: Callable[[str], None] = print, spark=None) -> dict[str, Any]:
+def run_step(
+    settings: Settings, record: RunRecord, name: str, params: Params, say: Callable[[str], None] = print, spark=None
+) -> dict[str, Any]:
     """Run one step of `record`'s run (or reuse its recorded output); return its output as recorded.
 
     `spark`: a session the feature job may run in (else it runs in a process of its own).
@@ -115,8 +129,10 @@ def run_step(settings: Settings, record: RunRecord, name: str, params: Params,
     for need in NEEDS[name]:
         output = record.output(need)
         if output is None:
-            raise MissingStep(f"step {name} needs the output of step {need}, which run {record.key} does not have: "
-                              f"run `python -m pipeline step {need} --run-key {record.key}` first")
+            raise MissingStep(
+                f"step {name} needs the output of step {need}, which run {record.key} does not have: "
+                f"run `python -m pipeline step {need} --run-key {record.key}` first"
+            )
         upstream[need] = output
     params = _recorded_defaults(record, name, params)
     inputs = {"params": _params_used(name, params), "upstream": upstream}
@@ -131,16 +147,33 @@ def run_step(settings: Settings, record: RunRecord, name: str, params: Params,
     try:
         output = asdict(_call(settings, name, typed, params, record.key, spark))
     except UserError as exc:
-        record.set(name, {"status": "failed", "error": str(exc), "inputs": inputs, "started_at": started,
-                          "seconds": round(time.perf_counter() - clock, 2)})
+        record.set(
+            name,
+            {
+                "status": "failed",
+                "error": str(exc),
+                "inputs": inputs,
+                "started_at": started,
+                "seconds": round(time.perf_counter() - clock, 2),
+            },
+        )
         say(f"[pipeline] {name:<11} failed in {time.perf_counter() - clock:.1f} s: {exc}")
         raise StepFailed(f"step {name} failed: {exc}") from None
     seconds = time.perf_counter() - clock
     previous = record.output(name)
-    record.set(name, {"status": "ok", "output": output, "inputs": inputs, "started_at": started,
-                      "finished_at": now(), "seconds": round(seconds, 2)})
+    record.set(
+        name,
+        {
+            "status": "ok",
+            "output": output,
+            "inputs": inputs,
+            "started_at": started,
+            "finished_at": now(),
+            "seconds": round(seconds, 2),
+        },
+    )
     if previous is not None and previous != output:
-        record.drop(list(STEPS[STEPS.index(name) + 1:]))
+        record.drop(list(STEPS[STEPS.index(name) + 1 :]))
     if record.output("features"):
         record.summary = summary(record)
         record.save()
@@ -157,16 +190,21 @@ def summary(record: RunRecord) -> str:
     challenger = f"v{trained['version']}" if trained.get("version") else "none"
     decision = evaluation.get("reason") or trained.get("reason") or "not judged"
     verdict = "promoted" if promotion.get("promoted") else "not promoted"
-    return (f"pipeline {record.key}: snapshot {snapshot.get('run_id', '?')}, challenger {challenger}, {verdict}; "
-            f"production v{promotion.get('production') or '-'}; gate: {decision}")
+    return (
+        f"pipeline {record.key}: snapshot {snapshot.get('run_id', '?')}, challenger {challenger}, {verdict}; "
+        f"production v{promotion.get('production') or '-'}; gate: {decision}"
+    )
 
 
-def run(settings: Settings, key: str, params: Params, batch: bool = False,
-        say: Callable[[str], None] = print, spark=None) -> RunRecord:
+def run(
+    settings: Settings, key: str, params: Params, batch: bool = False, say: Callable[[str], None] = print, spark=None
+) -> RunRecord:
     """The whole lifecycle for one run key, in order; a failed step raises StepFailed (and later steps do not run)."""
     record = RunRecord.open(settings, key)
-    say(f"[pipeline] run {key}: input {params.input or '(recorded)'}, as of {params.day()}"
-        + (", --force" if params.force else ""))
+    say(
+        f"[pipeline] run {key}: input {params.input or '(recorded)'}, as of {params.day()}"
+        + (", --force" if params.force else "")
+    )
     for name in STEPS:
         if name == "batch-score" and not batch:
             continue

@@ -32,7 +32,9 @@ def runs_dir(settings) -> Path:
 
 def check_key(key: str) -> str:
     if not KEY_PATTERN.match(key):
-        raise UserError(f"run key {key!r} is not usable as a file name: use letters, digits and . _ - : + (at most 128)")
+        raise UserError(
+            f"run key {key!r} is not usable as a file name: use letters, digits and . _ - : + (at most 128)"
+        )
     return key
 
 
@@ -53,15 +55,26 @@ class RunRecord:
             return cls(key=key, path=path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(key=key, path=path, created_at=data["created_at"], updated_at=data["updated_at"],
-                       steps=dict(data["steps"]), summary=data.get("summary"))
+            return cls(
+                key=key,
+                path=path,
+                created_at=data["created_at"],
+                updated_at=data["updated_at"],
+                steps=dict(data["steps"]),
+                summary=data.get("summary"),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"the run record {path} is damaged ({exc}): delete it to start run {key} again") from None
 
     def save(self) -> None:
         self.updated_at = now()
-        body = {"key": self.key, "created_at": self.created_at, "updated_at": self.updated_at,
-                "summary": self.summary, "steps": self.steps}
+        body = {
+            "key": self.key,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "summary": self.summary,
+            "steps": self.steps,
+        }
         write_atomic(self.path, json.dumps(body, indent=2, default=str) + "\n")
 
     def output(self, step: str) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ def _annotate(registry, version: str, **values: Any) -> None:
 
 # --- ingest -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Ingested:
     uri: str  # as given: a local path or s3:// URI
@@ -59,9 +60,14 @@ def ingest(settings: Settings, input_uri: str) -> Ingested:
         raise UserError(f"input {input_uri} is not a file: give the raw loans CSV (a local path or s3://bucket/key)")
     truth = _truth_beside(path)
     sha = sha256_file(path)
-    return Ingested(uri=str(path), path=str(path), sha256=sha, size_bytes=path.stat().st_size,
-                    truth_path=str(truth) if truth.is_file() else None,
-                    outcome=f"{path.name}: {path.stat().st_size / 1e6:,.1f} MB, sha256 {sha[:12]}")
+    return Ingested(
+        uri=str(path),
+        path=str(path),
+        sha256=sha,
+        size_bytes=path.stat().st_size,
+        truth_path=str(truth) if truth.is_file() else None,
+        outcome=f"{path.name}: {path.stat().st_size / 1e6:,.1f} MB, sha256 {sha[:12]}",
+    )
 
 
 def _ingest_s3(settings: Settings, uri: str) -> Ingested:
@@ -89,7 +95,9 @@ def _ingest_s3(settings: Settings, uri: str) -> Ingested:
         target = inputs / sha
         if not (target / name).is_file():
             target.mkdir(parents=True, exist_ok=True)
-            for produced in sorted(staging.iterdir(), key=lambda p: p.name == name):  # the CSV last: it marks completion
+            for produced in sorted(
+                staging.iterdir(), key=lambda p: p.name == name
+            ):  # the CSV last: it marks completion
                 produced.replace(target / produced.name)
     except (ClientError, BotoCoreError) as exc:
         raise explain(exc, f"download {uri}") from None
@@ -97,12 +105,18 @@ def _ingest_s3(settings: Settings, uri: str) -> Ingested:
         shutil.rmtree(staging, ignore_errors=True)
     csv = target / name
     truth = _truth_beside(csv)
-    return Ingested(uri=uri, path=str(csv), sha256=sha, size_bytes=csv.stat().st_size,
-                    truth_path=str(truth) if truth.is_file() else None,
-                    outcome=f"{uri} downloaded to {csv}: {csv.stat().st_size / 1e6:,.1f} MB, sha256 {sha[:12]}")
+    return Ingested(
+        uri=uri,
+        path=str(csv),
+        sha256=sha,
+        size_bytes=csv.stat().st_size,
+        truth_path=str(truth) if truth.is_file() else None,
+        outcome=f"{uri} downloaded to {csv}: {csv.stat().st_size / 1e6:,.1f} MB, sha256 {sha[:12]}",
+    )
 
 
 # --- features -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -117,9 +131,15 @@ class Snapshot:
 
 def _snapshot(manifest: dict, computed: bool, outcome: str) -> Snapshot:
     outputs = manifest["outputs"]
-    return Snapshot(run_id=manifest["run_id"], as_of=manifest["as_of"], training_uri=outputs["training"]["uri"],
-                    latest_uri=outputs["latest"]["uri"], rows=int(outputs["training"]["rows"]), computed=computed,
-                    outcome=outcome)
+    return Snapshot(
+        run_id=manifest["run_id"],
+        as_of=manifest["as_of"],
+        training_uri=outputs["training"]["uri"],
+        latest_uri=outputs["latest"]["uri"],
+        rows=int(outputs["training"]["rows"]),
+        computed=computed,
+        outcome=outcome,
+    )
 
 
 def current_snapshot_for(settings: Settings, sha256: str, as_of: dt.date) -> dict | None:
@@ -143,24 +163,38 @@ def features(settings: Settings, ingested: Ingested, as_of: dt.date, force: bool
 
     current = None if force else current_snapshot_for(settings, ingested.sha256, as_of)
     if current is not None:
-        return _snapshot(current, False, f"snapshot {current['run_id']} is current for sha256 {ingested.sha256[:12]} "
-                                         f"as of {as_of}: skipped (--force recomputes it)")
+        return _snapshot(
+            current,
+            False,
+            f"snapshot {current['run_id']} is current for sha256 {ingested.sha256[:12]} "
+            f"as of {as_of}: skipped (--force recomputes it)",
+        )
     started = time.perf_counter()
     if spark is not None:
         from features import job
 
         job.run(spark, settings, job.JobParams(input_uri=ingested.path, as_of=as_of))
     else:
-        _run_child(settings, ["features", "--input", ingested.path, "--as-of", as_of.isoformat()], "features",
-                   "the feature job", SPARKMAKER_FEATURES__MATERIALIZE="false")  # the materialize step does it
+        _run_child(
+            settings,
+            ["features", "--input", ingested.path, "--as-of", as_of.isoformat()],
+            "features",
+            "the feature job",
+            SPARKMAKER_FEATURES__MATERIALIZE="false",
+        )  # the materialize step does it
     seconds = time.perf_counter() - started
     manifest = lake.read_manifest(settings)
     if manifest.get("input", {}).get("sha256") != ingested.sha256:
-        raise UserError(f"the feature job finished but the current snapshot {manifest['run_id']} was not made from "
-                        f"{ingested.uri}: another run published meanwhile; run the step again")
+        raise UserError(
+            f"the feature job finished but the current snapshot {manifest['run_id']} was not made from "
+            f"{ingested.uri}: another run published meanwhile; run the step again"
+        )
     rows = manifest["outputs"]["training"]["rows"]
-    return _snapshot(manifest, True, f"snapshot {manifest['run_id']} published: {rows:,} training rows, as of {as_of} "
-                                     f"({seconds:.0f} s)")
+    return _snapshot(
+        manifest,
+        True,
+        f"snapshot {manifest['run_id']} published: {rows:,} training rows, as of {as_of} ({seconds:.0f} s)",
+    )
 
 
 def _run_child(settings: Settings, args: list[str], log_name: str, what: str, **env: str) -> float:
@@ -170,6 +204,7 @@ def _run_child(settings: Settings, args: list[str], log_name: str, what: str, **
 
 
 # --- materialize --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Materialized:
@@ -190,21 +225,34 @@ def materialize(settings: Settings, snapshot: Snapshot) -> Materialized:
     finally:
         store.close()
     if online is not None and online.run_id == snapshot.run_id:
-        return Materialized(snapshot.run_id, online.rows, False, f"online store holds snapshot {snapshot.run_id} ({where})")
+        return Materialized(
+            snapshot.run_id, online.rows, False, f"online store holds snapshot {snapshot.run_id} ({where})"
+        )
     if settings.lake_is_local:
         from features.online.materialize import materialize as load
 
         result = load(settings, snapshot.run_id)
         rows, seconds = result.snapshot.rows, result.seconds
     else:  # a remote lake is read by Spark, in a process of its own
-        seconds = _run_child(settings, ["features", "materialize", "--snapshot", snapshot.run_id], "materialize",
-                             "materializing the online store")
+        seconds = _run_child(
+            settings,
+            ["features", "materialize", "--snapshot", snapshot.run_id],
+            "materialize",
+            "materializing the online store",
+        )
         rows = None
-    return Materialized(snapshot.run_id, rows, True, f"online store loaded with snapshot {snapshot.run_id}"
-                        + (f": {rows:,} customers" if rows is not None else "") + f" in {seconds:.1f} s ({where})")
+    return Materialized(
+        snapshot.run_id,
+        rows,
+        True,
+        f"online store loaded with snapshot {snapshot.run_id}"
+        + (f": {rows:,} customers" if rows is not None else "")
+        + f" in {seconds:.1f} s ({where})",
+    )
 
 
 # --- drift --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -227,6 +275,7 @@ def drift(settings: Settings, snapshot: Snapshot) -> Drift:
 
 # --- train --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Trained:
     version: str | None  # the challenger; None when training was skipped
@@ -237,7 +286,9 @@ class Trained:
     outcome: str
 
 
-def retrain_reason(settings: Settings, snapshot: Snapshot, drift_outcome: Drift, force: bool) -> tuple[str | None, str | None]:
+def retrain_reason(
+    settings: Settings, snapshot: Snapshot, drift_outcome: Drift, force: bool
+) -> tuple[str | None, str | None]:
     """(why to train, production version): the one place deciding whether a challenger is trained."""
     from training.registry import open_registry
 
@@ -266,8 +317,14 @@ def gate_window(settings: Settings, snapshot: Snapshot, champion: str | None):
     return frame, gate.window_for(gate.loan_dates(frame), g.window_fraction, end, g.window_from)
 
 
-def train(settings: Settings, ingested: Ingested, snapshot: Snapshot, drift_outcome: Drift, force: bool = False,
-          run_key: str = "") -> Trained:
+def train(
+    settings: Settings,
+    ingested: Ingested,
+    snapshot: Snapshot,
+    drift_outcome: Drift,
+    force: bool = False,
+    run_key: str = "",
+) -> Trained:
     """A challenger trained on the snapshot through the training contract (`training local`), registered, not promoted."""
     from dataclasses import asdict
 
@@ -291,20 +348,37 @@ def train(settings: Settings, ingested: Ingested, snapshot: Snapshot, drift_outc
     log = _logs(settings) / "train.log"
     try:
         with output_to(log):
-            result = local.train_local(settings, registry, source, None, ingested.truth_path, hps, promote=False,
-                                       promote_first=False)
+            result = local.train_local(
+                settings, registry, source, None, ingested.truth_path, hps, promote=False, promote_first=False
+            )
     except UserError as exc:
         raise UserError(f"{exc} (log: {log})") from None
-    _annotate(registry, result.version, tags={
-        "pipeline.run_key": run_key, "pipeline.retrain_reason": reason, "input.uri": ingested.uri,
-        "input.sha256": ingested.sha256, "snapshot.run_id": snapshot.run_id, "snapshot.as_of": snapshot.as_of})
+    _annotate(
+        registry,
+        result.version,
+        tags={
+            "pipeline.run_key": run_key,
+            "pipeline.retrain_reason": reason,
+            "input.uri": ingested.uri,
+            "input.sha256": ingested.sha256,
+            "snapshot.run_id": snapshot.run_id,
+            "snapshot.as_of": snapshot.as_of,
+        },
+    )
     auc = (result.metadata.get("metrics") or {}).get("roc_auc")
-    return Trained(result.version, production, reason, snapshot.run_id, asdict(window),
-                   f"challenger v{result.version} trained on snapshot {snapshot.run_id} in "
-                   f"{time.perf_counter() - started:.0f} s (validation AUC {auc:.4f}; reason: {reason})")
+    return Trained(
+        result.version,
+        production,
+        reason,
+        snapshot.run_id,
+        asdict(window),
+        f"challenger v{result.version} trained on snapshot {snapshot.run_id} in "
+        f"{time.perf_counter() - started:.0f} s (validation AUC {auc:.4f}; reason: {reason})",
+    )
 
 
 # --- evaluate -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -329,8 +403,9 @@ def evaluate(settings: Settings, snapshot: Snapshot, trained: Trained, force: bo
     if trained.window is not None:
         window = gate.Window(**trained.window)  # the window the challenger was held out from
     champion = (trained.champion, registry.model_dir(trained.champion)) if trained.champion else None
-    decision = gate.judge(frame, window, (trained.version, registry.model_dir(trained.version)), champion,
-                          settings.pipeline.gate, force)
+    decision = gate.judge(
+        frame, window, (trained.version, registry.model_dir(trained.version)), champion, settings.pipeline.gate, force
+    )
     figures = {}
     for who in ("challenger", "champion"):
         for name, value in (getattr(decision, who) or {}).items():
@@ -343,14 +418,22 @@ def evaluate(settings: Settings, snapshot: Snapshot, trained: Trained, force: bo
     with tempfile.TemporaryDirectory(prefix="sparkmaker-gate-") as tmp:
         record = Path(tmp) / "gate-decision.json"
         record.write_text(json.dumps(asdict(decision), indent=2) + "\n", encoding="utf-8")
-        _annotate(registry, trained.version, tags={"gate.decision": "promote" if decision.promote else "refuse",
-                                                   "gate.reason": decision.reason[:5000],
-                                                   "gate.champion": trained.champion or ""},
-                  metrics={k: float(v) for k, v in figures.items()}, artifacts={"gate-decision.json": record})
+        _annotate(
+            registry,
+            trained.version,
+            tags={
+                "gate.decision": "promote" if decision.promote else "refuse",
+                "gate.reason": decision.reason[:5000],
+                "gate.champion": trained.champion or "",
+            },
+            metrics={k: float(v) for k, v in figures.items()},
+            artifacts={"gate-decision.json": record},
+        )
     return Evaluation(decision.promote, decision.reason, False, asdict(decision), decision.reason)
 
 
 # --- promote ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Promotion:
@@ -368,19 +451,32 @@ def promote(settings: Settings, trained: Trained, evaluation: Evaluation) -> Pro
     production = registry.alias()
     if trained.version is None or not evaluation.promote:
         what = "no challenger" if trained.version is None else "the gate refused the challenger"
-        return Promotion(production, production, False, f"production stays v{production} ({what})" if production
-                         else f"no model in production ({what})")
+        return Promotion(
+            production,
+            production,
+            False,
+            f"production stays v{production} ({what})" if production else f"no model in production ({what})",
+        )
     if production == trained.version:
         return Promotion(production, trained.champion, True, f"v{production} is production")
     if production != trained.champion:
-        raise UserError(f"production moved from v{trained.champion} to v{production} since the challenger was judged: "
-                        "run the train step again to judge against the new champion")
+        raise UserError(
+            f"production moved from v{trained.champion} to v{production} since the challenger was judged: "
+            "run the train step again to judge against the new champion"
+        )
     registry.promote(trained.version)
-    return Promotion(trained.version, production, True, f"v{trained.version} is production (was v{production})"
-                     if production else f"v{trained.version} is production (the first model)")
+    return Promotion(
+        trained.version,
+        production,
+        True,
+        f"v{trained.version} is production (was v{production})"
+        if production
+        else f"v{trained.version} is production (the first model)",
+    )
 
 
 # --- deploy -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -398,8 +494,12 @@ def served_version(settings: Settings, feature_count: int) -> str | None:
     try:
         if httpx.get(f"{url}/ping", timeout=2.0).status_code != 200:
             return None
-        response = httpx.post(f"{url}/invocations", content=",".join(["0"] * feature_count) + "\n",
-                              headers={"Content-Type": "text/csv"}, timeout=5.0)
+        response = httpx.post(
+            f"{url}/invocations",
+            content=",".join(["0"] * feature_count) + "\n",
+            headers={"Content-Type": "text/csv"},
+            timeout=5.0,
+        )
         return response.headers.get("X-Model-Version") if response.status_code == 200 else None
     except httpx.HTTPError:
         return None
@@ -415,23 +515,30 @@ def deploy(settings: Settings, promotion: Promotion, wait_seconds: float = 60.0)
 
         result = deploy_endpoint(settings, version=version)
         name = result.get("endpoint_name", settings.serving.endpoint_name)
-        return Deployment("sagemaker", version, version, f"endpoint {name} serves v{version} ({result.get('status', 'updated')})")
+        return Deployment(
+            "sagemaker", version, version, f"endpoint {name} serves v{version} ({result.get('status', 'updated')})"
+        )
     from features.contract import FEATURE_COLUMNS
 
     deadline = time.monotonic() + wait_seconds
     serving = served_version(settings, len(FEATURE_COLUMNS))
     if serving is None:
-        return Deployment("local", version, None, f"the local model server is not running: it loads v{version} when it starts")
+        return Deployment(
+            "local", version, None, f"the local model server is not running: it loads v{version} when it starts"
+        )
     while serving != version and time.monotonic() < deadline:
         time.sleep(0.5)  # it checks the alias every serving.watch_interval_seconds
         serving = served_version(settings, len(FEATURE_COLUMNS))
     if serving != version:
-        raise UserError(f"the local model server still answers with {serving} {wait_seconds:.0f} s after v{version} "
-                        "became production: read its log (.state/logs/model-server.log)")
+        raise UserError(
+            f"the local model server still answers with {serving} {wait_seconds:.0f} s after v{version} "
+            "became production: read its log (.state/logs/model-server.log)"
+        )
     return Deployment("local", version, serving, f"the local model server answers with v{version}")
 
 
 # --- batch-score --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BatchScores:
@@ -447,7 +554,24 @@ def batch_score(settings: Settings, snapshot: Snapshot, promotion: Promotion) ->
     if promotion.production is None:
         raise UserError("nothing to score with: no model in production")
     output = default_output(settings, snapshot.run_id, promotion.production)
-    seconds = _run_child(settings, ["serving", "batch", "--input", snapshot.latest_uri, "--output", output,
-                                    "--model-version", promotion.production], "batch-score", "batch scoring")
-    return BatchScores(promotion.production, output, f"latest table scored by v{promotion.production} into "
-                       f"{settings.features.database}.{settings.serving.batch_table} ({seconds:.0f} s)")
+    seconds = _run_child(
+        settings,
+        [
+            "serving",
+            "batch",
+            "--input",
+            snapshot.latest_uri,
+            "--output",
+            output,
+            "--model-version",
+            promotion.production,
+        ],
+        "batch-score",
+        "batch scoring",
+    )
+    return BatchScores(
+        promotion.production,
+        output,
+        f"latest table scored by v{promotion.production} into "
+        f"{settings.features.database}.{settings.serving.batch_table} ({seconds:.0f} s)",
+    )

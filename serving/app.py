@@ -191,7 +191,9 @@ async def _predict(model: LoadedModel, headers: dict[bytes, bytes], receive) -> 
     return encode(probabilities, answer_type), answer_type
 
 
-async def _predict_explained(model: LoadedModel, headers: dict[bytes, bytes], receive, wanted: bool) -> tuple[bytes, str]:
+async def _predict_explained(
+    model: LoadedModel, headers: dict[bytes, bytes], receive, wanted: bool
+) -> tuple[bytes, str]:
     """The same prediction, answered in Clarify's shape with XGBoost's exact TreeSHAP values (serving.explain)."""
     rows, answer_type = await _read_rows(model, headers, receive)
     try:
@@ -358,7 +360,9 @@ class PredictionRoutes:
         model = self.state.holder.current  # read once: this model answers, and its version is reported
         if model is None:
             if runtime is not None:
-                answer = runtime_api.model_not_ready(f"Endpoint {runtime} has no model loaded yet: retry in a few seconds.")
+                answer = runtime_api.model_not_ready(
+                    f"Endpoint {runtime} has no model loaded yet: retry in a few seconds."
+                )
             else:
                 answer = _plain_error(ModelNotReady("no model loaded yet: retry when GET /ping answers 200"))
             return await answer(scope, receive, send)
@@ -377,7 +381,9 @@ class PredictionRoutes:
         except InferenceError as error:
             answer = runtime_api.model_error(error) if runtime is not None else _plain_error(error)
             return await answer(scope, receive, send)
-        await _send(send, 200, content, media_type, model.raw_runtime_headers if runtime is not None else model.raw_headers)
+        await _send(
+            send, 200, content, media_type, model.raw_runtime_headers if runtime is not None else model.raw_headers
+        )
 
 
 def _admin_source(body: bytes) -> ModelSource:

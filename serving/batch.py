@@ -108,7 +108,9 @@ def run_batch(
             f"no production model in {settings.registry_dir()}: promote one (python -m training promote VERSION) or pass --model-version"
         )
     model_dir = registry.model_dir(version)
-    loaded = load_model(model_dir, ModelSource("registry", version=version), version)  # sha256 check + probe, on the driver
+    loaded = load_model(
+        model_dir, ModelSource("registry", version=version), version
+    )  # sha256 check + probe, on the driver
     run_id = None
     if input_uri is None:
         manifest = lake.read_manifest(settings, spark=spark)
@@ -141,10 +143,16 @@ def run_batch(
         try:
             scored.write.mode("errorifexists").parquet(output_uri)
         except AnalysisException as exc:
-            raise UserError(f"cannot write {output_uri}: {str(exc).splitlines()[0]} (choose another --output)") from None
+            raise UserError(
+                f"cannot write {output_uri}: {str(exc).splitlines()[0]} (choose another --output)"
+            ) from None
         seconds = time.perf_counter() - started
         hive.register(spark, settings.features.database, {table_name: output_uri})
-        summary = spark.read.parquet(output_uri).selectExpr("count(*) AS rows", "coalesce(sum(label), 0) AS positives").first()
+        summary = (
+            spark.read.parquet(output_uri)
+            .selectExpr("count(*) AS rows", "coalesce(sum(label), 0) AS positives")
+            .first()
+        )
     except UserError:
         raise
     except Exception as exc:

@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--xgboost-version", default="3.2-0", help="managed XGBoost image version (default 3.2-0)")
     deploy.add_argument("--instance-type", help="instance type (default: serving.instance_type)")
     deploy.add_argument("--instance-count", type=int, help="instance count (default: serving.instance_count)")
-    deploy.add_argument("--role-arn", help="execution role of the model (default: serving.role_arn, else training.role_arn)")
-    deploy.add_argument("--no-wait", action="store_true", help="return once the calls are made, without waiting for InService")
+    deploy.add_argument(
+        "--role-arn", help="execution role of the model (default: serving.role_arn, else training.role_arn)"
+    )
+    deploy.add_argument(
+        "--no-wait", action="store_true", help="return once the calls are made, without waiting for InService"
+    )
     delete = actions.add_parser(
         "delete", help="delete the endpoint and the endpoint configs and models this tool created for it"
     )
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "batch":
         from serving.batch import run_batch
 
-        result = run_batch(settings, input_uri=args.input, output_uri=args.output, version=args.model_version, table=args.table)
+        result = run_batch(
+            settings, input_uri=args.input, output_uri=args.output, version=args.model_version, table=args.table
+        )
         json.dump(result, sys.stdout, indent=2)
         print()
         return 0

@@ -57,7 +57,11 @@ def _number(text: str, row: int, column: int, features: Sequence[str]) -> float:
         hint = ""
         if row == 1 and shown.strip('"').lower() in features:
             hint = " (this looks like a header: send rows without one)"
-        what = "is not a number" if value is None else "is not a plain number (ASCII digits, sign, point and exponent only)"
+        what = (
+            "is not a number"
+            if value is None
+            else "is not a plain number (ASCII digits, sign, point and exponent only)"
+        )
         raise BadRequest(f"row {row}, field {column + 1} ({features[column]}): {_shown(shown)} {what}{hint}")
     if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX and value == value:  # NaN is a missing value, not out of range
         what = "is not a finite number" if math.isinf(value) else "is out of range (beyond ±3.4e38)"
@@ -107,9 +111,11 @@ def decode_json(body: bytes, features: Sequence[str]) -> Rows:
         raise BadRequest("the JSON body is not UTF-8 text: send UTF-8 JSON") from None
     except ValueError as exc:
         reason = getattr(exc, "msg", str(exc))
-        raise BadRequest(f"the body is not valid JSON ({reason}): send {{\"instances\": [{{...}}]}}") from None
+        raise BadRequest(f'the body is not valid JSON ({reason}): send {{"instances": [{{...}}]}}') from None
     except RecursionError:
-        raise BadRequest('the JSON body is nested too deeply: send {"instances": [{...}]}, rows one level down') from None
+        raise BadRequest(
+            'the JSON body is nested too deeply: send {"instances": [{...}]}, rows one level down'
+        ) from None
     if isinstance(document, dict):
         extra = sorted(set(document) - {"instances"})
         if "instances" not in document or extra:

@@ -93,7 +93,9 @@ def builtin_image_uri(region: str, xgboost_version: str) -> str:
     try:
         return image_uris.retrieve("xgboost", region, version=xgboost_version)
     except ValueError as exc:
-        raise UserError(f"no managed XGBoost image {xgboost_version} for {region}: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"no managed XGBoost image {xgboost_version} for {region}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def xgboost_only_tar(model_dir: Path, target: Path) -> Path:
@@ -125,7 +127,9 @@ def _find_endpoint(name: str, session, region: str):
     except ClientError as exc:
         code = (exc.response.get("Error") or {}).get("Code", "")
         message = (exc.response.get("Error") or {}).get("Message", "")
-        if code in ("ValidationException", "ResourceNotFound") and ("not find" in message or "not found" in message.lower()):
+        if code in ("ValidationException", "ResourceNotFound") and (
+            "not find" in message or "not found" in message.lower()
+        ):
             return None
         raise
 
@@ -234,7 +238,9 @@ def deploy(
             endpoint.wait_for_status("InService", poll=10, timeout=wait_timeout_seconds)
         endpoint.refresh()
     except (ClientError, BotoCoreError) as exc:
-        raise UserError(f"SageMaker deploy of version {version} to {endpoint_name} failed: {_client_error_message(exc)}") from None
+        raise UserError(
+            f"SageMaker deploy of version {version} to {endpoint_name} failed: {_client_error_message(exc)}"
+        ) from None
     return {
         "endpoint_name": endpoint_name,
         "action": action,
@@ -275,7 +281,9 @@ def delete(settings: Settings, *, endpoint_name: str | None = None) -> dict[str,
     except (ClientError, BotoCoreError) as exc:
         raise UserError(f"SageMaker delete of {endpoint_name} failed: {_client_error_message(exc)}") from None
     if not any(deleted.values()):
-        raise UserError(f"nothing to delete: no endpoint {endpoint_name} and no models or configs created for it in {region}")
+        raise UserError(
+            f"nothing to delete: no endpoint {endpoint_name} and no models or configs created for it in {region}"
+        )
     return {"endpoint_name": endpoint_name, "deleted": deleted}
 
 

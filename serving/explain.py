@@ -57,9 +57,7 @@ def contributions(booster: Any, rows: Sequence[Sequence[float]]) -> np.ndarray:
     return np.asarray(booster.predict(matrix, pred_contribs=True, validate_features=False), dtype=np.float64)
 
 
-def clarify_body(
-    answer: bytes, answer_type: str, feature_names: Sequence[str], contribs: np.ndarray | None
-) -> bytes:
+def clarify_body(answer: bytes, answer_type: str, feature_names: Sequence[str], contribs: np.ndarray | None) -> bytes:
     """The Clarify-shaped JSON body around an already encoded answer (`contribs` None: not explained)."""
     document: dict[str, Any] = {
         "version": "1.0",

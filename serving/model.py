@@ -158,7 +158,12 @@ def load_model(model_dir: Path, source: ModelSource, version: str | None = None)
     except Exception as exc:  # the C library's errors are not a fixed type
         raise ModelRefused(f"{model_dir}: the model fails its probe prediction ({str(exc).splitlines()[0]})") from None
     reference = np.asarray(reference)
-    if reference.shape != (probe.shape[0],) or not np.all(np.isfinite(reference)) or reference.min() < 0 or reference.max() > 1:
+    if (
+        reference.shape != (probe.shape[0],)
+        or not np.all(np.isfinite(reference))
+        or reference.min() < 0
+        or reference.max() > 1
+    ):
         raise ModelRefused(
             f"{model_dir}: the model's probe predictions are not one probability per row (shape {reference.shape}): "
             "is it a binary:logistic model?"
@@ -172,8 +177,12 @@ def load_model(model_dir: Path, source: ModelSource, version: str | None = None)
             answers = np.asarray(fast.predict_rows(probe.tolist()), dtype=np.float32)
             differing = int(np.count_nonzero(answers != reference.astype(np.float32)))
             if differing:
-                log.warning("model %s: fast path differs from XGBoost on %d of %d probe rows; using XGBoost only",
-                            label, differing, len(probe))
+                log.warning(
+                    "model %s: fast path differs from XGBoost on %d of %d probe rows; using XGBoost only",
+                    label,
+                    differing,
+                    len(probe),
+                )
                 fast = None
 
     threshold = float(metadata["threshold"])

@@ -37,7 +37,9 @@ def endpoint_not_found(name: str) -> Response:
 
 
 def oversize_body(limit: int) -> Response:
-    return validation_error(f"Request body is over the {limit} bytes InvokeEndpoint accepts: send fewer rows per request.")
+    return validation_error(
+        f"Request body is over the {limit} bytes InvokeEndpoint accepts: send fewer rows per request."
+    )
 
 
 def model_not_ready(message: str) -> Response:

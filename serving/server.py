@@ -37,7 +37,9 @@ class ServerPlan:
     timeout_seconds: int
 
 
-def plan(settings: Settings, *, model_dir: str | None, host: str | None, port: int | None, workers: int | None) -> ServerPlan:
+def plan(
+    settings: Settings, *, model_dir: str | None, host: str | None, port: int | None, workers: int | None
+) -> ServerPlan:
     environment = SageMakerEnvironment.read()
     chosen_dir: Path | None
     if model_dir:
@@ -49,9 +51,7 @@ def plan(settings: Settings, *, model_dir: str | None, host: str | None, port: i
     else:
         chosen_dir = None
     chosen_port = port or environment.port or settings.serving.port
-    chosen = settings.model_copy(
-        update={"serving": settings.serving.model_copy(update={"port": chosen_port})}
-    )
+    chosen = settings.model_copy(update={"serving": settings.serving.model_copy(update={"port": chosen_port})})
     return ServerPlan(
         host=host or settings.serving.host,
         port=chosen_port,
@@ -65,7 +65,9 @@ def plan(settings: Settings, *, model_dir: str | None, host: str | None, port: i
 def check_model(settings: Settings, server: ServerPlan) -> str:
     """Fail before starting when the model cannot be served; return what will be served."""
     if server.model_dir is not None:
-        loaded = load_model(server.model_dir, ModelSource("dir", path=str(server.model_dir)), settings.serving.model_version)
+        loaded = load_model(
+            server.model_dir, ModelSource("dir", path=str(server.model_dir)), settings.serving.model_version
+        )
         return f"version {loaded.version} from {server.model_dir}"
     from training.registry import open_registry
 

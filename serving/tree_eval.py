@@ -247,7 +247,11 @@ class _Source:
         uniform_left = defaults == {True}  # NaN fails every comparison: send it where all defaults go
 
         def interval(j: int) -> Subtrees:
-            return [n for (threshold, _), (lefts, rights) in splits.items() for n in (lefts if j <= rank[threshold] else rights)]
+            return [
+                n
+                for (threshold, _), (lefts, rights) in splits.items()
+                for n in (lefts if j <= rank[threshold] else rights)
+            ]
 
         def search(low: int, high: int, at: int) -> None:
             if low == high:
@@ -263,7 +267,9 @@ class _Source:
         if len(defaults) == 1:
             search(0, len(thresholds), level)
         else:
-            missing = [n for (_, default_left), (lefts, rights) in splits.items() for n in (lefts if default_left else rights)]
+            missing = [
+                n for (_, default_left), (lefts, rights) in splits.items() for n in (lefts if default_left else rights)
+            ]
             pad = "    " * level
             self.lines.append(f"{pad}if x{feature} != x{feature}:")
             self.add_sum(missing, level + 1)

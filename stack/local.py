@@ -63,7 +63,9 @@ class Stack:
     def pipeline_settings(self) -> Settings:
         """The settings the stack's processes see: the shared metastore service."""
         s = self.settings
-        return s.model_copy(update={"metastore": s.metastore.model_copy(update={"kind": "thrift", "uris": self.metastore_uri})})
+        return s.model_copy(
+            update={"metastore": s.metastore.model_copy(update={"kind": "thrift", "uris": self.metastore_uri})}
+        )
 
     # --- services --------------------------------------------------------------------
     def services(self, prepare: bool = False) -> list[Service]:
@@ -73,15 +75,34 @@ class Stack:
         metastore_port = s.stack.metastore_port
         api_url = f"http://{s.api.host}:{s.api.port}"
         return [
-            Service("metastore", "Hive metastore", metastore_port,
-                    [PYTHON, "-m", "features", "metastore", "--port", str(metastore_port)],
-                    self.metastore_uri, lambda: port_open(metastore_port), 120),
+            Service(
+                "metastore",
+                "Hive metastore",
+                metastore_port,
+                [PYTHON, "-m", "features", "metastore", "--port", str(metastore_port)],
+                self.metastore_uri,
+                lambda: port_open(metastore_port),
+                120,
+            ),
             self.mlflow_service(),
-            Service("model-server", "Model server", s.serving.port,
-                    [PYTHON, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
-                    model_url, lambda: http_ok(f"{model_url}/ping"), 60),
-            Service("api", "API", s.api.port, [PYTHON, "-m", "api", "serve"],
-                    api_url, lambda: http_ok(f"{api_url}/health"), 60),
+            Service(
+                "model-server",
+                "Model server",
+                s.serving.port,
+                [PYTHON, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
+                model_url,
+                lambda: http_ok(f"{model_url}/ping"),
+                60,
+            ),
+            Service(
+                "api",
+                "API",
+                s.api.port,
+                [PYTHON, "-m", "api", "serve"],
+                api_url,
+                lambda: http_ok(f"{api_url}/health"),
+                60,
+            ),
             self.thrift_server(prepare),
             self.airflow_service(),
         ]
@@ -92,12 +113,28 @@ class Stack:
 
         s = self.settings
         port = s.stack.thrift_port
-        command = thrift_server_command(self.pipeline_settings(), port, "local[1]", driver_memory="1g",
-                                        classes=compiled_classes(default_cache(self.state))) if prepare else []
-        return Service("thrift-server", "SQL (HiveServer2)", port, command,
-                       f"jdbc:hive2://127.0.0.1:{port}/{s.features.database}", lambda: port_open(port), 180,
-                       env=self.sql_credentials_env() if prepare else {},
-                       user=ensure_service_user(s.stack.service_user) if prepare else None)
+        command = (
+            thrift_server_command(
+                self.pipeline_settings(),
+                port,
+                "local[1]",
+                driver_memory="1g",
+                classes=compiled_classes(default_cache(self.state)),
+            )
+            if prepare
+            else []
+        )
+        return Service(
+            "thrift-server",
+            "SQL (HiveServer2)",
+            port,
+            command,
+            f"jdbc:hive2://127.0.0.1:{port}/{s.features.database}",
+            lambda: port_open(port),
+            180,
+            env=self.sql_credentials_env() if prepare else {},
+            user=ensure_service_user(s.stack.service_user) if prepare else None,
+        )
 
     def sql_credentials_env(self) -> dict[str, str]:
         from features.java_extensions import sql_server_credentials_env
@@ -109,8 +146,15 @@ class Stack:
         from orchestration import runtime
 
         port = self.settings.airflow.port
-        return Service("airflow", "Airflow", port, [PYTHON, "-m", "orchestration", "serve"], f"http://127.0.0.1:{port}",
-                       lambda: runtime.healthy(port), 300)
+        return Service(
+            "airflow",
+            "Airflow",
+            port,
+            [PYTHON, "-m", "orchestration", "serve"],
+            f"http://127.0.0.1:{port}",
+            lambda: runtime.healthy(port),
+            300,
+        )
 
     def mlflow_service(self) -> Service:
         """`mlflow server` over the registry's own store (SQLite and artifacts under the lake), for a person to browse."""
@@ -119,8 +163,18 @@ class Stack:
         s = self.settings
         host, port = s.mlflow.host, s.mlflow.port
         url = f"http://{host}:{port}"
-        command = [str(Path(PYTHON).parent / "mlflow"), "server", "--backend-store-uri", tracking_uri(s),
-                   "--host", host, "--port", str(port), "--workers", "1"]
+        command = [
+            str(Path(PYTHON).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            tracking_uri(s),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
         artifacts = artifact_location(s)
         if artifacts:
             command += ["--artifacts-destination", artifacts]
@@ -138,6 +192,7 @@ class Stack:
 
 
 # --- commands ---------------------------------------------------------------------------
+
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -157,8 +212,10 @@ def take_start_lock(stack: Stack):
     except BlockingIOError:
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise UserError(f"sparkmaker is already starting (pid {holder}) with state in {stack.state}: "
-                        "wait for it to finish, then python -m stack status shows each service") from None
+        raise UserError(
+            f"sparkmaker is already starting (pid {holder}) with state in {stack.state}: "
+            "wait for it to finish, then python -m stack status shows each service"
+        ) from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()
@@ -190,14 +247,20 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
         say(f"Console: {services['api'].address}/console")
     if airflow_login:
         say(f"Airflow: {services['airflow'].address}")
-        say(f"Airflow login: user {airflow_login.user}, password {airflow_login.password} (kept in {airflow_login.path}); "
-            "DAG credit_risk_lifecycle")
+        say(
+            f"Airflow login: user {airflow_login.user}, password {airflow_login.password} (kept in {airflow_login.path}); "
+            "DAG credit_risk_lifecycle"
+        )
     say(f"API key: {key}")
-    say(f"SQL user: {settings.stack.sql_user}  password: {ensure_sql_password(stack.state)}  "
-        f"(in {stack.state / 'sql-password'})")
+    say(
+        f"SQL user: {settings.stack.sql_user}  password: {ensure_sql_password(stack.state)}  "
+        f"(in {stack.state / 'sql-password'})"
+    )
     say(f'Try: curl -H "Authorization: Bearer {key}" {services["api"].address}/predict/{customer}')
-    say(f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
-        f"-n {settings.stack.sql_user} -w {stack.state / 'sql-password'} -e 'SELECT * FROM latest_features LIMIT 5'")
+    say(
+        f"SQL: .venv/lib/python3.11/site-packages/pyspark/bin/beeline -u {services['thrift-server'].address} "
+        f"-n {settings.stack.sql_user} -w {stack.state / 'sql-password'} -e 'SELECT * FROM latest_features LIMIT 5'"
+    )
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
 
@@ -232,14 +295,20 @@ def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
 
         rows = settings.stack.sample_rows
         say(f"  sample data: generating {rows:,} rows ...")
-        run_module(settings, ["features.sample_data", "--rows", str(rows), "--out", str(csv), "--dirty", "0.001"],
-                   stack.logs / "sample-data.log", "generating the sample data")
+        run_module(
+            settings,
+            ["features.sample_data", "--rows", str(rows), "--out", str(csv), "--dirty", "0.001"],
+            stack.logs / "sample-data.log",
+            "generating the sample data",
+        )
     key = dt.datetime.now(dt.timezone.utc).strftime("stack-%Y%m%dT%H%M%SZ")
     params = lifecycle.Params(input=str(csv), as_of=as_of, force=args.retrain, force_features=args.refresh)
     lifecycle.run(settings, key, params, say=lambda line: say("  " + line))
     if open_registry(settings).alias() is None:
-        raise UserError("no model in production: the gate refused the first model (see the line above); "
-                        "start with --retrain to promote it anyway, or give a larger --input")
+        raise UserError(
+            "no model in production: the gate refused the first model (see the line above); "
+            "start with --retrain to promote it anyway, or give a larger --input"
+        )
     return csv
 
 
@@ -337,20 +406,32 @@ def main(argv: list[str] | None = None) -> int:
     restart_parser = commands.add_parser("restart", help="stop, then start without recomputing what is current")
     for p in (start_parser, restart_parser):
         p.add_argument("--input", help="raw loans CSV (default: generated sample data)")
-        p.add_argument("--retrain", action="store_true", help="train a challenger and promote it whatever the gate says")
+        p.add_argument(
+            "--retrain", action="store_true", help="train a challenger and promote it whatever the gate says"
+        )
         p.add_argument("--refresh", action="store_true", help="rerun the feature job even if the snapshot is current")
-        p.add_argument("--no-scheduler", action="store_true", help="do not start Airflow (the DAG credit_risk_lifecycle)")
+        p.add_argument(
+            "--no-scheduler", action="store_true", help="do not start Airflow (the DAG credit_risk_lifecycle)"
+        )
     commands.add_parser("stop", help="stop what start started")
     commands.add_parser("status", help="show each service")
-    reset_parser = commands.add_parser("reset", help="stop everything and delete the lake, metastore, registry, stores and logs")
+    reset_parser = commands.add_parser(
+        "reset", help="stop everything and delete the lake, metastore, registry, stores and logs"
+    )
     reset_parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     from stack import spark_cluster
 
     spark_cluster.add_command(commands)
     args = parser.parse_args(argv)
     settings = load_settings()
-    return {"start": start, "stop": stop, "status": status, "restart": restart, "reset": reset,
-            "spark-cluster": spark_cluster.command}[args.command](settings, args)
+    return {
+        "start": start,
+        "stop": stop,
+        "status": status,
+        "restart": restart,
+        "reset": reset,
+        "spark-cluster": spark_cluster.command,
+    }[args.command](settings, args)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,25 @@ def ensure_service_user(name: str) -> ServiceUser | None:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        proc = subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(SERVICE_HOME),
-                               "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                str(SERVICE_HOME),
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 and "already exists" not in proc.stderr:  # another start may have made it
-            raise UserError(f"cannot create the service user {name}: {proc.stderr.strip()[:200]} "
-                            "(or set stack.service_user = \"\" to run the SQL server as root)") from None
+            raise UserError(
+                f"cannot create the service user {name}: {proc.stderr.strip()[:200]} "
+                '(or set stack.service_user = "" to run the SQL server as root)'
+            ) from None
         entry = pwd.getpwnam(name)
     if entry.pw_uid == 0:
         raise UserError(f"stack.service_user {name} is root: name an unprivileged user")
@@ -80,5 +94,7 @@ def readable_by_others(path: Path) -> bool:
 def require_readable_lake(lake: Path, user: ServiceUser) -> None:
     lake.mkdir(parents=True, exist_ok=True)
     if not readable_by_others(lake):
-        raise UserError(f"the SQL server runs as user {user.name}, who cannot read the lake {lake}: allow others "
-                        "to enter its parent folders (chmod o+x) or set stack.service_user = \"\" to run it as root")
+        raise UserError(
+            f"the SQL server runs as user {user.name}, who cannot read the lake {lake}: allow others "
+            'to enter its parent folders (chmod o+x) or set stack.service_user = "" to run it as root'
+        )

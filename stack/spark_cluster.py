@@ -40,7 +40,9 @@ def master_url(settings: Settings) -> str:
 def cluster_state(settings: Settings) -> dict[str, Any] | None:
     """The master's own view (its web UI's /json/): workers, cores, applications; None when it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.spark_cluster.master_ui_port}/json/", timeout=2) as answer:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{settings.spark_cluster.master_ui_port}/json/", timeout=2
+        ) as answer:
             return json.loads(answer.read())
     except (OSError, ValueError):
         return None
@@ -59,10 +61,25 @@ def _spark_class() -> str:
 
 def master_service(settings: Settings) -> Service:
     c = settings.spark_cluster
-    command = [_spark_class(), "org.apache.spark.deploy.master.Master",
-               "--host", "127.0.0.1", "--port", str(c.master_port), "--webui-port", str(c.master_ui_port)]
-    return Service(MASTER, "Spark master", c.master_port, command, master_url(settings),
-                   lambda: port_open(c.master_port) and cluster_state(settings) is not None, 90)
+    command = [
+        _spark_class(),
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(c.master_port),
+        "--webui-port",
+        str(c.master_ui_port),
+    ]
+    return Service(
+        MASTER,
+        "Spark master",
+        c.master_port,
+        command,
+        master_url(settings),
+        lambda: port_open(c.master_port) and cluster_state(settings) is not None,
+        90,
+    )
 
 
 def worker_service(settings: Settings, index: int) -> Service:
@@ -71,19 +88,39 @@ def worker_service(settings: Settings, index: int) -> Service:
     port = c.worker_port + index - 1
     work_dir = Path(settings.paths.state_dir) / "spark-cluster" / f"work-{index}"
     work_dir.mkdir(parents=True, exist_ok=True)
-    command = [_spark_class(), "org.apache.spark.deploy.worker.Worker",
-               "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(c.worker_ui_port + index - 1),
-               "--cores", str(c.worker_cores), "--memory", c.worker_memory, "--work-dir", str(work_dir),
-               master_url(settings)]
-    return Service(f"{WORKER_PREFIX}{index}", f"Spark worker {index}", port, command, f"127.0.0.1:{port}",
-                   lambda: port in alive_worker_ports(settings), 90)
+    command = [
+        _spark_class(),
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--webui-port",
+        str(c.worker_ui_port + index - 1),
+        "--cores",
+        str(c.worker_cores),
+        "--memory",
+        c.worker_memory,
+        "--work-dir",
+        str(work_dir),
+        master_url(settings),
+    ]
+    return Service(
+        f"{WORKER_PREFIX}{index}",
+        f"Spark worker {index}",
+        port,
+        command,
+        f"127.0.0.1:{port}",
+        lambda: port in alive_worker_ports(settings),
+        90,
+    )
 
 
 def recorded_workers(stack: Stack) -> list[int]:
     """Indexes of the workers with a PID file, whatever --workers they were started with."""
     indexes = []
     for path in stack.supervisor.pids.glob(f"{WORKER_PREFIX}*.pid") if stack.supervisor.pids.exists() else ():
-        suffix = path.stem[len(WORKER_PREFIX):]
+        suffix = path.stem[len(WORKER_PREFIX) :]
         if suffix.isdigit():
             indexes.append(int(suffix))
     return sorted(indexes)
@@ -121,21 +158,28 @@ def status(settings: Settings) -> list[str]:
     pid = stack.running_pid(MASTER)
     if pid is None and state is None:
         return ["Spark master: not running (start it: python -m stack spark-cluster start)"]
-    lines = [f"Spark master {master_url(settings)}: pid {pid or 'not ours'}, "
-             f"{'healthy' if state is not None else 'not answering'} (UI http://127.0.0.1:{settings.spark_cluster.master_ui_port})"]
+    lines = [
+        f"Spark master {master_url(settings)}: pid {pid or 'not ours'}, "
+        f"{'healthy' if state is not None else 'not answering'} (UI http://127.0.0.1:{settings.spark_cluster.master_ui_port})"
+    ]
     for worker in (state or {}).get("workers", []):
-        lines.append(f"  worker {worker.get('host')}:{worker.get('port')} {worker.get('state')}: "
-                     f"{worker.get('coresused', 0)}/{worker.get('cores')} cores, "
-                     f"{worker.get('memoryused', 0)}/{worker.get('memory')} MB used")
+        lines.append(
+            f"  worker {worker.get('host')}:{worker.get('port')} {worker.get('state')}: "
+            f"{worker.get('coresused', 0)}/{worker.get('cores')} cores, "
+            f"{worker.get('memoryused', 0)}/{worker.get('memory')} MB used"
+        )
     for app in (state or {}).get("activeapps", []):
         lines.append(f"  application {app.get('name')} ({app.get('id')}): {app.get('cores')} cores")
     return lines
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("spark-cluster", help="start, stop or show a Spark standalone cluster on this machine",
-                                 description=__doc__.split("\n\n", 1)[0],
-                                 epilog="Ports and sizes: the [spark_cluster] settings. Run a job on it with --master spark://127.0.0.1:PORT.")
+    parser = commands.add_parser(
+        "spark-cluster",
+        help="start, stop or show a Spark standalone cluster on this machine",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog="Ports and sizes: the [spark_cluster] settings. Run a job on it with --master spark://127.0.0.1:PORT.",
+    )
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--workers", type=int, help="workers to start (default: spark_cluster.workers)")
 

@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def wait_healthy(process: subprocess.Popen, health: Callable[[], bool], timeout:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise UserError(f"{label} exited with code {process.returncode} while starting: {last_line(log)} (log: {log})")
+            raise UserError(
+                f"{label} exited with code {process.returncode} while starting: {last_line(log)} (log: {log})"
+            )
         if health():
             return
         time.sleep(0.3)
@@ -131,7 +134,10 @@ class Supervisor:
         try:
             record = json.loads(path.read_text())
             process = psutil.Process(int(record["pid"]))
-            if abs(process.create_time() - float(record["created"])) < 0.01 and process.status() != psutil.STATUS_ZOMBIE:
+            if (
+                abs(process.create_time() - float(record["created"])) < 0.01
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
                 return process.pid
         except (OSError, ValueError, KeyError, psutil.Error):
             pass
@@ -156,27 +162,43 @@ class Supervisor:
     def launch(self, service: Service) -> None:
         self.secure_state()
         log = private_file(self.log_file(service.name))
-        env, cwd, as_user = {**self.env(), **service.env}, REPO_ROOT, {}
+        env: dict[str, str] = {**self.env(), **service.env}
+        cwd: Path = REPO_ROOT
+        as_user: dict[str, Any] = {}  # Popen's user, group and extra_groups
         if service.user is not None:
             require_readable_lake(self.lake or self.state, service.user)
             env.update(HOME=str(service.user.home), USER=service.user.name, LOGNAME=service.user.name)
             cwd = service.user.home
             as_user = {"user": service.user.uid, "group": service.user.gid, "extra_groups": []}
         with open(log, "ab") as out:
-            proc = subprocess.Popen(service.command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
+            proc = subprocess.Popen(
+                service.command,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **as_user,
+            )
         created = psutil.Process(proc.pid).create_time()
-        private_file(self.pid_file(service.name)).write_text(json.dumps({"pid": proc.pid, "created": created, "command": service.command}))
+        private_file(self.pid_file(service.name)).write_text(
+            json.dumps({"pid": proc.pid, "created": created, "command": service.command})
+        )
         wait_healthy(proc, service.health, service.start_timeout, service.label, log)
 
     def ensure_running(self, service: Service) -> str:
         if self.running_pid(service.name):
             if service.health():
                 return "already running"
-            raise UserError(f"{service.label} runs but is not healthy: read {self.log_file(service.name)}, then ./restart.sh")
+            raise UserError(
+                f"{service.label} runs but is not healthy: read {self.log_file(service.name)}, then ./restart.sh"
+            )
         if port_open(service.port):
-            raise UserError(f"port {service.port} for the {service.label} is taken by another program: stop it or "
-                            f"change the port in configuration/local.toml")
+            raise UserError(
+                f"port {service.port} for the {service.label} is taken by another program: stop it or "
+                f"change the port in configuration/local.toml"
+            )
         self.launch(service)
         return "started"
 
@@ -192,8 +214,14 @@ class Supervisor:
         return done
 
 
-def thrift_server_command(settings: Settings, port: int, master: str, classes: Path, bind_host: str = "127.0.0.1",
-                          driver_memory: str | None = None) -> list[str]:
+def thrift_server_command(
+    settings: Settings,
+    port: int,
+    master: str,
+    classes: Path,
+    bind_host: str = "127.0.0.1",
+    driver_memory: str | None = None,
+) -> list[str]:
     """The Spark Thrift server (HiveServer2 protocol) over the settings' metastore, as a spark-submit command.
 
     Logins are checked against the stored hash, and SQL on raw files, file writes and code
@@ -207,13 +235,27 @@ def thrift_server_command(settings: Settings, port: int, master: str, classes: P
     conf = session_conf(settings)
     memory = driver_memory or conf.get("spark.driver.memory", "1g")
     conf.pop("spark.driver.memory", None)
-    command = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--name", "sparkmaker-sql",
-               "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", *sql_server_arguments(classes),
-               "--driver-memory", memory]
+    command = [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--name",
+        "sparkmaker-sql",
+        "--class",
+        "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+        *sql_server_arguments(classes),
+        "--driver-memory",
+        memory,
+    ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
-    return command + ["--hiveconf", f"hive.server2.thrift.port={port}",
-                      "--hiveconf", f"hive.server2.thrift.bind.host={bind_host}", "spark-internal"]
+    return command + [
+        "--hiveconf",
+        f"hive.server2.thrift.port={port}",
+        "--hiveconf",
+        f"hive.server2.thrift.bind.host={bind_host}",
+        "spark-internal",
+    ]
 
 
 def ensure_api_key(state_dir: Path) -> tuple[str, str]:

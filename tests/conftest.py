@@ -15,7 +15,11 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # Hermetic settings: the tracked configuration only, no machine's local.toml or SPARKMAKER_* values.
 # (SPARKMAKER_COMPOSE_TESTS is not a setting: it switches on tests/compose/test_cluster.py. Nor is
 # SPARKMAKER_TRUST_VENV: without it, the ./start.sh a test runs rebuilds a shared .venv.)
-for _name in [n for n in os.environ if n.startswith("SPARKMAKER_") and n not in ("SPARKMAKER_COMPOSE_TESTS", "SPARKMAKER_TRUST_VENV")]:
+for _name in [
+    n
+    for n in os.environ
+    if n.startswith("SPARKMAKER_") and n not in ("SPARKMAKER_COMPOSE_TESTS", "SPARKMAKER_TRUST_VENV")
+]:
     del os.environ[_name]
 os.environ["SPARKMAKER_CONFIG"] = str(Path(__file__).resolve().parent.parent / "configuration" / "sparkmaker.toml")
 

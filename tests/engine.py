@@ -23,5 +23,7 @@ def engine_env_or_skip(what: str) -> dict[str, str]:
     probe = subprocess.run(["docker", "info"], env=env, capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         where = env.get("DOCKER_HOST") or "the default Docker socket (DOCKER_HOST is unset)"
-        pytest.skip(f"no container engine answers at {where}: start one (shared/containers/engine-up.sh) to test {what}")
+        pytest.skip(
+            f"no container engine answers at {where}: start one (shared/containers/engine-up.sh) to test {what}"
+        )
     return env

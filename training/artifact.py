@@ -48,8 +48,17 @@ CARD_FILES: tuple[str, ...] = (CARD_FILE, ROC_FILE, CALIBRATION_FILE)
 MONITORING_FILES: tuple[str, ...] = (VALIDATION_SCORES_FILE,)
 ARTIFACT_FILES: tuple[str, ...] = (*REQUIRED_FILES, *CARD_FILES, *MONITORING_FILES)
 METADATA_KEYS: tuple[str, ...] = (
-    "format_version", "model_sha256", "feature_names", "feature_dtypes", "threshold", "metrics",
-    "hyperparameters", "training_data", "code_version", "created_at", "learner",
+    "format_version",
+    "model_sha256",
+    "feature_names",
+    "feature_dtypes",
+    "threshold",
+    "metrics",
+    "hyperparameters",
+    "training_data",
+    "code_version",
+    "created_at",
+    "learner",
 )
 LEARNER = "xgboost"
 
@@ -93,7 +102,9 @@ def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
 
 def _check_metadata(metadata: Any, where: str) -> None:
     if not isinstance(metadata, dict):
-        raise ArtifactError(f"{where} does not hold a JSON object: the model directory is corrupt, retrain or re-register it")
+        raise ArtifactError(
+            f"{where} does not hold a JSON object: the model directory is corrupt, retrain or re-register it"
+        )
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
@@ -109,7 +120,9 @@ def _check_metadata(metadata: Any, where: str) -> None:
         )
     threshold = metadata["threshold"]
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.0 <= threshold <= 1.0:
-        raise ArtifactError(f"{where} has threshold {threshold!r}, not a probability between 0 and 1: retrain the model")
+        raise ArtifactError(
+            f"{where} has threshold {threshold!r}, not a probability between 0 and 1: retrain the model"
+        )
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -120,7 +133,9 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}): the model directory is corrupt, retrain the model") from None
+        raise ArtifactError(
+            f"{path} is not valid JSON ({exc}): the model directory is corrupt, retrain the model"
+        ) from None
     _check_metadata(metadata, where=str(path))
     return metadata
 
@@ -192,11 +207,15 @@ def unpack(tar_path: Path, dest: Path) -> dict[str, Any]:
                     )
                 source = archive.extractfile(member)
                 if source is None:  # a link or a device passed as a file: not part of a model
-                    raise ArtifactError(f"{tar_path} holds {member.name!r}, which is not a regular file: re-pack the model")
+                    raise ArtifactError(
+                        f"{tar_path} holds {member.name!r}, which is not a regular file: re-pack the model"
+                    )
                 with open(dest / name, "wb") as target:
                     shutil.copyfileobj(source, target)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise ArtifactError(f"{tar_path} is not a readable tar.gz archive ({exc}): re-download or re-pack the model") from None
+        raise ArtifactError(
+            f"{tar_path} is not a readable tar.gz archive ({exc}): re-download or re-pack the model"
+        ) from None
     return verify_model_dir(dest)
 
 
@@ -226,5 +245,7 @@ def load_booster(model_dir: Path):
         booster.load_model(bytearray((model_dir / MODEL_FILE).read_bytes()))
     except xgboost.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
-        raise ArtifactError(f"{model_dir / MODEL_FILE} is not an XGBoost model XGBoost can load ({first}): retrain the model") from None
+        raise ArtifactError(
+            f"{model_dir / MODEL_FILE} is not an XGBoost model XGBoost can load ({first}): retrain the model"
+        ) from None
     return booster

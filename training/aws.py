@@ -29,7 +29,9 @@ class EndpointSession(boto3.Session):
         self.endpoint_url = endpoint_url
 
     def client(self, service_name, region_name=None, *args, endpoint_url=None, **kwargs):  # noqa: D102
-        return super().client(service_name, region_name, *args, endpoint_url=endpoint_url or self.endpoint_url, **kwargs)
+        return super().client(
+            service_name, region_name, *args, endpoint_url=endpoint_url or self.endpoint_url, **kwargs
+        )
 
 
 def session(settings) -> EndpointSession:
@@ -46,10 +48,14 @@ def split_s3(uri: str) -> tuple[str, str]:
 def explain(exc: Exception, doing: str) -> AwsError:
     """One line for an AWS failure."""
     if isinstance(exc, NoCredentialsError):
-        return AwsError(f"cannot {doing}: no AWS credentials found (configure a profile or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+        return AwsError(
+            f"cannot {doing}: no AWS credentials found (configure a profile or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        )
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return AwsError(f"cannot {doing}: {error.get('Code', 'error')}: {error.get('Message', '').strip() or 'no message'}")
+        return AwsError(
+            f"cannot {doing}: {error.get('Code', 'error')}: {error.get('Message', '').strip() or 'no message'}"
+        )
     if isinstance(exc, BotoCoreError):
         return AwsError(f"cannot {doing}: {exc}")
     return AwsError(f"cannot {doing}: {type(exc).__name__}: {exc}")
@@ -66,7 +72,7 @@ def download_prefix(s3, uri: str, dest: Path) -> int:
                 key = item["Key"]
                 if key.endswith("/"):
                     continue  # a "folder" marker object
-                relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
+                relative = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
                 target = dest / relative
                 if ".." in Path(relative).parts:
                     raise AwsError(f"the key {key!r} under {uri} would leave the channel folder")

@@ -19,14 +19,18 @@ def _pyplot():
     return plt
 
 
-def plot_roc(path: Path, y: np.ndarray, p: np.ndarray, p_true: np.ndarray | None, y_true_rows: np.ndarray | None) -> None:
+def plot_roc(
+    path: Path, y: np.ndarray, p: np.ndarray, p_true: np.ndarray | None, y_true_rows: np.ndarray | None
+) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5, 5), dpi=100)
     fpr, tpr, _ = metrics.roc_curve(y, p)
     axes.plot(fpr, tpr, label=f"model (AUC {metrics.roc_auc(y, p):.3f})")
     if p_true is not None and y_true_rows is not None:
         fpr_t, tpr_t, _ = metrics.roc_curve(y_true_rows, p_true)
-        axes.plot(fpr_t, tpr_t, linestyle="--", label=f"true probabilities (AUC {metrics.roc_auc(y_true_rows, p_true):.3f})")
+        axes.plot(
+            fpr_t, tpr_t, linestyle="--", label=f"true probabilities (AUC {metrics.roc_auc(y_true_rows, p_true):.3f})"
+        )
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="chance")
     axes.set_xlabel("false positive rate")
     axes.set_ylabel("true positive rate")
@@ -87,8 +91,11 @@ def render(metadata: dict[str, Any], bins: list[dict[str, float]], notes: dict[s
         f"- Rows: {data['rows_train']:,} training, {data['rows_validation']:,} validation; "
         f"status = 1 in {notes['train_rate']} of training rows and {m['positive_rate']:.2%} of validation rows.",
         f"- Class imbalance: scale_pos_weight {notes['weight']} (computed on the training part only, after the split)"
-        + ("; predicted probabilities are corrected back to the unweighted scale." if notes["weight"] != "1" else
-           "; the imbalance is handled by the decision threshold chosen on validation."),
+        + (
+            "; predicted probabilities are corrected back to the unweighted scale."
+            if notes["weight"] != "1"
+            else "; the imbalance is handled by the decision threshold chosen on validation."
+        ),
         f"- Early stopping: {notes['early_stopping']}.",
         "",
         "## Validation metrics",
@@ -132,8 +139,15 @@ def render(metadata: dict[str, Any], bins: list[dict[str, float]], notes: dict[s
     return "\n".join(lines)
 
 
-def write_card(model_dir: Path, metadata: dict[str, Any], y: np.ndarray, p: np.ndarray,
-               truth_y: np.ndarray | None, truth_p: np.ndarray | None, notes: dict[str, str]) -> list[dict[str, float]]:
+def write_card(
+    model_dir: Path,
+    metadata: dict[str, Any],
+    y: np.ndarray,
+    p: np.ndarray,
+    truth_y: np.ndarray | None,
+    truth_p: np.ndarray | None,
+    notes: dict[str, str],
+) -> list[dict[str, float]]:
     bins = metrics.calibration_bins(y, p, bins=10)
     plot_roc(model_dir / artifact.ROC_FILE, y, p, truth_p, truth_y)
     plot_calibration(model_dir / artifact.CALIBRATION_FILE, bins)

@@ -1,13 +1,13 @@
 """Command line of training and the model registry.
 
-    python -m training train                      the SageMaker training entry point (as `train` in the image)
-    python -m training local [--train URI] ...    stage channels, run the entry point, register the model
-    python -m training sagemaker --image-uri ...  run a SageMaker training job, register its model
-    python -m training sagemaker --local --train DIR   the same job under the SDK's local mode (docker compose here)
-    python -m training models                     list registered models
-    python -m training promote VERSION            make VERSION the production model
-    python -m training rollback                   make the previous production model production again
-    python -m training registry import [--from DIR]   import an old index.json registry into MLflow (once)
+python -m training train                      the SageMaker training entry point (as `train` in the image)
+python -m training local [--train URI] ...    stage channels, run the entry point, register the model
+python -m training sagemaker --image-uri ...  run a SageMaker training job, register its model
+python -m training sagemaker --local --train DIR   the same job under the SDK's local mode (docker compose here)
+python -m training models                     list registered models
+python -m training promote VERSION            make VERSION the production model
+python -m training rollback                   make the previous production model production again
+python -m training registry import [--from DIR]   import an old index.json registry into MLflow (once)
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
 
     commands.add_parser(
-        "train", help="the training entry point: read /opt/ml (or SM_* overrides), write the model",
+        "train",
+        help="the training entry point: read /opt/ml (or SM_* overrides), write the model",
         description="The SageMaker training contract entry point (the image's `train`). Reads "
         "/opt/ml/input/{config,data}, writes /opt/ml/model and /opt/ml/output; SM_CHANNEL_TRAIN, "
         "SM_CHANNEL_VALIDATION, SM_MODEL_DIR, SM_OUTPUT_DIR, SM_OUTPUT_DATA_DIR, SM_INPUT_DIR, "
@@ -39,30 +40,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     local = commands.add_parser(
-        "local", help="train on this machine through the container contract, then register the model",
+        "local",
+        help="train on this machine through the container contract, then register the model",
         description="Stage the channels into a temporary /opt/ml tree (s3:// prefixes downloaded), run the "
         "entry point as a child process, pack model.tar.gz and register it.",
     )
-    local.add_argument("--train", help="training data: a Parquet folder/file or s3:// prefix (default: the current feature snapshot's training table)")
+    local.add_argument(
+        "--train",
+        help="training data: a Parquet folder/file or s3:// prefix (default: the current feature snapshot's training table)",
+    )
     local.add_argument("--validation", help="validation data (default: none, split the training data by loan_date)")
-    local.add_argument("--truth", help="the generator's <csv>.truth.parquet, to report the ceiling AUC "
-                       "(default: found next to the current snapshot's input CSV, if there)")
+    local.add_argument(
+        "--truth",
+        help="the generator's <csv>.truth.parquet, to report the ceiling AUC "
+        "(default: found next to the current snapshot's input CSV, if there)",
+    )
     local.add_argument("--no-truth", action="store_true", help="do not look for a truth file")
     _hp_option(local)
-    local.add_argument("--promote", action="store_true", help="make the new model production (the first model always is)")
-    local.add_argument("--keep", type=Path, help="also keep the staged /opt/ml tree (inputs, model, output) in this folder")
+    local.add_argument(
+        "--promote", action="store_true", help="make the new model production (the first model always is)"
+    )
+    local.add_argument(
+        "--keep", type=Path, help="also keep the staged /opt/ml tree (inputs, model, output) in this folder"
+    )
     _lake_option(local)
 
     sm = commands.add_parser(
-        "sagemaker", help="run a SageMaker training job with the training image, then register its model",
+        "sagemaker",
+        help="run a SageMaker training job with the training image, then register its model",
         description="Create a SageMaker training job (sagemaker SDK v3), wait for it, download its "
         "model.tar.gz and register it. aws.endpoint_url points it at an emulator.",
     )
-    sm.add_argument("--local", action="store_true",
-                    help="run the image under the SDK's own local mode (docker compose on this machine) instead: "
-                    "--train, --validation and --truth are then local paths")
-    sm.add_argument("--image-uri", help="ECR URI of the training image (default: training.image_uri; "
-                    "with --local: a local image, default sparkmaker-training:latest)")
+    sm.add_argument(
+        "--local",
+        action="store_true",
+        help="run the image under the SDK's own local mode (docker compose on this machine) instead: "
+        "--train, --validation and --truth are then local paths",
+    )
+    sm.add_argument(
+        "--image-uri",
+        help="ECR URI of the training image (default: training.image_uri; "
+        "with --local: a local image, default sparkmaker-training:latest)",
+    )
     sm.add_argument("--role", help="IAM role ARN the job runs as (default: training.role_arn)")
     sm.add_argument("--train", required=True, help="s3:// prefix of the training Parquet files")
     sm.add_argument("--validation", help="s3:// prefix of validation Parquet files (default: split by loan_date)")
@@ -70,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--output", help="s3:// prefix for the job's output (default: s3://<aws.s3_bucket>/training)")
     sm.add_argument("--instance-type", help="training instance type (default: training.instance_type)")
     sm.add_argument("--job-name", help="training job name (default: sparkmaker-training-<time>-<random>)")
-    sm.add_argument("--max-runtime", type=int, default=3600, help="seconds before SageMaker stops the job (default 3600)")
+    sm.add_argument(
+        "--max-runtime", type=int, default=3600, help="seconds before SageMaker stops the job (default 3600)"
+    )
     sm.add_argument("--poll", type=float, default=30.0, help="seconds between status checks (default 30)")
     sm.add_argument("--timeout", type=float, help="stop waiting after this many seconds (the job keeps running)")
     _hp_option(sm)
@@ -84,23 +105,35 @@ def build_parser() -> argparse.ArgumentParser:
     _lake_option(promote)
     rollback = commands.add_parser("rollback", help="make the previous production model production again")
     _lake_option(rollback)
-    registry = commands.add_parser("registry", help="registry maintenance: import an old index.json registry into MLflow")
+    registry = commands.add_parser(
+        "registry", help="registry maintenance: import an old index.json registry into MLflow"
+    )
     actions = registry.add_subparsers(dest="action", metavar="{import}", required=True)
     imports = actions.add_parser(
-        "import", help="import an index.json registry (versions, tarballs, aliases, history) into MLflow, once",
+        "import",
+        help="import an index.json registry (versions, tarballs, aliases, history) into MLflow, once",
         description="Register every version of an old index.json registry in the MLflow registry (each an MLflow "
         "run with its metrics, lineage and files), append its alias history and point the aliases where it left "
         "them. The old folder is not changed. A second import of the same folder says so and changes nothing.",
     )
-    imports.add_argument("--from", dest="source", type=Path,
-                         help="the folder holding index.json (default: the registry folder, <lake>/registry)")
+    imports.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="the folder holding index.json (default: the registry folder, <lake>/registry)",
+    )
     _lake_option(imports)
     return parser
 
 
 def _hp_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                        help="a hyperparameter, repeatable (e.g. --hp max_depth=3 --hp scale_pos_weight=auto)")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter, repeatable (e.g. --hp max_depth=3 --hp scale_pos_weight=auto)",
+    )
 
 
 def _lake_option(parser: argparse.ArgumentParser) -> None:
@@ -131,24 +164,33 @@ def print_models(registry) -> None:
     if not versions:
         print(f"no models in the registry {getattr(registry, 'root', '')} yet: train one with python -m training local")
         return
-    rows = [[v.version, v.stage or "-", v.created_at, v.run_id or "-", _fmt(v.roc_auc), _fmt(v.threshold, 6)] for v in versions]
+    rows = [
+        [v.version, v.stage or "-", v.created_at, v.run_id or "-", _fmt(v.roc_auc), _fmt(v.threshold, 6)]
+        for v in versions
+    ]
     print(_table(rows, ["VERSION", "STAGE", "CREATED", "DATA SNAPSHOT", "ROC-AUC", "THRESHOLD"]))
 
 
 def _report(result, registry) -> None:
     metrics = result.metadata["metrics"]
     ceiling = metrics.get("ceiling_roc_auc")
-    print(f"registered model version {result.version}: ROC-AUC {metrics['roc_auc']:.4f}"
-          + (f" (ceiling {ceiling:.4f})" if ceiling is not None else "")
-          + f", threshold {result.metadata['threshold']:.6f}")
+    print(
+        f"registered model version {result.version}: ROC-AUC {metrics['roc_auc']:.4f}"
+        + (f" (ceiling {ceiling:.4f})" if ceiling is not None else "")
+        + f", threshold {result.metadata['threshold']:.6f}"
+    )
     if result.promoted:
         print(f"version {result.version} is now the production model")
     else:
-        print(f"production model stays version {result.production}; promote this one with: python -m training promote {result.version}")
+        print(
+            f"production model stays version {result.production}; promote this one with: python -m training promote {result.version}"
+        )
     print(f"model card: {registry.model_dir(result.version) / 'model-card.md'}")
     run = registry.run_of(result.version)
     if run:
-        print(f"MLflow run {run} (model {getattr(registry, 'model_name', '')!r} version {result.version}) in {getattr(registry, 'uri', '')}")
+        print(
+            f"MLflow run {run} (model {getattr(registry, 'model_name', '')!r} version {result.version}) in {getattr(registry, 'uri', '')}"
+        )
 
 
 def _import(args: argparse.Namespace, settings: Settings, registry) -> int:
@@ -157,17 +199,23 @@ def _import(args: argparse.Namespace, settings: Settings, registry) -> int:
     from training.registry_import import import_index
 
     if not isinstance(registry, MlflowRegistry):
-        raise UserError("training.registry_backend is \"index\": set it to \"mlflow\" (the default) to import into MLflow")
+        raise UserError('training.registry_backend is "index": set it to "mlflow" (the default) to import into MLflow')
     source = args.source or settings.registry_dir()
     result = import_index(source, registry)
     if result.already:
-        print(f"already imported: {result.source} is in the MLflow registry {settings.mlflow.model_name!r}; nothing changed")
+        print(
+            f"already imported: {result.source} is in the MLflow registry {settings.mlflow.model_name!r}; nothing changed"
+        )
         return 0
     aliases = ", ".join(f"{name} -> {version}" for name, version in result.aliases.items()) or "none"
-    print(f"imported {len(result.versions)} versions from {result.source} into {tracking_uri(settings)} "
-          f"(model {settings.mlflow.model_name!r}); aliases: {aliases}")
+    print(
+        f"imported {len(result.versions)} versions from {result.source} into {tracking_uri(settings)} "
+        f"(model {settings.mlflow.model_name!r}); aliases: {aliases}"
+    )
     if result.kept_production:
-        print(f"the MLflow registry already had a production model (version {result.kept_production}): it stays production")
+        print(
+            f"the MLflow registry already had a production model (version {result.kept_production}): it stays production"
+        )
     return 0
 
 
@@ -188,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
         pending = pending_index(settings)
         if pending is not None:
-            print(f"an older index.json registry is in {pending}, not imported yet: import it with python -m training registry import")
+            print(
+                f"an older index.json registry is in {pending}, not imported yet: import it with python -m training registry import"
+            )
         return 0
     if args.command == "promote":
         previous = registry.alias()
@@ -228,16 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         from training.local import register_with_policy
         from training.sagemaker_local import run_local_mode
 
-        channels = {name: Path(value) for name, value in
-                    (("train", args.train), ("validation", args.validation), ("truth", args.truth)) if value}
+        channels = {
+            name: Path(value)
+            for name, value in (("train", args.train), ("validation", args.validation), ("truth", args.truth))
+            if value
+        }
         if "truth" in channels and channels["truth"].is_file():
             channels["truth"] = channels["truth"].parent  # a channel is a folder
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         root = Path(settings.paths.state_dir) / "sagemaker-local" / stamp
         hyperparameters = {**hps, "data_uri": str(Path(args.train).resolve())}
-        result = run_local_mode(args.image_uri or settings.training.image_uri or "sparkmaker-training:latest",
-                                channels, hyperparameters, root)
-        _report(register_with_policy(registry, result.tar, result.metadata, args.promote), registry)
+        trained = run_local_mode(
+            args.image_uri or settings.training.image_uri or "sparkmaker-training:latest",
+            channels,
+            hyperparameters,
+            root,
+        )
+        _report(register_with_policy(registry, trained.tar, trained.metadata, args.promote), registry)
         return 0
 
     if args.command == "sagemaker":

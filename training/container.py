@@ -120,7 +120,9 @@ class ContainerEnv:
         if channels is not None:
             if "train" not in channels and "train" not in self.channel_dirs:
                 named = ", ".join(sorted(channels)) or "none"
-                raise ContractError(f"the job has no 'train' channel (channels: {named}): name the training data channel 'train'")
+                raise ContractError(
+                    f"the job has no 'train' channel (channels: {named}): name the training data channel 'train'"
+                )
             unknown = sorted(set(channels) - set(CHANNELS))
             if unknown:
                 raise ContractError(
@@ -129,7 +131,9 @@ class ContainerEnv:
             for name, settings in channels.items():
                 mode = (settings or {}).get("TrainingInputMode", "File")
                 if mode not in ("File", "FastFile"):
-                    raise ContractError(f"channel {name!r} uses input mode {mode}: this image reads File or FastFile mode only")
+                    raise ContractError(
+                        f"channel {name!r} uses input mode {mode}: this image reads File or FastFile mode only"
+                    )
         resources = self.resource_config()
         if resources is not None:
             hosts = resources.get("hosts") or []

@@ -81,16 +81,16 @@ def channel_files(name: str, folder: Path) -> list[Path]:
     if not files:
         others = [p.name for p in sorted(folder.rglob("*")) if p.is_file()][:3]
         seen = f" (it holds {', '.join(others)}{', …' if len(others) == 3 else ''})" if others else ""
-        raise ChannelError(f"channel {name!r} at {folder} holds no Parquet files{seen}: point it at the feature job's training output")
+        raise ChannelError(
+            f"channel {name!r} at {folder} holds no Parquet files{seen}: point it at the feature job's training output"
+        )
     return files
 
 
 def _dataset(name: str, folder: Path, files: list[Path]) -> ds.Dataset:
     base = folder if folder.is_dir() else folder.parent
     try:
-        return ds.dataset(
-            [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(base)
-        )
+        return ds.dataset([str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(base))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise ChannelError(f"channel {name!r}: cannot read its Parquet files together ({_first_line(exc)})") from None
 
@@ -104,8 +104,15 @@ def _numeric(name: str, column: str, array: pa.ChunkedArray) -> np.ndarray:
     kind = array.type
     if pa.types.is_null(kind):
         return np.full(len(array), np.nan, dtype=np.float32)
-    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)):
-        raise ChannelError(f"channel {name!r}: column {column} is {kind}, not a number: rebuild the data with the feature job")
+    if not (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    ):
+        raise ChannelError(
+            f"channel {name!r}: column {column} is {kind}, not a number: rebuild the data with the feature job"
+        )
     as_float = pc.cast(array, pa.float64(), safe=False)
     # NULL stays a missing value for the learner, never a zero.
     return pc.fill_null(as_float, np.nan).to_numpy().astype(np.float32)
@@ -114,14 +121,23 @@ def _numeric(name: str, column: str, array: pa.ChunkedArray) -> np.ndarray:
 def _dates(name: str, array: pa.ChunkedArray) -> np.ndarray:
     kind = array.type
     try:
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_timestamp(kind) or pa.types.is_date64(kind):
+        if (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_timestamp(kind)
+            or pa.types.is_date64(kind)
+        ):
             array = pc.cast(array, pa.date32())
         elif not pa.types.is_date32(kind):
             raise ChannelError(f"channel {name!r}: column {DATE_COLUMN} is {kind}, not a date")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ChannelError(f"channel {name!r}: column {DATE_COLUMN} holds values that are not dates ({_first_line(exc)})") from None
+        raise ChannelError(
+            f"channel {name!r}: column {DATE_COLUMN} holds values that are not dates ({_first_line(exc)})"
+        ) from None
     if array.null_count:
-        raise ChannelError(f"channel {name!r}: {array.null_count} rows have no {DATE_COLUMN}: every row needs its loan date")
+        raise ChannelError(
+            f"channel {name!r}: {array.null_count} rows have no {DATE_COLUMN}: every row needs its loan date"
+        )
     return array.to_numpy().astype("datetime64[D]")
 
 
@@ -152,7 +168,9 @@ def read_channel(name: str, folder: Path, need_dates: bool, need_loan_id: bool) 
     features = np.column_stack([_numeric(name, c, table.column(c)) for c in FEATURE_COLUMNS])
     label_array = table.column(LABEL_COLUMN)
     if label_array.null_count:
-        raise ChannelError(f"channel {name!r}: {label_array.null_count} rows have no {LABEL_COLUMN}: every training row needs its label")
+        raise ChannelError(
+            f"channel {name!r}: {label_array.null_count} rows have no {LABEL_COLUMN}: every training row needs its label"
+        )
     label = _numeric(name, LABEL_COLUMN, label_array)
     bad = ~np.isin(label, (0.0, 1.0))
     if bad.any():
@@ -163,7 +181,9 @@ def read_channel(name: str, folder: Path, need_dates: bool, need_loan_id: bool) 
     loan_id = None
     if LOAN_ID in table.column_names:
         ids = table.column(LOAN_ID)
-        loan_id = pc.fill_null(pc.cast(ids, pa.int64(), safe=False), -1).to_numpy() if pa.types.is_integer(ids.type) else None
+        loan_id = (
+            pc.fill_null(pc.cast(ids, pa.int64(), safe=False), -1).to_numpy() if pa.types.is_integer(ids.type) else None
+        )
         if loan_id is None and need_loan_id:
             raise ChannelError(f"channel {name!r}: column {LOAN_ID} is {ids.type}, not an integer")
     return Frame(features=features, label=label.astype(np.int8), loan_date=loan_date, loan_id=loan_id)
@@ -175,7 +195,9 @@ def read_truth(folder: Path) -> dict[str, np.ndarray]:
     dataset = _dataset("truth", folder, files)
     missing = [c for c in (LOAN_ID, "p_true") if c not in dataset.schema.names]
     if missing:
-        raise ChannelError(f"channel 'truth' lacks {', '.join(missing)}: give the <csv>.truth.parquet file sample_data wrote")
+        raise ChannelError(
+            f"channel 'truth' lacks {', '.join(missing)}: give the <csv>.truth.parquet file sample_data wrote"
+        )
     table = dataset.to_table(columns=[LOAN_ID, "p_true"]).drop_null()
     return {
         LOAN_ID: pc.cast(table.column(LOAN_ID), pa.int64()).to_numpy(),

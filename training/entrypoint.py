@@ -55,7 +55,11 @@ def code_version() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "training", "features/contract.py"],
-            cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10, check=True,
+            cwd=PACKAGE_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return f"{sha}+dirty" if dirty else sha
     except (OSError, subprocess.SubprocessError):
@@ -77,7 +81,9 @@ def _ceiling(validation: Frame, truth: dict[str, np.ndarray] | None, p: np.ndarr
     where = np.clip(np.searchsorted(ids, validation.loan_id), 0, max(len(ids) - 1, 0))
     matched = (ids[where] == validation.loan_id) if len(ids) else np.zeros(len(validation), dtype=bool)
     if not matched.any():
-        raise UserError("no validation row's loan_id is in the truth file: give the truth file of the CSV these features came from")
+        raise UserError(
+            "no validation row's loan_id is in the truth file: give the truth file of the CSV these features came from"
+        )
     y = validation.label[matched]
     return metrics.roc_auc(y, p_true[where][matched]), y, p_true[where][matched], int(matched.sum())
 
@@ -106,7 +112,9 @@ def run(env: ContainerEnv) -> dict[str, Any]:
     check_classes(split.validation, "validation rows")
 
     fitted = fit(split.train, hps, nthread)
-    _log(f"fitted {fitted.rounds} rounds in {time.perf_counter() - started:.1f} s (early stopping {fitted.early_stopping})")
+    _log(
+        f"fitted {fitted.rounds} rounds in {time.perf_counter() - started:.1f} s (early stopping {fitted.early_stopping})"
+    )
     p = predict(fitted.booster, split.validation, nthread)
     y = split.validation.label.astype(np.int64)
     threshold = metrics.choose_threshold(y, p, hps.threshold_rule)
@@ -142,7 +150,12 @@ def run(env: ContainerEnv) -> dict[str, Any]:
     artifact.write_validation_scores(env.model_dir, p, y)
     rule = "maximises F1" if hps.threshold_rule == "f1" else "maximises TPR - FPR (Youden's J)"
     bins = card.write_card(
-        env.model_dir, metadata, y, p, truth_y, truth_p,
+        env.model_dir,
+        metadata,
+        y,
+        p,
+        truth_y,
+        truth_p,
         notes={
             "rounds": str(fitted.rounds),
             "threshold_rule": f"the probability that {rule} on the validation rows",
@@ -153,8 +166,17 @@ def run(env: ContainerEnv) -> dict[str, Any]:
     )
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
     (env.output_data_dir / "evaluation.json").write_text(
-        json.dumps({"metrics": evaluation, "threshold": threshold, "calibration": bins,
-                    "split": split.description, "seconds": round(time.perf_counter() - started, 2)}, indent=2) + "\n",
+        json.dumps(
+            {
+                "metrics": evaluation,
+                "threshold": threshold,
+                "calibration": bins,
+                "split": split.description,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     # One line per metric in a fixed shape, for SageMaker metric definitions (Regex "validation:roc_auc=(\S+)").

@@ -30,9 +30,13 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
     # The learner (XGBoost binary:logistic, hist): names as XGBoost and SageMaker's XGBoost spell them.
-    num_round: int = Field(1000, ge=1, le=100_000, description="Most boosting rounds (early stopping usually ends sooner).")
+    num_round: int = Field(
+        1000, ge=1, le=100_000, description="Most boosting rounds (early stopping usually ends sooner)."
+    )
     early_stopping_rounds: int = Field(
-        50, ge=0, description="Stop when validation AUC on the early-stopping slice has not improved for this many rounds; 0: train num_round rounds."
+        50,
+        ge=0,
+        description="Stop when validation AUC on the early-stopping slice has not improved for this many rounds; 0: train num_round rounds.",
     )
     max_depth: int = Field(2, ge=1, le=16, description="Depth of each tree.")
     eta: float = Field(0.05, gt=0, le=1, description="Learning rate.")
@@ -52,20 +56,26 @@ class Hyperparameters(BaseModel):
 
     # Evaluation.
     validation_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Without a validation channel: share of rows (the latest loan dates) held out for validation."
+        0.2,
+        gt=0,
+        lt=1,
+        description="Without a validation channel: share of rows (the latest loan dates) held out for validation.",
     )
     split_date: dt.date | None = Field(
-        None, description="Without a validation channel: validate on loans dated on or after this day (overrides validation_fraction)."
+        None,
+        description="Without a validation channel: validate on loans dated on or after this day (overrides validation_fraction).",
     )
     early_stopping_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of the training part (its latest loan dates) watched for early stopping."
     )
     refit: bool = Field(
-        False, description="After early stopping, retrain on the whole training part with the number of rounds found "
-        "(off by default: on the 777,715-row sample it doubled the time and did not raise validation AUC)."
+        False,
+        description="After early stopping, retrain on the whole training part with the number of rounds found "
+        "(off by default: on the 777,715-row sample it doubled the time and did not raise validation AUC).",
     )
     threshold_rule: Literal["f1", "youden"] = Field(
-        "f1", description="How the decision threshold is chosen on validation: f1 (maximise F1) or youden (maximise TPR - FPR)."
+        "f1",
+        description="How the decision threshold is chosen on validation: f1 (maximise F1) or youden (maximise TPR - FPR).",
     )
 
     # Provenance, recorded in the model metadata (the runners fill them in).

@@ -120,8 +120,12 @@ def stage_tree(root: Path, channels: dict[str, str], hyperparameters: dict[str, 
         stage_channel(name, uri, root, s3_client_factory)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2), encoding="utf-8")
     input_config = {
-        name: {"ContentType": "application/x-parquet", "TrainingInputMode": "File",
-               "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        name: {
+            "ContentType": "application/x-parquet",
+            "TrainingInputMode": "File",
+            "S3DistributionType": "FullyReplicated",
+            "RecordWrapperType": "None",
+        }
         for name in channels
     }
     (config / "inputdataconfig.json").write_text(json.dumps(input_config, indent=2), encoding="utf-8")
@@ -152,7 +156,11 @@ def run_entrypoint(root: Path, command: list[str] | None = None) -> None:
     result = subprocess.run(command, env=container_env(root), cwd=REPO_ROOT)
     if result.returncode != 0:
         failure = root / "output" / "failure"
-        reason = failure.read_text(encoding="utf-8").strip() if failure.is_file() else f"exit status {result.returncode}, no failure file"
+        reason = (
+            failure.read_text(encoding="utf-8").strip()
+            if failure.is_file()
+            else f"exit status {result.returncode}, no failure file"
+        )
         raise UserError(f"training failed: {reason}")
 
 
@@ -164,8 +172,9 @@ class Registered:
     production: str | None
 
 
-def register_with_policy(registry: ModelRegistry, tar: Path, metadata: dict[str, Any], promote: bool,
-                         promote_first: bool = True) -> Registered:
+def register_with_policy(
+    registry: ModelRegistry, tar: Path, metadata: dict[str, Any], promote: bool, promote_first: bool = True
+) -> Registered:
     """Register; promote when asked, or when there is no production model yet (nothing to protect).
 
     promote_first=False registers a challenger only, even the first one: the pipeline's gate decides.
@@ -177,8 +186,17 @@ def register_with_policy(registry: ModelRegistry, tar: Path, metadata: dict[str,
     return Registered(version=version, metadata=metadata, promoted=promoted, production=registry.alias())
 
 
-def train_local(settings, registry: ModelRegistry, source: Source, validation: str | None, truth: str | None,
-                hp_pairs: dict[str, str], promote: bool, keep: Path | None = None, promote_first: bool = True) -> Registered:
+def train_local(
+    settings,
+    registry: ModelRegistry,
+    source: Source,
+    validation: str | None,
+    truth: str | None,
+    hp_pairs: dict[str, str],
+    promote: bool,
+    keep: Path | None = None,
+    promote_first: bool = True,
+) -> Registered:
     hyperparameters = dict(hp_pairs)
     hyperparameters.setdefault("data_uri", source.uri)
     if source.run_id:

@@ -150,7 +150,9 @@ def calibration_bins(y, p, bins: int = 10) -> list[dict[str, float]]:
     out = []
     for chunk in np.array_split(order, min(bins, len(order))):
         if len(chunk):
-            out.append({"predicted": float(p[chunk].mean()), "observed": float(y[chunk].mean()), "rows": int(len(chunk))})
+            out.append(
+                {"predicted": float(p[chunk].mean()), "observed": float(y[chunk].mean()), "rows": int(len(chunk))}
+            )
     return out
 
 

@@ -135,13 +135,23 @@ def replay_stack(history: list[dict[str, Any]]) -> list[str]:
 
 
 class MlflowRegistry(ModelRegistry):
-    def __init__(self, root: Path, tracking_uri: str | None = None, *, artifact_location: str | None = None,
-                 experiment: str = "sparkmaker-credit-risk", model_name: str = "sparkmaker-credit-risk",
-                 on_change=None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tracking_uri: str | None = None,
+        *,
+        artifact_location: str | None = None,
+        experiment: str = "sparkmaker-credit-risk",
+        model_name: str = "sparkmaker-credit-risk",
+        on_change=None,
+    ) -> None:
         self.root = Path(root)
         self.uri = tracking_uri or f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
-        self.artifact_location = artifact_location if artifact_location is not None else (
-            None if self.uri.startswith(("http://", "https://")) else str(self.root / "mlflow" / "artifacts"))
+        self.artifact_location = (
+            artifact_location
+            if artifact_location is not None
+            else (None if self.uri.startswith(("http://", "https://")) else str(self.root / "mlflow" / "artifacts"))
+        )
         self.experiment = experiment
         self.model_name = model_name
         self.on_change = on_change  # on_change(registry, action, version) after a change (the SageMaker mirror)
@@ -158,7 +168,9 @@ class MlflowRegistry(ModelRegistry):
                 try:
                     Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise RegistryError(f"cannot create the MLflow store at {self.uri} ({exc.strerror}): check mlflow.tracking_uri") from None
+                    raise RegistryError(
+                        f"cannot create the MLflow store at {self.uri} ({exc.strerror}): check mlflow.tracking_uri"
+                    ) from None
             with self._errors():
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
@@ -180,7 +192,14 @@ class MlflowRegistry(ModelRegistry):
                 "(check mlflow.tracking_uri, that its server or database is up and the file is an MLflow database)"
             ) from None
         except Exception as exc:  # sqlalchemy, requests: the store is unreachable or not an MLflow store
-            if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "requests", "urllib3", "alembic", "sqlite3", "psycopg"):
+            if type(exc).__module__.split(".")[0] not in (
+                "sqlalchemy",
+                "requests",
+                "urllib3",
+                "alembic",
+                "sqlite3",
+                "psycopg",
+            ):
                 raise
             raise RegistryError(
                 f"the MLflow store {_safe_uri(self.uri)} cannot be used ({type(exc).__name__}: {_first_line(exc)}): "
@@ -296,7 +315,9 @@ class MlflowRegistry(ModelRegistry):
         with self._errors():
             try:
                 self.client.create_registered_model(
-                    self.model_name, description="sparkmaker's credit-risk model (XGBoost; the SageMaker artifact contract)")
+                    self.model_name,
+                    description="sparkmaker's credit-risk model (XGBoost; the SageMaker artifact contract)",
+                )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -305,7 +326,9 @@ class MlflowRegistry(ModelRegistry):
     def register(self, model_tar: Path, metadata: dict[str, Any]) -> str:
         return self.register_with_tags(model_tar, metadata)
 
-    def register_with_tags(self, model_tar: Path, metadata: dict[str, Any], extra_tags: dict[str, str] | None = None) -> str:
+    def register_with_tags(
+        self, model_tar: Path, metadata: dict[str, Any], extra_tags: dict[str, str] | None = None
+    ) -> str:
         """register(), with more tags on the run and the version (the import records where a version came from)."""
         model_tar = Path(model_tar)
         staging = self.root / "staging" / uuid.uuid4().hex
@@ -325,8 +348,10 @@ class MlflowRegistry(ModelRegistry):
                 self._ensure_registered_model()
                 with self._errors():
                     mv = self.client.create_model_version(
-                        self.model_name, f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACTS}",
-                        run_id=run_id, tags=tags,
+                        self.model_name,
+                        f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACTS}",
+                        run_id=run_id,
+                        tags=tags,
                         description=f"ROC-AUC {tags['roc_auc']} on validation, snapshot {tags['snapshot_run_id']}",
                     )
                     version = str(mv.version)
@@ -390,7 +415,9 @@ class MlflowRegistry(ModelRegistry):
                     check(path, "")
                 except artifact.ArtifactError as exc:
                     # Refused, not silently replaced: serving must not load it, and someone should look.
-                    raise artifact.ArtifactError(f"{exc} (delete {path} to fetch version {int(number)} again from the MLflow store)") from None
+                    raise artifact.ArtifactError(
+                        f"{exc} (delete {path} to fetch version {int(number)} again from the MLflow store)"
+                    ) from None
                 return path
         mv = self._model_version(version)
         version = str(mv.version)
@@ -417,7 +444,9 @@ class MlflowRegistry(ModelRegistry):
     def _check_dir(path: Path, expected: str) -> None:
         found = artifact.verify_model_dir(path)["model_sha256"]
         if expected and found != expected:
-            raise artifact.ArtifactError(f"{path} holds a model whose sha256 differs from the registered one: the MLflow artifacts were changed")
+            raise artifact.ArtifactError(
+                f"{path} holds a model whose sha256 differs from the registered one: the MLflow artifacts were changed"
+            )
 
     @staticmethod
     def _check_tar(path: Path, expected: str) -> None:
@@ -490,8 +519,14 @@ class MlflowRegistry(ModelRegistry):
             version = str(self._model_version(version).version)
             self._move(name, version, "alias", self._registered())
 
-    def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
-                 artifacts: dict[str, Path] | None = None) -> None:
+    def annotate(
+        self,
+        version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        artifacts: dict[str, Path] | None = None,
+    ) -> None:
         from mlflow.entities import Metric, RunTag
 
         mv = self._model_version(version)
@@ -543,7 +578,9 @@ class MlflowRegistry(ModelRegistry):
             count = len(self._history_of(model))
             with self._errors():
                 for offset, entry in enumerate(history, start=1):
-                    self.client.set_registered_model_tag(self.model_name, f"{HISTORY_TAG}{count + offset:06d}", json.dumps(entry))
+                    self.client.set_registered_model_tag(
+                        self.model_name, f"{HISTORY_TAG}{count + offset:06d}", json.dumps(entry)
+                    )
                 for name, version in aliases.items():
                     self.client.set_registered_model_alias(self.model_name, name, version)
             self._sync_mirror(self._aliases())

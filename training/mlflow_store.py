@@ -76,7 +76,9 @@ def prepare(settings) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrackingError(f"cannot create the MLflow store folder {path.parent} ({exc.strerror}): check mlflow.tracking_uri and permissions") from None
+            raise TrackingError(
+                f"cannot create the MLflow store folder {path.parent} ({exc.strerror}): check mlflow.tracking_uri and permissions"
+            ) from None
     return uri
 
 

@@ -40,8 +40,12 @@ def time_cutoff(dates: np.ndarray, fraction: float) -> np.datetime64:
 def split_by_time(frame: Frame, hps: Hyperparameters) -> Split:
     """Train on loans dated before a cutoff, validate on the rest (no validation channel given)."""
     if frame.loan_date is None:
-        raise DataError("the train channel has no loan_date column to split by time: add it or give a validation channel")
-    cutoff = np.datetime64(hps.split_date, "D") if hps.split_date else time_cutoff(frame.loan_date, hps.validation_fraction)
+        raise DataError(
+            "the train channel has no loan_date column to split by time: add it or give a validation channel"
+        )
+    cutoff = (
+        np.datetime64(hps.split_date, "D") if hps.split_date else time_cutoff(frame.loan_date, hps.validation_fraction)
+    )
     later = frame.loan_date >= cutoff
     first, last = _iso(frame.loan_date.min()), _iso(frame.loan_date.max())
     if later.all() or not later.any():
@@ -127,7 +131,9 @@ def fit(train: Frame, hps: Hyperparameters, nthread: int) -> Fit:
             )
             if not hps.refit:
                 booster = _keep_rounds(probe, rounds)
-                return Fit(booster=_correct_prior(booster, weight), rounds=rounds, positive_weight=weight, early_stopping=note)
+                return Fit(
+                    booster=_correct_prior(booster, weight), rounds=rounds, positive_weight=weight, early_stopping=note
+                )
             note += "; refit on the whole training part"
         else:
             note = f"skipped (the early-stopping slice dated >= {_iso(cutoff)} lacks a class): {rounds} rounds"

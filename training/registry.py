@@ -104,8 +104,14 @@ class ModelRegistry(abc.ABC):
         """Every alias change, oldest first: {"action", "alias", "version", "previous", "at"}."""
 
     @abc.abstractmethod
-    def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
-                 artifacts: dict[str, Path] | None = None) -> None:
+    def annotate(
+        self,
+        version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        artifacts: dict[str, Path] | None = None,
+    ) -> None:
         """Record more about a version on its run: tags, metrics and files (artifact name -> local file).
 
         The evaluation gate writes its decision here. Tags and metrics of the same name are replaced."""
@@ -150,7 +156,9 @@ def registry_lock(root: Path) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
         handle = open(root / ".lock", "a+")
     except OSError as exc:
-        raise RegistryError(f"cannot open the model registry at {root} ({exc.strerror}): check the path and its permissions") from None
+        raise RegistryError(
+            f"cannot open the model registry at {root} ({exc.strerror}): check the path and its permissions"
+        ) from None
     with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -202,7 +210,9 @@ class LocalRegistry(ModelRegistry):
                 f"registry index {self.index_path} is not valid JSON ({exc}): restore it from a backup"
             ) from None
         if not isinstance(index, dict) or index.get("format_version") != INDEX_FORMAT:
-            raise RegistryError(f"registry index {self.index_path} is not a format {INDEX_FORMAT} index: restore it from a backup")
+            raise RegistryError(
+                f"registry index {self.index_path} is not a format {INDEX_FORMAT} index: restore it from a backup"
+            )
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
@@ -316,11 +326,19 @@ class LocalRegistry(ModelRegistry):
             version = self._entry(index, version)["version"]
             previous = index["aliases"].get(name)
             index["aliases"][name] = version
-            index["history"].append({"action": "alias", "alias": name, "version": version, "previous": previous, "at": _now()})
+            index["history"].append(
+                {"action": "alias", "alias": name, "version": version, "previous": previous, "at": _now()}
+            )
             self._write_index(index)
 
-    def annotate(self, version: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
-                 artifacts: dict[str, Path] | None = None) -> None:
+    def annotate(
+        self,
+        version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        artifacts: dict[str, Path] | None = None,
+    ) -> None:
         with self._locked() as index:
             entry = self._entry(index, version)
             notes = entry.setdefault("annotations", {"tags": {}, "metrics": {}, "artifacts": []})

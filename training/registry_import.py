@@ -32,7 +32,9 @@ def import_index(source: Path, target: MlflowRegistry, echo=print) -> ImportResu
     source = Path(source).resolve()
     old = LocalRegistry(source)
     if not old.index_path.is_file():
-        raise UserError(f"no index.json registry in {source}: pass the folder that holds the old index.json with --from")
+        raise UserError(
+            f"no index.json registry in {source}: pass the folder that holds the old index.json with --from"
+        )
     key = str(source)
     if key in target.imported_from():
         return ImportResult(key, True, {}, {})
@@ -50,14 +52,23 @@ def import_index(source: Path, target: MlflowRegistry, echo=print) -> ImportResu
             continue
         metadata = artifact.read_metadata(old.model_dir(version))  # verified: sha256 of the model file
         mapping[version] = target.register_with_tags(
-            old.model_tar(version), metadata,
-            extra_tags={"imported_from": key, "imported_version": version, "registered_at": entry.get("registered_at", "")},
+            old.model_tar(version),
+            metadata,
+            extra_tags={
+                "imported_from": key,
+                "imported_version": version,
+                "registered_at": entry.get("registered_at", ""),
+            },
         )
         notes = entry.get("annotations")
         if notes:
             folder = old.root / "models" / version / "annotations"
-            target.annotate(mapping[version], tags=notes.get("tags") or {}, metrics=notes.get("metrics") or {},
-                            artifacts={name: folder / name for name in notes.get("artifacts") or [] if (folder / name).is_file()})
+            target.annotate(
+                mapping[version],
+                tags=notes.get("tags") or {},
+                metrics=notes.get("metrics") or {},
+                artifacts={name: folder / name for name in notes.get("artifacts") or [] if (folder / name).is_file()},
+            )
         echo(f"imported version {version} as MLflow version {mapping[version]}")
 
     def mapped(value):
@@ -65,8 +76,10 @@ def import_index(source: Path, target: MlflowRegistry, echo=print) -> ImportResu
 
     own_production = target.alias(PRODUCTION)
     aliases = {name: mapping[v] for name, v in index["aliases"].items() if v in mapping}
-    history = [{**h, "version": mapped(h.get("version")), "previous": mapped(h.get("previous")), "imported_from": key}
-               for h in index["history"]]
+    history = [
+        {**h, "version": mapped(h.get("version")), "previous": mapped(h.get("previous")), "imported_from": key}
+        for h in index["history"]
+    ]
     if own_production is not None:
         # The MLflow registry already has a production model of its own: its stack stays the truth.
         aliases.pop(PRODUCTION, None)

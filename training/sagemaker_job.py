@@ -59,9 +59,16 @@ def _check(request: JobRequest) -> None:
         raise UserError("no IAM role: pass --role or set training.role_arn (a role SageMaker can assume)")
     if not request.role_arn.startswith("arn:"):
         raise UserError(f"--role {request.role_arn!r} is not a role ARN (arn:aws:iam::<account>:role/<name>)")
-    for name, uri in (("train", request.train), ("output", request.output), ("validation", request.validation), ("truth", request.truth)):
+    for name, uri in (
+        ("train", request.train),
+        ("output", request.output),
+        ("validation", request.validation),
+        ("truth", request.truth),
+    ):
         if uri is not None and not uri.startswith("s3://"):
-            raise UserError(f"--{name} {uri!r} is not an s3:// URI: SageMaker reads channels from and writes models to S3")
+            raise UserError(
+                f"--{name} {uri!r} is not an s3:// URI: SageMaker reads channels from and writes models to S3"
+            )
         if uri is not None:
             split_s3(uri)
 
@@ -86,7 +93,9 @@ def create_job(request: JobRequest, boto_session, region: str):
             content_type="application/x-parquet",
             input_mode="File",
             data_source=DataSource(
-                s3_data_source=S3DataSource(s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated")
+                s3_data_source=S3DataSource(
+                    s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"
+                )
             ),
         )
 
@@ -101,11 +110,15 @@ def create_job(request: JobRequest, boto_session, region: str):
         algorithm_specification=AlgorithmSpecification(
             training_image=request.image_uri,
             training_input_mode="File",
-            metric_definitions=[MetricDefinition(name=f"validation:{m}", regex=f"validation:{m}=([-0-9.eE]+)") for m in METRICS],
+            metric_definitions=[
+                MetricDefinition(name=f"validation:{m}", regex=f"validation:{m}=([-0-9.eE]+)") for m in METRICS
+            ],
         ),
         input_data_config=channels,
         output_data_config=OutputDataConfig(s3_output_path=request.output),
-        resource_config=ResourceConfig(instance_type=request.instance_type, instance_count=1, volume_size_in_gb=request.volume_size_gb),
+        resource_config=ResourceConfig(
+            instance_type=request.instance_type, instance_count=1, volume_size_in_gb=request.volume_size_gb
+        ),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=request.max_runtime_seconds),
         hyper_parameters=request.hyperparameters or {},
         session=boto_session,
@@ -122,7 +135,10 @@ def wait(job, poll_seconds: float, timeout_seconds: float | None, echo=print) ->
         status = str(job.training_job_status)
         secondary = str(getattr(job, "secondary_status", "") or "")
         if (status, secondary) != last:
-            echo(f"  {dt.datetime.now().strftime('%H:%M:%S')}  {status}" + (f" / {secondary}" if secondary and secondary != status else ""))
+            echo(
+                f"  {dt.datetime.now().strftime('%H:%M:%S')}  {status}"
+                + (f" / {secondary}" if secondary and secondary != status else "")
+            )
             last = (status, secondary)
         if status in TERMINAL:
             return status
@@ -139,8 +155,15 @@ def _text(value: Any) -> str:
     return "" if text.startswith("<sagemaker") or text == "Unassigned()" else text
 
 
-def train_on_sagemaker(settings, registry: ModelRegistry, request: JobRequest, promote: bool,
-                       poll_seconds: float = 30.0, timeout_seconds: float | None = None, echo=print) -> Registered:
+def train_on_sagemaker(
+    settings,
+    registry: ModelRegistry,
+    request: JobRequest,
+    promote: bool,
+    poll_seconds: float = 30.0,
+    timeout_seconds: float | None = None,
+    echo=print,
+) -> Registered:
     _check(request)
     hyperparameters = dict(request.hyperparameters or {})
     hyperparameters.setdefault("data_uri", request.train)
@@ -148,8 +171,13 @@ def train_on_sagemaker(settings, registry: ModelRegistry, request: JobRequest, p
     if run_id:
         hyperparameters.setdefault("data_run_id", run_id)
     parse_hyperparameters(hyperparameters)  # refuse a bad value here rather than after an instance starts
-    request = JobRequest(**{**request.__dict__, "hyperparameters": to_strings(hyperparameters),
-                            "job_name": request.job_name or job_name()})
+    request = JobRequest(
+        **{
+            **request.__dict__,
+            "hyperparameters": to_strings(hyperparameters),
+            "job_name": request.job_name or job_name(),
+        }
+    )
     logging.getLogger("sagemaker").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     boto_session = session(settings)
     try:
@@ -171,7 +199,9 @@ def train_on_sagemaker(settings, registry: ModelRegistry, request: JobRequest, p
         raise UserError(f"training job {request.job_name} {status.lower()}: {reason}")
     model_uri = _text(getattr(getattr(job, "model_artifacts", None), "s3_model_artifacts", None))
     if not model_uri:
-        raise UserError(f"training job {request.job_name} completed without a model artifact: check the job in the console")
+        raise UserError(
+            f"training job {request.job_name} completed without a model artifact: check the job in the console"
+        )
     echo(f"downloading {model_uri}")
     with tempfile.TemporaryDirectory(prefix="sparkmaker-sagemaker-") as tmp:
         tar = download_object(boto_session.client("s3"), model_uri, Path(tmp) / "model.tar.gz")

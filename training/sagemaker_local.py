@@ -45,8 +45,9 @@ def offline_environment(root: Path) -> dict[str, str]:
     }
 
 
-def run_local_mode(image: str, channels: dict[str, Path], hyperparameters: dict[str, str], root: Path,
-                   echo=print) -> LocalModeResult:
+def run_local_mode(
+    image: str, channels: dict[str, Path], hyperparameters: dict[str, str], root: Path, echo=print
+) -> LocalModeResult:
     """Train `image` on local channel folders under the SDK's local mode; the verified model, or UserError."""
     if "train" not in channels:
         raise UserError("local mode needs a train channel: pass --train DIR (a folder of Parquet files)")
@@ -85,10 +86,14 @@ def collect(root: Path) -> LocalModeResult:
     """The outcome from what the job left: its failure file, else its model.tar.gz (verified)."""
     failure = root / "artifacts" / "output" / "failure"
     if failure.is_file():
-        raise UserError(f"the training job failed: {failure.read_text(encoding='utf-8', errors='replace').strip()[:1024]}")
+        raise UserError(
+            f"the training job failed: {failure.read_text(encoding='utf-8', errors='replace').strip()[:1024]}"
+        )
     tar = root / "compressed_artifacts" / "model.tar.gz"
     if not tar.is_file():
-        raise UserError(f"local mode left no model.tar.gz in {tar.parent} and no failure file: read the job's output above")
+        raise UserError(
+            f"local mode left no model.tar.gz in {tar.parent} and no failure file: read the job's output above"
+        )
     with tempfile.TemporaryDirectory(prefix="sparkmaker-local-mode-") as tmp:
         metadata = artifact.unpack(tar, Path(tmp) / "model")
     return LocalModeResult(tar, metadata, root)

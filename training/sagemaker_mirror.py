@@ -29,13 +29,17 @@ class MirrorError(UserError):
 class SageMakerMirror:
     def __init__(self, settings) -> None:
         if not settings.aws.s3_bucket:
-            raise MirrorError("mlflow.sagemaker_mirror is on but aws.s3_bucket is empty: set the bucket the model packages' tarballs go to")
+            raise MirrorError(
+                "mlflow.sagemaker_mirror is on but aws.s3_bucket is empty: set the bucket the model packages' tarballs go to"
+            )
         self.group = settings.mlflow.sagemaker_group
         self.bucket = settings.aws.s3_bucket
         self.prefix = settings.serving.s3_prefix.strip("/")
         self.image = settings.mlflow.sagemaker_image_uri or settings.serving.image_uri or settings.training.image_uri
         if not self.image:
-            raise MirrorError("mlflow.sagemaker_mirror is on but no inference image is set: set mlflow.sagemaker_image_uri or serving.image_uri")
+            raise MirrorError(
+                "mlflow.sagemaker_mirror is on but no inference image is set: set mlflow.sagemaker_image_uri or serving.image_uri"
+            )
         self._session = session(settings)
 
     def __call__(self, registry, action: str, version: str) -> None:
@@ -65,7 +69,9 @@ class SageMakerMirror:
             if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
                 raise
             client.create_model_package_group(
-                ModelPackageGroupName=self.group, ModelPackageGroupDescription="sparkmaker's credit-risk model (mirror of MLflow)")
+                ModelPackageGroupName=self.group,
+                ModelPackageGroupDescription="sparkmaker's credit-risk model (mirror of MLflow)",
+            )
 
     def add(self, registry, version: str) -> str:
         """Upload the version's tarball and create its model package (PendingManualApproval)."""
@@ -83,8 +89,10 @@ class SageMakerMirror:
             },
             ModelApprovalStatus=PENDING,
             CustomerMetadataProperties={
-                "mlflow_model": registry.model_name, "mlflow_version": str(version),
-                "mlflow_run_id": registry.run_of(version) or "", "model_sha256": mv.model_sha256,
+                "mlflow_model": registry.model_name,
+                "mlflow_version": str(version),
+                "mlflow_run_id": registry.run_of(version) or "",
+                "model_sha256": mv.model_sha256,
                 "snapshot_run_id": mv.run_id or "",
             },
         )["ModelPackageArn"]
@@ -93,9 +101,14 @@ class SageMakerMirror:
 
     def packages(self, registry) -> dict[str, str]:
         """MLflow version -> model package ARN, for the mirrored versions."""
-        return {v.version: tags[PACKAGE_TAG] for v, tags in
-                ((v, registry.client.get_model_version(registry.model_name, v.version).tags or {}) for v in registry.versions())
-                if PACKAGE_TAG in tags}
+        return {
+            v.version: tags[PACKAGE_TAG]
+            for v, tags in (
+                (v, registry.client.get_model_version(registry.model_name, v.version).tags or {})
+                for v in registry.versions()
+            )
+            if PACKAGE_TAG in tags
+        }
 
     def approve(self, registry, production: str | None) -> dict[str, str]:
         """Approved for the production version, Rejected for one approved before; returns version -> status."""

@@ -142,11 +142,16 @@ def data_page(settings: Settings, run_id: str | None) -> dict[str, Any]:
             except (UserError, OSError, ValueError):
                 manifest = None
         rejects = (manifest or {}).get("rejects") or {}
-        rows.append({
-            "snapshot": s, "manifest": manifest, "current": s.run_id == current_id,
-            "rejects_text": ", ".join(f"{reason} {count:,}" for reason, count in rejects.items() if count) or "none",
-            "size": f"{s.size_bytes / 1e6:,.1f} MB" if s.size_bytes >= 100_000 else f"{s.size_bytes / 1e3:,.1f} kB",
-        })
+        rows.append(
+            {
+                "snapshot": s,
+                "manifest": manifest,
+                "current": s.run_id == current_id,
+                "rejects_text": ", ".join(f"{reason} {count:,}" for reason, count in rejects.items() if count)
+                or "none",
+                "size": f"{s.size_bytes / 1e6:,.1f} MB" if s.size_bytes >= 100_000 else f"{s.size_bytes / 1e3:,.1f} kB",
+            }
+        )
     chosen = next((r for r in rows if r["snapshot"].run_id == (run_id or current_id)), None)
     if run_id and chosen is None:
         return {"error": f"no snapshot {run_id}: pick one from the list", "snapshots": rows, "current": current_id}
@@ -186,8 +191,10 @@ def monitoring_page(settings: Settings) -> dict[str, Any]:
 
         latest = monitoring.latest(settings)
     except ImportError:
-        return {"missing": "the monitoring package is not installed in this API (import monitoring failed): "
-                "drift and realized-quality figures appear here once it is"}
+        return {
+            "missing": "the monitoring package is not installed in this API (import monitoring failed): "
+            "drift and realized-quality figures appear here once it is"
+        }
     except Exception as exc:
         return {"missing": f"the monitoring figures cannot be read: {_one_line(exc)}"}
     if latest is None:

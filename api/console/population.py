@@ -72,5 +72,7 @@ class Population:
                 continue
             below = np.searchsorted(values, value, side="left")
             through = np.searchsorted(values, value, side="right")
-            result[name] = Standing(100.0 * (below + (through - below) / 2) / len(values), float(np.median(values)), len(values))
+            result[name] = Standing(
+                100.0 * (below + (through - below) / 2) / len(values), float(np.median(values)), len(values)
+            )
         return result

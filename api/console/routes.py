@@ -99,7 +99,9 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
     @router.get("")
     @router.get("/")
     async def home(request: Request) -> Response:
-        return _secure(RedirectResponse("/console/customer" if signed_in(request) else "/console/sign-in", status_code=303))
+        return _secure(
+            RedirectResponse("/console/customer" if signed_in(request) else "/console/sign-in", status_code=303)
+        )
 
     # Sign-in --------------------------------------------------------------------------------
     def _next(value: str | None) -> str:
@@ -131,8 +133,13 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
             settings.console.cookie_secure == "auto" and request.url.scheme == "https"
         )
         response.set_cookie(
-            COOKIE, sessions.issue(hash_key(key)), max_age=int(sessions.lifetime_seconds), path="/console",
-            httponly=True, samesite="strict", secure=secure,
+            COOKIE,
+            sessions.issue(hash_key(key)),
+            max_age=int(sessions.lifetime_seconds),
+            path="/console",
+            httponly=True,
+            samesite="strict",
+            secure=secure,
         )
         return _secure(response)
 
@@ -176,7 +183,12 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
             "status": 200,
             "item": service.item(scored, scoring),
             "features": [
-                {"name": n, "value": record.features[n], "text": sentence(n, record.features[n]), "standing": standing[n]}
+                {
+                    "name": n,
+                    "value": record.features[n],
+                    "text": sentence(n, record.features[n]),
+                    "standing": standing[n],
+                }
                 for n in FEATURE_COLUMNS
             ],
             "standing_note": standing_note,
@@ -201,7 +213,9 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
     async def plot(request: Request, version: str, plot: str) -> Response:
         path = await run_in_threadpool(pages.plot_path, settings, version, plot)
         if path is None:
-            return render(request, "message.html", status=404, page="models", message=f"no {plot} plot for version {version}")
+            return render(
+                request, "message.html", status=404, page="models", message=f"no {plot} plot for version {version}"
+            )
         return _secure(FileResponse(path, media_type="image/png"))
 
     @router.get("/data", dependencies=session)
@@ -211,14 +225,22 @@ def build_router(settings: Settings, sessions: Sessions, population: Population)
 
     @router.get("/monitoring", dependencies=session)
     async def monitoring(request: Request) -> Response:
-        return render(request, "monitoring.html", page="monitoring", **await run_in_threadpool(pages.monitoring_page, settings))
+        return render(
+            request, "monitoring.html", page="monitoring", **await run_in_threadpool(pages.monitoring_page, settings)
+        )
 
     @router.get("/monitoring/report", dependencies=session)
     async def monitoring_report(request: Request) -> Response:
         try:
             html = await run_in_threadpool(pages.monitoring_report, settings)
         except ImportError:
-            return render(request, "message.html", status=404, page="monitoring", message="the monitoring package is not installed here")
+            return render(
+                request,
+                "message.html",
+                status=404,
+                page="monitoring",
+                message="the monitoring package is not installed here",
+            )
         except Exception as exc:
             return render(request, "message.html", status=404, page="monitoring", message=pages._one_line(exc))
         return _secure(HTMLResponse(html), REPORT_CSP)

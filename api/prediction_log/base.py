@@ -36,8 +36,18 @@ class LogEntry:
 
 
 COLUMNS: tuple[str, ...] = (
-    "ts", "request_id", "customer_id", "features", "probability", "label", "threshold",
-    "model_version", "snapshot_run_id", "snapshot_as_of", "latency_ms", "reasons",
+    "ts",
+    "request_id",
+    "customer_id",
+    "features",
+    "probability",
+    "label",
+    "threshold",
+    "model_version",
+    "snapshot_run_id",
+    "snapshot_as_of",
+    "latency_ms",
+    "reasons",
 )
 
 

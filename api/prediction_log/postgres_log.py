@@ -60,7 +60,9 @@ class PostgresPredictionLog(PredictionLog):
                 # CREATE ... IF NOT EXISTS races with itself in PostgreSQL (two workers starting at
                 # once: a unique violation on pg_type); an advisory lock makes them take turns.
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sparkmaker-prediction-log:{self.table}",))
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sparkmaker-prediction-log:{self.table}",)
+                    )
                     conn.execute(
                         sql.SQL(
                             """CREATE TABLE IF NOT EXISTS {} (
@@ -74,13 +76,17 @@ class PostgresPredictionLog(PredictionLog):
                     # A log written before explanations existed: add the column (NULL for the old rows).
                     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS reasons JSONB").format(self._ident()))
                     conn.execute(
-                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ts)").format(sql.Identifier(f"{self.table}_ts"), self._ident())
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ts)").format(
+                            sql.Identifier(f"{self.table}_ts"), self._ident()
+                        )
                     )
                 self._schema_ready = True
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
-            raise LogUnavailable(f"cannot reach the prediction log at {_redact(self.dsn)}: {str(exc).strip().splitlines()[0]}") from None
+            raise LogUnavailable(
+                f"cannot reach the prediction log at {_redact(self.dsn)}: {str(exc).strip().splitlines()[0]}"
+            ) from None
         self._conn = conn
         return conn
 
@@ -93,21 +99,36 @@ class PostgresPredictionLog(PredictionLog):
             except psycopg.Error as exc:
                 if conn.broken or conn.closed:
                     self._conn = None  # reconnect on the next call
-                raise LogUnavailable(f"the prediction log at {_redact(self.dsn)} failed: {str(exc).strip().splitlines()[0]}") from None
+                raise LogUnavailable(
+                    f"the prediction log at {_redact(self.dsn)} failed: {str(exc).strip().splitlines()[0]}"
+                ) from None
 
     def write_batch(self, entries: Sequence[LogEntry]) -> None:
         if not entries:
             return
         sql = self._psycopg.sql
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self._ident(), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            self._ident(), sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
 
         def write(conn) -> None:
             with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
                 for e in entries:
                     copy.write_row(
-                        (e.ts, e.request_id, e.customer_id, json.dumps(e.features), e.probability, e.label, e.threshold,
-                         e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms,
-                         None if e.reasons is None else json.dumps(e.reasons))
+                        (
+                            e.ts,
+                            e.request_id,
+                            e.customer_id,
+                            json.dumps(e.features),
+                            e.probability,
+                            e.label,
+                            e.threshold,
+                            e.model_version,
+                            e.snapshot_run_id,
+                            e.snapshot_as_of,
+                            e.latency_ms,
+                            None if e.reasons is None else json.dumps(e.reasons),
+                        )
                     )
 
         self._run(write)
@@ -119,12 +140,15 @@ class PostgresPredictionLog(PredictionLog):
         )
         rows = self._run(lambda conn: conn.execute(query, (limit,)).fetchall())
         return [
-            LogEntry(_iso(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].isoformat(), r[10], r[11]) for r in rows
+            LogEntry(_iso(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9].isoformat(), r[10], r[11])
+            for r in rows
         ]
 
     def count(self) -> int:
         sql = self._psycopg.sql
-        return self._run(lambda conn: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident())).fetchone()[0])
+        return self._run(
+            lambda conn: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident())).fetchone()[0]
+        )
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -16,15 +16,32 @@ from pathlib import Path
 from api.prediction_log.base import LogUnavailable
 from configuration.settings import Settings
 
-SERVED_COLUMNS: tuple[str, ...] = ("ts", "customer_id", "probability", "label", "threshold", "model_version", "snapshot_as_of")
+SERVED_COLUMNS: tuple[str, ...] = (
+    "ts",
+    "customer_id",
+    "probability",
+    "label",
+    "threshold",
+    "model_version",
+    "snapshot_as_of",
+)
 
 
 def _frame(rows: list[tuple]):
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=list(SERVED_COLUMNS))
-    return frame.astype({"customer_id": "int64", "probability": "float64", "label": "int64", "threshold": "float64",
-                         "model_version": "str", "snapshot_as_of": "str", "ts": "str"})
+    return frame.astype(
+        {
+            "customer_id": "int64",
+            "probability": "float64",
+            "label": "int64",
+            "threshold": "float64",
+            "model_version": "str",
+            "snapshot_as_of": "str",
+            "ts": "str",
+        }
+    )
 
 
 def iso_utc(moment: dt.datetime) -> str:
@@ -60,7 +77,9 @@ class SqlitePredictionReader(PredictionReader):
         try:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
-                known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)).fetchone()
+                known = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+                ).fetchone()
                 rows = conn.execute(query + " ORDER BY seq", params).fetchall() if known else []
             finally:
                 conn.close()
@@ -100,7 +119,9 @@ class PostgresPredictionReader(PredictionReader):
                 known = regclass[0]
                 rows = conn.execute(query, params).fetchall() if known else []
         except psycopg.Error as exc:
-            raise LogUnavailable(f"cannot read the prediction log at {self._where}: {str(exc).strip().splitlines()[0]}") from None
+            raise LogUnavailable(
+                f"cannot read the prediction log at {self._where}: {str(exc).strip().splitlines()[0]}"
+            ) from None
         return _frame([(iso_utc(r[0]), *r[1:6], r[6].isoformat()) for r in rows])
 
 

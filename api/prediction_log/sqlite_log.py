@@ -70,9 +70,20 @@ class SqlitePredictionLog(PredictionLog):
             return
         conn = self._connect()
         rows = [
-            (e.ts, e.request_id, e.customer_id, json.dumps(e.features), e.probability, e.label, e.threshold,
-             e.model_version, e.snapshot_run_id, e.snapshot_as_of, e.latency_ms,
-             None if e.reasons is None else json.dumps(e.reasons))
+            (
+                e.ts,
+                e.request_id,
+                e.customer_id,
+                json.dumps(e.features),
+                e.probability,
+                e.label,
+                e.threshold,
+                e.model_version,
+                e.snapshot_run_id,
+                e.snapshot_as_of,
+                e.latency_ms,
+                None if e.reasons is None else json.dumps(e.reasons),
+            )
             for e in entries
         ]
         try:
@@ -87,12 +98,29 @@ class SqlitePredictionLog(PredictionLog):
             raise LogUnavailable(f"cannot write the prediction log {self.path}: {exc}") from None
 
     def recent(self, limit: int = 100) -> list[LogEntry]:
-        rows = self._connect().execute(
-            f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
-        ).fetchall()
+        rows = (
+            self._connect()
+            .execute(
+                f"SELECT {', '.join(COLUMNS)} FROM (SELECT * FROM {self.table} ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (limit,),
+            )
+            .fetchall()
+        )
         return [
-            LogEntry(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-                     None if row[11] is None else json.loads(row[11]))
+            LogEntry(
+                row[0],
+                row[1],
+                row[2],
+                json.loads(row[3]),
+                row[4],
+                row[5],
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+                None if row[11] is None else json.loads(row[11]),
+            )
             for row in rows
         ]
 

@@ -56,7 +56,10 @@ async def ready(services: ServicesDep) -> JSONResponse:
     )
     body = {
         "ready": store_ok and model_ok,
-        "checks": {"feature_store": {"ok": store_ok, "detail": store_detail}, "model_endpoint": {"ok": model_ok, "detail": model_detail}},
+        "checks": {
+            "feature_store": {"ok": store_ok, "detail": store_detail},
+            "model_endpoint": {"ok": model_ok, "detail": model_detail},
+        },
         "request_id": current_request_id(),
     }
     return JSONResponse(body, status_code=200 if body["ready"] else 503)

@@ -13,7 +13,9 @@ router = APIRouter(tags=["operations"])
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}
+    },
 )
 async def metrics(request: Request) -> Response:
     metrics = request.app.state.metrics

@@ -19,10 +19,17 @@ RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "sch
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key."},
     413: {"model": ErrorBody, "description": "The request body is larger than api.max_body_bytes."},
-    429: {"model": ErrorBody, "description": "Too many failed authentications from this address: wait Retry-After seconds.",
-          "headers": RETRY},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many failed authentications from this address: wait Retry-After seconds.",
+        "headers": RETRY,
+    },
     502: {"model": ErrorBody, "description": "The model endpoint answered with an error."},
-    503: {"model": ErrorBody, "description": "The feature store or the model endpoint is unreachable.", "headers": RETRY},
+    503: {
+        "model": ErrorBody,
+        "description": "The feature store or the model endpoint is unreachable.",
+        "headers": RETRY,
+    },
     504: {"model": ErrorBody, "description": "The model endpoint did not answer in time (api.timeout_seconds)."},
 }
 
@@ -34,8 +41,16 @@ def only_query(*allowed: str) -> Any:
         extra = [name for name in request.query_params if name not in allowed]
         if extra:
             takes = ", ".join(allowed) or "no query parameters"
-            raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", extra[0]), "input": request.query_params[extra[0]],
-                                           "msg": f"unknown query parameter (this route takes {takes})"}])
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ("query", extra[0]),
+                        "input": request.query_params[extra[0]],
+                        "msg": f"unknown query parameter (this route takes {takes})",
+                    }
+                ]
+            )
 
     return Depends(check)
 
@@ -48,13 +63,18 @@ def build_router(max_batch: int) -> APIRouter:
         "/predict/{id}",
         response_model=Prediction,
         summary="Score one customer",
-        responses={**COMMON_ERRORS, 404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."}},
+        responses={
+            **COMMON_ERRORS,
+            404: {"model": ErrorBody, "description": "The id is not in the current feature snapshot."},
+        },
         dependencies=[only_query("explain")],
     )
     async def predict_one(
         # BeforeValidator beside Path (not in a nested Annotated alias, which loses minimum/maximum from the schema).
         id: Annotated[
-            int, Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804]), BeforeValidator(decimal_digits)
+            int,
+            Path(ge=ID_MIN, le=ID_MAX, description="Customer id, e.g. 5008804.", examples=[5008804]),
+            BeforeValidator(decimal_digits),
         ],
         services: ServicesDep,
         explain: Annotated[bool, Query(description="Add explanation (exact TreeSHAP, log-odds) and reasons.")] = False,

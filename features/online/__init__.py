@@ -21,8 +21,14 @@ from features.online.base import (
 )
 
 __all__ = [
-    "FeatureRecord", "MissingDependency", "OnlineStore", "SnapshotInfo", "StoreError", "StoreUnavailable",
-    "open_store", "store_config",
+    "FeatureRecord",
+    "MissingDependency",
+    "OnlineStore",
+    "SnapshotInfo",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+    "store_config",
 ]
 
 
@@ -32,7 +38,9 @@ def store_config(settings: Settings):
     if section.kind == "redis":
         from features.online.redis_store import RedisStoreConfig
 
-        return RedisStoreConfig(url=section.redis_url, key_prefix=section.key_prefix, timeout_seconds=section.timeout_seconds)
+        return RedisStoreConfig(
+            url=section.redis_url, key_prefix=section.key_prefix, timeout_seconds=section.timeout_seconds
+        )
     from features.online.sqlite_store import SqliteStoreConfig
 
     return SqliteStoreConfig(path=settings.online_sqlite_path(), timeout_seconds=section.timeout_seconds)

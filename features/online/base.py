@@ -75,7 +75,9 @@ def utc_now() -> str:
 
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise StoreError(f"run id {run_id!r} is not valid: letters, digits, '_', '.', '-' only (as the feature job makes them)")
+        raise StoreError(
+            f"run id {run_id!r} is not valid: letters, digits, '_', '.', '-' only (as the feature job makes them)"
+        )
     return run_id
 
 
@@ -190,4 +192,3 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """Where the store is, for messages (no secrets)."""
-

@@ -43,11 +43,15 @@ def _arrow_batches(uri: str, batch_rows: int) -> Iterator[list[Row]]:
 
     path = lake.local_path(uri)
     if not path.exists():
-        raise UserError(f"the latest-features Parquet {uri} does not exist: the snapshot is incomplete, run the feature job again")
+        raise UserError(
+            f"the latest-features Parquet {uri} does not exist: the snapshot is incomplete, run the feature job again"
+        )
     dataset = ds.dataset(str(path), format="parquet")
     missing = [name for name in COLUMNS if name not in dataset.schema.names]
     if missing:
-        raise UserError(f"the latest-features Parquet {uri} lacks {', '.join(missing)}: it was not written by this feature job")
+        raise UserError(
+            f"the latest-features Parquet {uri} lacks {', '.join(missing)}: it was not written by this feature job"
+        )
     for batch in dataset.to_batches(columns=list(COLUMNS), batch_size=batch_rows):
         if batch.num_rows:
             yield list(zip(*(batch.column(i).to_pylist() for i in range(len(COLUMNS)))))
@@ -73,7 +77,9 @@ def _checked(batches: Iterator[list[Row]], expected_rows: int | None, uri: str) 
             if ident is None:
                 raise UserError(f"{uri} has a row without an id: the snapshot is corrupt, run the feature job again")
             if ident in seen:
-                raise UserError(f"{uri} has id {ident} twice: one row per customer is expected, run the feature job again")
+                raise UserError(
+                    f"{uri} has id {ident} twice: one row per customer is expected, run the feature job again"
+                )
             seen.add(ident)
         yield batch
     if expected_rows is not None and len(seen) != expected_rows:
@@ -93,7 +99,9 @@ def materialize(
     manifest = lake.read_manifest(settings, run_id, spark)
     latest = manifest.get("outputs", {}).get("latest")
     if not latest or "uri" not in latest:
-        raise UserError(f"the manifest of snapshot {manifest.get('run_id')} names no latest-features output: run the feature job again")
+        raise UserError(
+            f"the manifest of snapshot {manifest.get('run_id')} names no latest-features output: run the feature job again"
+        )
     uri = latest["uri"]
     batch_rows = settings.online_store.write_batch_rows
     if lake.is_local(uri):
@@ -101,12 +109,18 @@ def materialize(
     elif spark is not None:
         batches = _spark_batches(spark, uri, batch_rows)
     else:
-        raise UserError(f"the latest features are at {uri}, which only Spark can read: run materialize from a Spark session")
+        raise UserError(
+            f"the latest features are at {uri}, which only Spark can read: run materialize from a Spark session"
+        )
     own_store = store is None
     store = store or open_store(settings)
     try:
-        snapshot = store.write_snapshot(manifest["run_id"], manifest["as_of"], _checked(batches, latest.get("rows"), uri))
+        snapshot = store.write_snapshot(
+            manifest["run_id"], manifest["as_of"], _checked(batches, latest.get("rows"), uri)
+        )
     finally:
         if own_store:
             store.close()
-    return MaterializeResult(snapshot=snapshot, seconds=time.perf_counter() - started, store=store.describe(), source_uri=uri)
+    return MaterializeResult(
+        snapshot=snapshot, seconds=time.perf_counter() - started, store=store.describe(), source_uri=uri
+    )

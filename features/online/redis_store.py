@@ -75,10 +75,14 @@ class RedisStoreConfig(BaseModel):
 
     type: Literal["redis"] = "redis"
     url: str = Field(description="redis:// (or rediss://) URL with the database number, e.g. redis://127.0.0.1:6379/0.")
-    key_prefix: str = Field("sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every key the store writes.")
+    key_prefix: str = Field(
+        "sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every key the store writes."
+    )
     timeout_seconds: float = Field(1.0, gt=0, description="Connect and read timeout of one call to the server.")
     stale_after_seconds: float = Field(
-        3600.0, ge=0, description="A snapshot still being written after this long belongs to a dead materialization and is swept."
+        3600.0,
+        ge=0,
+        description="A snapshot still being written after this long belongs to a dead materialization and is swept.",
     )
 
 
@@ -153,7 +157,9 @@ class RedisOnlineStore(OnlineStore):
                     try:
                         client = self._redis.Redis.from_url(self.config.url, **self._options())
                     except ValueError as exc:
-                        raise StoreError(f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB") from None
+                        raise StoreError(
+                            f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB"
+                        ) from None
                     self._script = client.register_script(_READ_SCRIPT)
                     self._current_script = client.register_script(_CURRENT_SCRIPT)
                     self._client = client
@@ -166,7 +172,9 @@ class RedisOnlineStore(OnlineStore):
             try:
                 client = redis.asyncio.Redis.from_url(self.config.url, **self._options())
             except ValueError as exc:
-                raise StoreError(f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB") from None
+                raise StoreError(
+                    f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB"
+                ) from None
             self._async_script = client.register_script(_READ_SCRIPT)
             self._async_current_script = client.register_script(_CURRENT_SCRIPT)
             self._async_client = client
@@ -209,7 +217,13 @@ class RedisOnlineStore(OnlineStore):
             pipe = client.pipeline(transaction=True)
             pipe.hset(
                 self._meta_key(namespace),
-                mapping={"run_id": run_id, "as_of": str(as_of), "state": "writing", "started_at": utc_now(), "started_epoch": repr(time.time())},
+                mapping={
+                    "run_id": run_id,
+                    "as_of": str(as_of),
+                    "state": "writing",
+                    "started_at": utc_now(),
+                    "started_epoch": repr(time.time()),
+                },
             )
             pipe.sadd(self._set_key, namespace)
             pipe.execute()
@@ -260,7 +274,9 @@ class RedisOnlineStore(OnlineStore):
             previous = pipe.get(self._current_key)
             pipe.multi()
             pipe.set(self._current_key, namespace)
-            pipe.hset(self._meta_key(namespace), mapping={"state": "current", "rows": rows, "published_at": published_at})
+            pipe.hset(
+                self._meta_key(namespace), mapping={"state": "current", "rows": rows, "published_at": published_at}
+            )
             if previous and previous != namespace:
                 pipe.hset(self._meta_key(previous), "state", "retired")
             result.update(meta=meta, previous=previous)
@@ -272,7 +288,9 @@ class RedisOnlineStore(OnlineStore):
             # uses and the next begin_snapshot removes.
             self._call(self._drop, previous)
         meta = result["meta"]
-        return SnapshotInfo(run_id=meta["run_id"], as_of=meta["as_of"], rows=rows, namespace=namespace, published_at=published_at)
+        return SnapshotInfo(
+            run_id=meta["run_id"], as_of=meta["as_of"], rows=rows, namespace=namespace, published_at=published_at
+        )
 
     def _drop(self, namespace: str) -> None:
         client = self._sync()
@@ -343,13 +361,18 @@ class RedisOnlineStore(OnlineStore):
         if not meta:
             return None
         return SnapshotInfo(
-            run_id=meta["run_id"], as_of=meta["as_of"], rows=int(meta.get("rows", 0)), namespace=namespace,
+            run_id=meta["run_id"],
+            as_of=meta["as_of"],
+            rows=int(meta.get("rows", 0)),
+            namespace=namespace,
             published_at=meta.get("published_at", ""),
         )
 
     def current_snapshot(self) -> SnapshotInfo | None:
         self._sync()
-        return self._snapshot_from(self._call(self._current_script, keys=[self._current_key], args=[self.config.key_prefix]))
+        return self._snapshot_from(
+            self._call(self._current_script, keys=[self._current_key], args=[self.config.key_prefix])
+        )
 
     async def current_snapshot_async(self) -> SnapshotInfo | None:
         self._async()
@@ -379,7 +402,9 @@ class RedisOnlineStore(OnlineStore):
 
     def row_count(self, namespace: str) -> int:
         client = self._sync()
-        return self._call(lambda: sum(1 for _ in client.scan_iter(match=f"{self.config.key_prefix}:{namespace}:*", count=5000)))
+        return self._call(
+            lambda: sum(1 for _ in client.scan_iter(match=f"{self.config.key_prefix}:{namespace}:*", count=5000))
+        )
 
     def teardown(self) -> None:
         client = self._sync()

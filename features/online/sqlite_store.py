@@ -50,10 +50,14 @@ class SqliteStoreConfig(BaseModel):
     type: Literal["sqlite"] = "sqlite"
     path: Path = Field(description="The database file; its folder is created when missing.")
     timeout_seconds: float = Field(
-        1.0, gt=0, description="How long a call waits for a lock held by a writer before the store counts as unavailable."
+        1.0,
+        gt=0,
+        description="How long a call waits for a lock held by a writer before the store counts as unavailable.",
     )
     stale_after_seconds: float = Field(
-        3600.0, ge=0, description="A snapshot still being written after this long belongs to a dead materialization and is swept."
+        3600.0,
+        ge=0,
+        description="A snapshot still being written after this long belongs to a dead materialization and is swept.",
     )
 
 
@@ -62,13 +66,17 @@ class SqliteOnlineStore(OnlineStore):
 
     def __init__(self, config: SqliteStoreConfig) -> None:
         self.config = config
-        self._connections = ThreadConnections(config.path, config.timeout_seconds)  # one per thread (configuration.sqlite)
+        self._connections = ThreadConnections(
+            config.path, config.timeout_seconds
+        )  # one per thread (configuration.sqlite)
         self._schema_ready = False
         columns = ", ".join(f"f.{name}" for name in self.features)
         self._select = f"SELECT c.run_id, c.as_of, f.id, {columns} FROM current c JOIN features f ON f.namespace = c.namespace WHERE c.one = 1 AND f.id "
         self._read_sql: dict[int, str] = {}
         placeholders = ", ".join("?" for _ in range(1 + len(self.features)))
-        self._insert = f"INSERT OR REPLACE INTO features (namespace, id, {', '.join(self.features)}) VALUES (?, {placeholders})"
+        self._insert = (
+            f"INSERT OR REPLACE INTO features (namespace, id, {', '.join(self.features)}) VALUES (?, {placeholders})"
+        )
 
     def describe(self) -> str:
         return f"sqlite store {self.config.path}"
@@ -241,9 +249,11 @@ class SqliteOnlineStore(OnlineStore):
 
     def current_snapshot(self) -> SnapshotInfo | None:
         try:
-            row = self._connect().execute(
-                "SELECT run_id, as_of, rows, namespace, published_at FROM current WHERE one = 1"
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute("SELECT run_id, as_of, rows, namespace, published_at FROM current WHERE one = 1")
+                .fetchone()
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot read the online store {self.config.path}: {exc}") from None
         return SnapshotInfo(*row) if row else None
@@ -265,7 +275,9 @@ class SqliteOnlineStore(OnlineStore):
 
     def row_count(self, namespace: str) -> int:
         try:
-            return self._connect().execute("SELECT count(*) FROM features WHERE namespace = ?", (namespace,)).fetchone()[0]
+            return (
+                self._connect().execute("SELECT count(*) FROM features WHERE namespace = ?", (namespace,)).fetchone()[0]
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot read the online store {self.config.path}: {exc}") from None
 

@@ -79,8 +79,9 @@ def run_step(step: str, **context) -> str:
     command = step_command(step, as_of, context["params"])
     print("running: " + " ".join(command), flush=True)
     last = ""
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as process:
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
         if process.stdout is None:  # stdout=PIPE gives it
             raise RuntimeError(f"step {step}: the subprocess has no output pipe")
         for line in process.stdout:
@@ -115,8 +116,12 @@ def build_dag() -> DAG:
         max_active_runs=1,
         default_args=default_args,
         params={
-            "force": Param(False, type="boolean", description="Recompute every step and promote regardless of the gate."),
-            "input": Param("", type="string", description="Raw CSV to ingest instead of the configured one (path or s3:// URI)."),
+            "force": Param(
+                False, type="boolean", description="Recompute every step and promote regardless of the gate."
+            ),
+            "input": Param(
+                "", type="string", description="Raw CSV to ingest instead of the configured one (path or s3:// URI)."
+            ),
         },
         tags=["sparkmaker"],
         doc_md=__doc__,

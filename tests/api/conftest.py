@@ -47,7 +47,13 @@ def make_model_dir(path: Path, seed: int = 3, threshold: float = THRESHOLD) -> P
     rng = np.random.default_rng(seed)
     rows = 2000
     x = np.column_stack(
-        [rng.poisson(20, rows), rng.gamma(2.0, 1500.0, rows), rng.integers(18, 80, rows), rng.integers(0, 40, rows), rng.integers(0, 2, rows)]
+        [
+            rng.poisson(20, rows),
+            rng.gamma(2.0, 1500.0, rows),
+            rng.integers(18, 80, rows),
+            rng.integers(0, 40, rows),
+            rng.integers(0, 2, rows),
+        ]
     ).astype(np.float32)
     x[rng.random(x.shape) < 0.1] = np.nan
     logit = 0.05 * np.nan_to_num(x[:, 0]) - 0.03 * np.nan_to_num(x[:, 2], nan=40) + 0.8 * np.nan_to_num(x[:, 4]) - 0.5
@@ -65,7 +71,13 @@ def make_model_dir(path: Path, seed: int = 3, threshold: float = THRESHOLD) -> P
             "threshold": threshold,
             "metrics": {"roc_auc": 0.7},
             "hyperparameters": {"max_depth": 4, "num_round": 30},
-            "training_data": {"run_id": "run-test", "uri": "/lake/x", "rows_train": rows, "rows_validation": 0, "split": "none"},
+            "training_data": {
+                "run_id": "run-test",
+                "uri": "/lake/x",
+                "rows_train": rows,
+                "rows_validation": 0,
+                "split": "none",
+            },
             "code_version": "unknown",
             "created_at": "2026-01-01T00:00:00Z",
         },
@@ -130,7 +142,9 @@ def serve_app(app, port: int | None = None) -> ApiServer:
     import uvicorn
 
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False, log_config=None)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False, log_config=None
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -146,7 +160,12 @@ def serve_app(app, port: int | None = None) -> ApiServer:
 def store_section(kind: str, tmp: Path, request) -> dict:
     if kind == "redis":
         url = request.getfixturevalue("redis_url")  # skips, naming Redis, when it is down
-        return {"kind": "redis", "redis_url": url, "key_prefix": f"apitest-{uuid.uuid4().hex[:10]}", "write_batch_rows": 100}
+        return {
+            "kind": "redis",
+            "redis_url": url,
+            "key_prefix": f"apitest-{uuid.uuid4().hex[:10]}",
+            "write_batch_rows": 100,
+        }
     return {"kind": "sqlite", "sqlite_path": str(tmp / "online" / "features.sqlite"), "write_batch_rows": 100}
 
 
@@ -155,7 +174,11 @@ def log_section(kind: str, tmp: Path, request) -> dict:
     if kind == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")  # skips, naming PostgreSQL, when it is down
         return {"prediction_log": "postgres", "prediction_log_dsn": dsn, "prediction_log_table": table}
-    return {"prediction_log": "sqlite", "prediction_log_sqlite": str(tmp / "state" / "predictions.sqlite"), "prediction_log_table": table}
+    return {
+        "prediction_log": "sqlite",
+        "prediction_log_sqlite": str(tmp / "state" / "predictions.sqlite"),
+        "prediction_log_table": table,
+    }
 
 
 def api_settings(tmp: Path, store: dict, log: dict, model_url: str, sections: dict | None = None, **api) -> Settings:
@@ -176,7 +199,9 @@ def api_settings(tmp: Path, store: dict, log: dict, model_url: str, sections: di
     )
 
 
-def materialize_generation(settings: Settings, generation: int, run_id: str = RUN_ID, as_of: str = AS_OF, ids=CUSTOMERS) -> dict:
+def materialize_generation(
+    settings: Settings, generation: int, run_id: str = RUN_ID, as_of: str = AS_OF, ids=CUSTOMERS
+) -> dict:
     """Publish a snapshot in the test's lake and materialize it, as the feature job would."""
     from features.online.materialize import materialize
 
@@ -217,7 +242,14 @@ class Deployment:
 
 
 def deploy(
-    tmp: Path, request, store_kind: str, log_kind: str, model_url: str, generation: int | None = 0, sections: dict | None = None, **api
+    tmp: Path,
+    request,
+    store_kind: str,
+    log_kind: str,
+    model_url: str,
+    generation: int | None = 0,
+    sections: dict | None = None,
+    **api,
 ) -> Deployment:
     from api.main import create_app
 

@@ -12,7 +12,10 @@ from tests.api.conftest import API_KEY, CUSTOMERS, deploy, teardown_deployment
 
 
 def test_missing_key_is_401_with_www_authenticate(deployment):
-    for response in (deployment.get(f"/predict/{CUSTOMERS[0]}", key=None), deployment.post("/predict", {"ids": [1]}, key=None)):
+    for response in (
+        deployment.get(f"/predict/{CUSTOMERS[0]}", key=None),
+        deployment.post("/predict", {"ids": [1]}, key=None),
+    ):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert "missing API key" in response.json()["detail"]
@@ -74,14 +77,18 @@ def test_append_hash_keeps_the_file_and_merges_into_an_existing_api_table(tmp_pa
     config = tmp_path / "local.toml"
     append_hash(config, "a" * 64)
     assert tomllib.loads(config.read_text())["api"]["api_key_hashes"] == ["a" * 64]
-    config.write_text('# mine\n[paths]\nlake = "/data"  # keep me\n\n[api]\nport = 9000\napi_key_hashes = [\n  "' + "b" * 64 + '",\n]\n\n[spark]\nmaster = "local[4]"\n')
+    config.write_text(
+        '# mine\n[paths]\nlake = "/data"  # keep me\n\n[api]\nport = 9000\napi_key_hashes = [\n  "'
+        + "b" * 64
+        + '",\n]\n\n[spark]\nmaster = "local[4]"\n'
+    )
     append_hash(config, "c" * 64)
     append_hash(config, "c" * 64)  # twice: kept once
     parsed = tomllib.loads(config.read_text())
     assert parsed["api"] == {"port": 9000, "api_key_hashes": ["b" * 64, "c" * 64]}
     assert parsed["paths"] == {"lake": "/data"} and parsed["spark"] == {"master": "local[4]"}
     assert "# keep me" in config.read_text() and config.read_text().startswith("# mine")
-    config.write_text('[api]\nport = 9000\n')
+    config.write_text("[api]\nport = 9000\n")
     append_hash(config, "d" * 64)
     assert tomllib.loads(config.read_text())["api"] == {"port": 9000, "api_key_hashes": ["d" * 64]}
     config.write_text("[api\n")

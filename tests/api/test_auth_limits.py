@@ -50,8 +50,9 @@ def test_the_table_is_bounded_and_forgets_the_oldest_address_first():
 
 
 def test_wrong_keys_beyond_the_limit_are_429_with_retry_after_and_counted(request, tmp_path, model_server):
-    deployed = deploy(tmp_path, request, "sqlite", "sqlite", model_server.url,
-                      auth_max_failures=5, auth_failure_window_seconds=120)
+    deployed = deploy(
+        tmp_path, request, "sqlite", "sqlite", model_server.url, auth_max_failures=5, auth_failure_window_seconds=120
+    )
     try:
         codes = [deployed.get(f"/predict/{CUSTOMERS[0]}", key=f"smk_guess{i}").status_code for i in range(5)]
         assert codes == [401] * 5
@@ -97,12 +98,16 @@ def test_start_sh_and_keygen_make_256_bit_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARKMAKER_API__API_KEY_HASHES", "[]")  # ensure_api_key sets it for the services: undone after
     stack_key, _ = ensure_api_key(tmp_path / "state")
     assert key_bits(stack_key) == 256
-    out = subprocess.run([sys.executable, "-m", "api", "keygen"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "api", "keygen"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
     cli_key = next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
     assert key_bits(cli_key) == 256
 
 
-@pytest.mark.parametrize("field,value", [("auth_max_failures", 0), ("auth_failure_window_seconds", 0), ("auth_max_addresses", 0)])
+@pytest.mark.parametrize(
+    "field,value", [("auth_max_failures", 0), ("auth_failure_window_seconds", 0), ("auth_max_addresses", 0)]
+)
 def test_limit_settings_must_be_positive(field, value):
     from configuration.errors import UserError
     from configuration.settings import load_settings

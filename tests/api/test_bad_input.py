@@ -16,7 +16,9 @@ MAX_BODY = 4096  # small for the test: the default is api.max_body_bytes
 
 @pytest.fixture(scope="module")
 def deployed(request, tmp_path_factory, model_server):
-    deployment = deploy(tmp_path_factory.mktemp("bad-input"), request, "sqlite", "sqlite", model_server.url, max_body_bytes=MAX_BODY)
+    deployment = deploy(
+        tmp_path_factory.mktemp("bad-input"), request, "sqlite", "sqlite", model_server.url, max_body_bytes=MAX_BODY
+    )
     yield deployment
     teardown_deployment(deployment)
 
@@ -34,7 +36,9 @@ def raw_post(deployed, body: bytes, headers: dict[str, str]) -> tuple[int, dict,
     """POST with http.client: the exact bytes (json= would refuse NaN) and headers as given."""
     connection = http.client.HTTPConnection("127.0.0.1", deployed.api.port, timeout=30)
     try:
-        connection.request("POST", "/predict", body=body, headers={**AUTH, "Content-Type": "application/json", **headers})
+        connection.request(
+            "POST", "/predict", body=body, headers={**AUTH, "Content-Type": "application/json", **headers}
+        )
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -44,7 +48,9 @@ def raw_post(deployed, body: bytes, headers: dict[str, str]) -> tuple[int, dict,
 # Item 7: numbers JSON has no place for ------------------------------------------------------------
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_ids_are_422_with_a_request_id(deployed, number):
-    response = deployed.client.post("/predict", content=f'{{"ids":[{number}]}}', headers={**AUTH, "Content-Type": "application/json"})
+    response = deployed.client.post(
+        "/predict", content=f'{{"ids":[{number}]}}', headers={**AUTH, "Content-Type": "application/json"}
+    )
     body = assert_short_error(response, 422)
     assert body["detail"][0]["loc"] == ["body", "ids", 0]
     json.loads(response.text)  # strict JSON: no NaN or Infinity in the answer either
@@ -90,10 +96,14 @@ def test_a_body_at_the_limit_is_still_served(deployed):
 
 def test_a_422_quotes_only_a_short_excerpt_of_a_long_input(deployed):
     long_id = "7" * 3500
-    response = deployed.client.post("/predict", content=f'{{"ids":["{long_id}"]}}', headers={**AUTH, "Content-Type": "application/json"})
+    response = deployed.client.post(
+        "/predict", content=f'{{"ids":["{long_id}"]}}', headers={**AUTH, "Content-Type": "application/json"}
+    )
     body = assert_short_error(response, 422)
     excerpt = body["detail"][0]["input"]
-    assert isinstance(excerpt, str) and len(excerpt) <= 120 and excerpt.startswith("777") and "3,500 characters" in excerpt
+    assert (
+        isinstance(excerpt, str) and len(excerpt) <= 120 and excerpt.startswith("777") and "3,500 characters" in excerpt
+    )
 
 
 def test_a_422_lists_at_most_a_few_problems(deployed):
@@ -109,7 +119,9 @@ def test_a_422_keeps_short_inputs_as_they_were(deployed):
 
 
 # Item 10: ids are what they look like ----------------------------------------------------------------
-@pytest.mark.parametrize("path", ["+5008804", "%205008804", "5008804%20", "5008804.0", "5_008_804", "%EF%BC%95008804", "0x4c6d24"])
+@pytest.mark.parametrize(
+    "path", ["+5008804", "%205008804", "5008804%20", "5008804.0", "5_008_804", "%EF%BC%95008804", "0x4c6d24"]
+)
 def test_lax_ids_in_the_path_are_422(deployed, path):
     response = deployed.get(f"/predict/{path}")
     body = assert_short_error(response, 422)

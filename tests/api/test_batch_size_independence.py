@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving.batch import run_batch
-from tests.api.conftest import CUSTOMERS, THRESHOLD, deploy, expected_features, reference_probabilities, teardown_deployment
+from tests.api.conftest import (
+    CUSTOMERS,
+    THRESHOLD,
+    deploy,
+    expected_features,
+    reference_probabilities,
+    teardown_deployment,
+)
 from tests.serving.conftest import registry_with
 
 BATCH_SIZES = (1, 7, 32, 33, 100, len(CUSTOMERS))
@@ -55,7 +62,9 @@ def test_get_post_and_batch_scoring_give_xgboosts_bits_whatever_the_batch(everyt
     registry_with(lake_settings.registry_dir(), model_dir)
     result = run_batch(lake_settings, version="1", spark=spark)
     scored = pq.read_table(result["output"]).to_pandas()
-    answers["batch scoring"] = {int(i): (float(p), int(label)) for i, p, label in zip(scored["id"], scored["probability"], scored["label"])}
+    answers["batch scoring"] = {
+        int(i): (float(p), int(label)) for i, p, label in zip(scored["id"], scored["probability"], scored["label"])
+    }
 
     for path, got in answers.items():
         assert sorted(got) == CUSTOMERS, path

@@ -23,8 +23,15 @@ BASE_CONFIG = REPO_ROOT / "configuration" / "sparkmaker.toml"
 def run_api(*args: str, config: Path | None = None, **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKMAKER_")}
     env["SPARKMAKER_CONFIG"] = str(config or BASE_CONFIG)
-    return subprocess.Popen([sys.executable, "-m", "api", *args], cwd=REPO_ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "api", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def test_keygen_prints_a_key_and_its_sha256(tmp_path):
@@ -64,14 +71,23 @@ def test_keygen_write_then_serve_with_json_logs_and_a_graceful_sigterm(tmp_path,
                     break
             except httpx.TransportError:
                 pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.poll() is not None else "no start"
+            assert server.poll() is None and time.monotonic() < deadline, (
+                server.stderr.read() if server.poll() is not None else "no start"
+            )
             time.sleep(0.1)
         answers = [
-            httpx.get(f"{url}/predict/{c}", headers={"Authorization": f"Bearer {key}", "X-Request-ID": f"cli-req-{i}"}, timeout=10)
+            httpx.get(
+                f"{url}/predict/{c}",
+                headers={"Authorization": f"Bearer {key}", "X-Request-ID": f"cli-req-{i}"},
+                timeout=10,
+            )
             for i, c in enumerate(CUSTOMERS[:5])
         ]
         assert [a.status_code for a in answers] == [200] * 5
-        assert httpx.get(f"{url}/predict/{CUSTOMERS[0]}", headers={"Authorization": "Bearer not-the-key"}).status_code == 401
+        assert (
+            httpx.get(f"{url}/predict/{CUSTOMERS[0]}", headers={"Authorization": "Bearer not-the-key"}).status_code
+            == 401
+        )
     finally:
         server.send_signal(signal.SIGTERM)  # flush interval is a minute: only the graceful stop writes the log
         _, err = server.communicate(timeout=60)
@@ -109,7 +125,9 @@ def test_serve_on_a_busy_port_is_one_line(tmp_path):
         server = run_api("--port", str(port), config=config)
         _, err = server.communicate(timeout=60)
     assert server.returncode == 2
-    assert err.strip().splitlines() == [f"api: error: port {port} on 127.0.0.1 is in use: stop the other server or choose another with --port"]
+    assert err.strip().splitlines() == [
+        f"api: error: port {port} on 127.0.0.1 is in use: stop the other server or choose another with --port"
+    ]
 
 
 def test_a_key_put_in_the_settings_instead_of_its_hash_is_one_line(tmp_path):

@@ -14,7 +14,9 @@ def test_api_requirements_pin_what_the_repositorypins():
     image, repository = pins(REPO_ROOT / "api" / "requirements.txt"), pins(REPO_ROOT / "requirements.txt")
     assert image, "api/requirements.txt pins nothing"
     for name, version in image.items():
-        assert repository.get(name) == version, f"{name}=={version} in api/requirements.txt, {repository.get(name)} in requirements.txt"
+        assert repository.get(name) == version, (
+            f"{name}=={version} in api/requirements.txt, {repository.get(name)} in requirements.txt"
+        )
 
 
 def test_dockerfile_base_user_and_copies():
@@ -46,7 +48,13 @@ def test_the_image_holds_every_first_party_module_the_api_imports():
         seen.add(path)
         assert is_copied(path), f"{path.relative_to(REPO_ROOT)} is imported by the API but not copied into the image"
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else []
+            )
             for name in names:
                 if name.split(".")[0] in first_party:
                     parts = name.split(".")

@@ -30,7 +30,9 @@ def reference_contributions(model_dir, features: dict) -> np.ndarray:
     booster = xgboost.Booster()
     booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
     row = np.array([[np.nan if features[n] is None else features[n] for n in FEATURE_COLUMNS]], dtype=np.float32)
-    return booster.predict(xgboost.DMatrix(row, missing=np.nan, feature_names=list(FEATURE_COLUMNS)), pred_contribs=True)[0]
+    return booster.predict(
+        xgboost.DMatrix(row, missing=np.nan, feature_names=list(FEATURE_COLUMNS)), pred_contribs=True
+    )[0]
 
 
 def check_explained(body: dict, model_dir) -> None:
@@ -59,7 +61,12 @@ def check_explained(body: dict, model_dir) -> None:
 def explained_deployment(request, tmp_path, model_server):
     store_kind, log_kind = request.param
     deployed = deploy(
-        tmp_path, request, store_kind, log_kind, model_server.url, prediction_log_table=f"console_log_{uuid.uuid4().hex[:8]}"
+        tmp_path,
+        request,
+        store_kind,
+        log_kind,
+        model_server.url,
+        prediction_log_table=f"console_log_{uuid.uuid4().hex[:8]}",
     )
     yield deployed
     teardown_deployment(deployed)
@@ -107,7 +114,13 @@ def test_explain_must_be_a_boolean(explained_deployment):
 
 def test_the_sagemaker_endpoint_passes_the_switch_through(request, tmp_path, model_server, model_dir, aws_env):  # noqa: F811
     deployed = deploy(
-        tmp_path, request, "sqlite", "sqlite", "http://unused", model_endpoint="sagemaker", sections=sagemaker_sections(model_server.url)
+        tmp_path,
+        request,
+        "sqlite",
+        "sqlite",
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(model_server.url),
     )
     try:
         answer = deployed.get(f"/predict/{CUSTOMERS[5]}", params={"explain": "true"})
@@ -124,8 +137,20 @@ def test_the_schema_states_additivity(explained_deployment):
 
 
 def test_reason_sentences():
-    features = {"nb_previous_loans": 28, "avg_amount_loans_previous": 2405.5, "age": None, "years_on_the_job": 1, "flag_own_car": 0}
-    contributions = {"nb_previous_loans": 0.4, "avg_amount_loans_previous": -0.1, "age": 0.05, "years_on_the_job": 0.4, "flag_own_car": 0.2}
+    features = {
+        "nb_previous_loans": 28,
+        "avg_amount_loans_previous": 2405.5,
+        "age": None,
+        "years_on_the_job": 1,
+        "flag_own_car": 0,
+    }
+    contributions = {
+        "nb_previous_loans": 0.4,
+        "avg_amount_loans_previous": -0.1,
+        "age": 0.05,
+        "years_on_the_job": 0.4,
+        "flag_own_car": 0.2,
+    }
     assert [r["text"] for r in reasons_for(features, contributions)] == [
         "R01: number of previous loans (28)",  # a tie with R04: contract order
         "R04: years on the current job (1)",
@@ -145,7 +170,19 @@ OLD_POSTGRES = """CREATE TABLE {t} (seq BIGSERIAL PRIMARY KEY,
     ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, customer_id BIGINT NOT NULL, features JSONB NOT NULL,
     probability DOUBLE PRECISION NOT NULL, label SMALLINT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
     model_version TEXT NOT NULL, snapshot_run_id TEXT NOT NULL, snapshot_as_of DATE NOT NULL, latency_ms DOUBLE PRECISION NOT NULL)"""
-OLD_ROW = ("2026-01-02T03:04:05.000000Z", "old-1", 5008804, '{"age": 40}', 0.1, 0, 0.25, "6", "run-old", "2024-01-31", 1.5)
+OLD_ROW = (
+    "2026-01-02T03:04:05.000000Z",
+    "old-1",
+    5008804,
+    '{"age": 40}',
+    0.1,
+    0,
+    0.25,
+    "6",
+    "run-old",
+    "2024-01-31",
+    1.5,
+)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -156,8 +193,11 @@ def test_a_log_from_before_explanations_gains_the_column_and_keeps_its_rows(kind
         path.parent.mkdir(parents=True)
         with sqlite3.connect(path) as conn:
             conn.execute(OLD_SQLITE.format(t=table))
-            conn.execute(f"INSERT INTO {table} (ts, request_id, customer_id, features, probability, label, threshold, "
-                         "model_version, snapshot_run_id, snapshot_as_of, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)", OLD_ROW)
+            conn.execute(
+                f"INSERT INTO {table} (ts, request_id, customer_id, features, probability, label, threshold, "
+                "model_version, snapshot_run_id, snapshot_as_of, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                OLD_ROW,
+            )
         backend = make_log(kind, tmp_path, request, table=table, path=path)
     else:
         import psycopg
@@ -165,11 +205,21 @@ def test_a_log_from_before_explanations_gains_the_column_and_keeps_its_rows(kind
         dsn = request.getfixturevalue("postgres_dsn")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(OLD_POSTGRES.format(t=table))
-            conn.execute(f"INSERT INTO {table} (ts, request_id, customer_id, features, probability, label, threshold, "
-                         "model_version, snapshot_run_id, snapshot_as_of, latency_ms) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", OLD_ROW)
+            conn.execute(
+                f"INSERT INTO {table} (ts, request_id, customer_id, features, probability, label, threshold, "
+                "model_version, snapshot_run_id, snapshot_as_of, latency_ms) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                OLD_ROW,
+            )
         backend = make_log(kind, tmp_path, request, table=table)
     try:
-        reasons = [{"code": "R01", "feature": "nb_previous_loans", "text": "R01: number of previous loans (3)", "contribution": 0.25}]
+        reasons = [
+            {
+                "code": "R01",
+                "feature": "nb_previous_loans",
+                "text": "R01: number of previous loans (3)",
+                "contribution": 0.25,
+            }
+        ]
         new = [entry(1, reasons=reasons), entry(2)]
         backend.write_batch(new)
         rows = backend.recent(10)

@@ -22,8 +22,15 @@ def test_every_answer_is_logged_field_for_field_and_a_graceful_stop_loses_nothin
         assert logged.customer_id == answer["id"]
         assert logged.features == answer["features"]
         assert logged.probability == answer["probability"]
-        assert (logged.label, logged.threshold, logged.model_version) == (answer["label"], answer["threshold"], answer["model_version"])
-        assert (logged.snapshot_run_id, logged.snapshot_as_of) == (answer["feature_snapshot"]["run_id"], answer["feature_snapshot"]["as_of"])
+        assert (logged.label, logged.threshold, logged.model_version) == (
+            answer["label"],
+            answer["threshold"],
+            answer["model_version"],
+        )
+        assert (logged.snapshot_run_id, logged.snapshot_as_of) == (
+            answer["feature_snapshot"]["run_id"],
+            answer["feature_snapshot"]["as_of"],
+        )
         assert 0 < logged.latency_ms < 5000
         assert logged.ts.endswith("Z")
     assert {e.request_id for e in entries[30:]} == {batch["request_id"]}
@@ -45,7 +52,11 @@ def test_a_locked_log_table_does_not_slow_the_answers(request, tmp_path, model_s
             time.sleep(0.05)
         assert log.count() == 1
         with psycopg.connect(deployed.settings.api.prediction_log_dsn) as locker:
-            locker.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(deployed.settings.api.prediction_log_table)))
+            locker.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(deployed.settings.api.prediction_log_table)
+                )
+            )
             timings = []
             for customer in CUSTOMERS[1:41]:
                 started = time.perf_counter()
@@ -68,8 +79,13 @@ def test_an_unreachable_log_database_does_not_fail_the_answers(request, tmp_path
 
     request.getfixturevalue("postgres_dsn")  # the suite's PostgreSQL check: this test uses a dead one on purpose
     deployed = deploy(
-        tmp_path, request, "sqlite", "postgres", model_server.url,
-        prediction_log_dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", log_queue_max=5,
+        tmp_path,
+        request,
+        "sqlite",
+        "postgres",
+        model_server.url,
+        prediction_log_dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+        log_queue_max=5,
     )
     try:
         statuses = [deployed.get(f"/predict/{c}").status_code for c in CUSTOMERS[:30]]

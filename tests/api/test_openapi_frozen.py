@@ -30,10 +30,23 @@ def test_the_frozen_document_holds_the_routes_and_fields_clients_use():
     # Written out by hand: the interface README and clients rely on, independent of the generator.
     document = frozen()
     assert {(path, method) for path, item in document["paths"].items() for method in item} >= {
-        ("/predict/{id}", "get"), ("/predict", "post"), ("/health", "get"), ("/ready", "get"), ("/metrics", "get"),
+        ("/predict/{id}", "get"),
+        ("/predict", "post"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
     }
     prediction = document["components"]["schemas"]["Prediction"]["properties"]
-    assert set(prediction) >= {"id", "probability", "label", "threshold", "model_version", "features", "feature_snapshot", "request_id"}
+    assert set(prediction) >= {
+        "id",
+        "probability",
+        "label",
+        "threshold",
+        "model_version",
+        "features",
+        "feature_snapshot",
+        "request_id",
+    }
     parameters = {p["name"]: p for p in document["paths"]["/predict/{id}"]["get"]["parameters"]}
     assert set(parameters) == {"id", "explain"}
     parameter = parameters["id"]
@@ -60,5 +73,7 @@ def test_the_check_command_fails_on_a_stale_file(tmp_path, monkeypatch):
     stale.write_text(json.dumps({**frozen(), "info": {"title": "old", "version": "0"}}))
     monkeypatch.setattr(openapi, "FROZEN", stale)
     assert openapi.main(write=False, check=True) == 1
-    done = subprocess.run([sys.executable, "-m", "api", "openapi", "--check"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "openapi", "--check"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "is current" in done.stdout, done.stdout + done.stderr

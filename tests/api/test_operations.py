@@ -28,7 +28,9 @@ def test_metrics_count_requests_by_route_and_status_with_latency_and_model_versi
     assert read_metric(text, "api_requests_total", route=route, method="GET", status="404") == 1
     assert read_metric(text, "api_requests_total", route=route, method="GET", status="422") == 1
     assert read_metric(text, "api_requests_total", route=route, method="GET", status="401") == 1
-    assert read_metric(text, "api_requests_total", route="unmatched", status="404") == 1  # raw paths never become labels
+    assert (
+        read_metric(text, "api_requests_total", route="unmatched", status="404") == 1
+    )  # raw paths never become labels
     assert read_metric(text, "api_request_duration_seconds_count", route=route) == 6
     assert read_metric(text, "api_request_duration_seconds_bucket", route=route, le="+Inf") == 6
     assert read_metric(text, "api_model_info", version=MODEL_VERSION) == 1

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from tests.api.conftest import (
-    AS_OF, CUSTOMERS, MODEL_VERSION, RUN_ID, expected_features, read_metric, reference_probabilities,
+    AS_OF,
+    CUSTOMERS,
+    MODEL_VERSION,
+    RUN_ID,
+    expected_features,
+    read_metric,
+    reference_probabilities,
 )
 
 
@@ -16,7 +22,16 @@ def test_predict_one_answers_the_issue_fields_with_independent_values(deployment
     response = deployment.get(f"/predict/{customer}")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "probability", "label", "threshold", "model_version", "features", "feature_snapshot", "request_id"}
+    assert set(body) == {
+        "id",
+        "probability",
+        "label",
+        "threshold",
+        "model_version",
+        "features",
+        "feature_snapshot",
+        "request_id",
+    }
     features = expected_features()[customer]
     assert body["id"] == customer
     assert body["features"] == features  # exactly the stored values, ints as ints, missing as null
@@ -99,8 +114,20 @@ def test_post_predict_with_only_unknown_ids_makes_no_model_call(deployment):
 
 @pytest.mark.parametrize(
     "body",
-    [{"ids": []}, {"ids": list(range(101))}, {"ids": ["a"]}, {"ids": [1.5]}, {}, {"ids": [1], "extra": 1}, [1, 2], {"ids": [2**53]}, {"ids": [-1]},
-     {"ids": [False]}, {"ids": ["5008804"]}, {"ids": None}],
+    [
+        {"ids": []},
+        {"ids": list(range(101))},
+        {"ids": ["a"]},
+        {"ids": [1.5]},
+        {},
+        {"ids": [1], "extra": 1},
+        [1, 2],
+        {"ids": [2**53]},
+        {"ids": [-1]},
+        {"ids": [False]},
+        {"ids": ["5008804"]},
+        {"ids": None},
+    ],
 )
 def test_post_predict_refuses_bad_bodies_with_422(deployment, body):
     response = deployment.post("/predict", body)

@@ -39,10 +39,23 @@ def log_backend(request, tmp_path):
 
 def entry(i: int, **kw) -> LogEntry:
     values = dict(
-        ts=f"2026-01-02T03:04:{i % 60:02d}.{i:06d}Z", request_id=f"req-{i}", customer_id=5_008_804 + i,
-        features={"nb_previous_loans": i, "avg_amount_loans_previous": None if i % 2 else 1234.5, "age": 40, "years_on_the_job": None, "flag_own_car": 1},
-        probability=i / 1000, label=int(i % 3 == 0), threshold=0.25, model_version="7",
-        snapshot_run_id="20240131T000000Z-abc123", snapshot_as_of="2024-01-31", latency_ms=1.25 + i,
+        ts=f"2026-01-02T03:04:{i % 60:02d}.{i:06d}Z",
+        request_id=f"req-{i}",
+        customer_id=5_008_804 + i,
+        features={
+            "nb_previous_loans": i,
+            "avg_amount_loans_previous": None if i % 2 else 1234.5,
+            "age": 40,
+            "years_on_the_job": None,
+            "flag_own_car": 1,
+        },
+        probability=i / 1000,
+        label=int(i % 3 == 0),
+        threshold=0.25,
+        model_version="7",
+        snapshot_run_id="20240131T000000Z-abc123",
+        snapshot_as_of="2024-01-31",
+        latency_ms=1.25 + i,
     )
     values.update(kw)
     return LogEntry(**values)
@@ -61,7 +74,13 @@ def test_a_batch_reads_back_field_for_field_in_order(log_backend):
 def test_unreachable_database_is_log_unavailable(request, tmp_path):
     for kind in BACKENDS:
         if kind == "postgres":
-            backend = make_log(kind, tmp_path, request, dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", timeout_seconds=1)
+            backend = make_log(
+                kind,
+                tmp_path,
+                request,
+                dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+                timeout_seconds=1,
+            )
         else:
             blocker = tmp_path / "blocker"
             blocker.write_text("x")
@@ -166,7 +185,9 @@ def test_many_writers_creating_the_table_at_once_all_succeed(request, tmp_path):
     """Several API workers starting together each create the table if absent: none may fail."""
     for kind in BACKENDS:
         first = make_log(kind, tmp_path, request)
-        logs = [first] + [make_log(kind, tmp_path, request, table=first.table) for _ in range(5)]  # separate connections
+        logs = [first] + [
+            make_log(kind, tmp_path, request, table=first.table) for _ in range(5)
+        ]  # separate connections
         errors: list[Exception] = []
         barrier = threading.Barrier(len(logs))
 

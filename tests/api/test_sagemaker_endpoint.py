@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import CUSTOMERS, MODEL_VERSION, deploy, expected_features, reference_probabilities, serve_app, teardown_deployment
+from tests.api.conftest import (
+    CUSTOMERS,
+    MODEL_VERSION,
+    deploy,
+    expected_features,
+    reference_probabilities,
+    serve_app,
+    teardown_deployment,
+)
 from tests.api.test_errors import assert_clean_error, bare_model_app
 from tests.online.conftest import closed_port
 
@@ -17,7 +25,11 @@ from tests.online.conftest import closed_port
 @pytest.fixture
 def aws_env(monkeypatch):
     # boto3's own variables (the AWS contract): fake credentials, signed and then ignored by the local server.
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
@@ -28,9 +40,17 @@ def sagemaker_sections(endpoint_url: str, endpoint_name: str = "sparkmaker-credi
 
 
 @pytest.mark.parametrize("store_kind, log_kind", [("sqlite", "sqlite"), ("redis", "postgres")])
-def test_sagemaker_endpoint_scores_like_the_http_endpoint(request, tmp_path, model_server, model_dir, aws_env, store_kind, log_kind):
+def test_sagemaker_endpoint_scores_like_the_http_endpoint(
+    request, tmp_path, model_server, model_dir, aws_env, store_kind, log_kind
+):
     deployed = deploy(
-        tmp_path, request, store_kind, log_kind, "http://unused", model_endpoint="sagemaker", sections=sagemaker_sections(model_server.url)
+        tmp_path,
+        request,
+        store_kind,
+        log_kind,
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(model_server.url),
     )
     try:
         features = expected_features()
@@ -38,19 +58,30 @@ def test_sagemaker_endpoint_scores_like_the_http_endpoint(request, tmp_path, mod
         assert one.status_code == 200, one.text
         body = one.json()
         assert body["model_version"] == MODEL_VERSION  # from the custom-attributes header boto3 returns
-        assert body["probability"] == pytest.approx(float(reference_probabilities(model_dir, [features[CUSTOMERS[8]]])[0]), abs=1e-6)
+        assert body["probability"] == pytest.approx(
+            float(reference_probabilities(model_dir, [features[CUSTOMERS[8]]])[0]), abs=1e-6
+        )
         assert body["threshold"] == 0.3 and body["label"] == int(body["probability"] >= 0.3)
         batch = deployed.post("/predict", {"ids": CUSTOMERS[:50]}).json()
         references = reference_probabilities(model_dir, [features[c] for c in CUSTOMERS[:50]])
-        assert [p["probability"] for p in batch["predictions"]] == pytest.approx([float(r) for r in references], abs=1e-6)
+        assert [p["probability"] for p in batch["predictions"]] == pytest.approx(
+            [float(r) for r in references], abs=1e-6
+        )
         assert deployed.get("/ready").json()["checks"]["model_endpoint"]["ok"] is True
     finally:
         teardown_deployment(deployed)
 
 
 def test_an_unknown_sagemaker_endpoint_name_is_503(request, tmp_path, model_server, aws_env):
-    deployed = deploy(tmp_path, request, "sqlite", "sqlite", "http://unused", model_endpoint="sagemaker",
-                      sections=sagemaker_sections(model_server.url, "no-such-endpoint"))
+    deployed = deploy(
+        tmp_path,
+        request,
+        "sqlite",
+        "sqlite",
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(model_server.url, "no-such-endpoint"),
+    )
     try:
         response = deployed.get(f"/predict/{CUSTOMERS[0]}")
         assert_clean_error(response, 503)
@@ -61,8 +92,15 @@ def test_an_unknown_sagemaker_endpoint_name_is_503(request, tmp_path, model_serv
 
 
 def test_an_unreachable_sagemaker_endpoint_is_503(request, tmp_path, aws_env):
-    deployed = deploy(tmp_path, request, "sqlite", "sqlite", "http://unused", model_endpoint="sagemaker",
-                      sections=sagemaker_sections(f"http://127.0.0.1:{closed_port()}"))
+    deployed = deploy(
+        tmp_path,
+        request,
+        "sqlite",
+        "sqlite",
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(f"http://127.0.0.1:{closed_port()}"),
+    )
     try:
         assert_clean_error(deployed.get(f"/predict/{CUSTOMERS[0]}"), 503)
     finally:
@@ -71,8 +109,16 @@ def test_an_unreachable_sagemaker_endpoint_is_503(request, tmp_path, aws_env):
 
 def test_a_slow_sagemaker_endpoint_is_504(request, tmp_path, aws_env):
     slow = serve_app(bare_model_app(delay=5.0))
-    deployed = deploy(tmp_path, request, "sqlite", "sqlite", "http://unused", model_endpoint="sagemaker",
-                      sections=sagemaker_sections(slow.url), timeout_seconds=0.5)
+    deployed = deploy(
+        tmp_path,
+        request,
+        "sqlite",
+        "sqlite",
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(slow.url),
+        timeout_seconds=0.5,
+    )
     try:
         assert_clean_error(deployed.get(f"/predict/{CUSTOMERS[0]}"), 504)
     finally:
@@ -86,8 +132,15 @@ def test_sagemaker_endpoint_without_credentials_is_503(request, tmp_path, model_
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    deployed = deploy(tmp_path, request, "sqlite", "sqlite", "http://unused", model_endpoint="sagemaker",
-                      sections=sagemaker_sections(model_server.url))
+    deployed = deploy(
+        tmp_path,
+        request,
+        "sqlite",
+        "sqlite",
+        "http://unused",
+        model_endpoint="sagemaker",
+        sections=sagemaker_sections(model_server.url),
+    )
     try:
         assert_clean_error(deployed.get(f"/predict/{CUSTOMERS[0]}"), 503)
     finally:

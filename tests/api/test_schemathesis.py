@@ -38,7 +38,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 @pytest.fixture(scope="module")
 def live_api(request, tmp_path_factory, model_server):
-    deployed = deploy(tmp_path_factory.mktemp("schemathesis"), request, "sqlite", "sqlite", model_server.url, max_batch=MAX_BATCH)
+    deployed = deploy(
+        tmp_path_factory.mktemp("schemathesis"), request, "sqlite", "sqlite", model_server.url, max_batch=MAX_BATCH
+    )
     yield deployed
     teardown_deployment(deployed)
 

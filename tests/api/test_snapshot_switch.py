@@ -29,7 +29,9 @@ def test_answers_during_snapshot_switches_come_from_one_snapshot(deployment):
                 one = http.get(f"/predict/{ids[counts[0] % len(ids)]}")
                 counts[0] += 1
                 if batch.status_code != 200 or one.status_code != 200:
-                    problems.append(f"status {batch.status_code}/{one.status_code}: {batch.text[:200]} {one.text[:200]}")
+                    problems.append(
+                        f"status {batch.status_code}/{one.status_code}: {batch.text[:200]} {one.text[:200]}"
+                    )
                     return
                 predictions = batch.json()["predictions"]
                 runs = {p["feature_snapshot"]["run_id"] for p in predictions}

@@ -32,7 +32,9 @@ def test_threshold_and_version_come_from_the_registry_when_the_endpoint_is_silen
         assert_clean_error(deployed.get(f"/predict/{CUSTOMERS[0]}"), 502)  # no registry yet: says so, 502
 
         registry = open_registry(deployed.settings)  # <lake>/registry, the API's default
-        version = registry.register(artifact.pack(model_dir, tmp_path / "model.tar.gz"), artifact.read_metadata(model_dir))
+        version = registry.register(
+            artifact.pack(model_dir, tmp_path / "model.tar.gz"), artifact.read_metadata(model_dir)
+        )
         registry.promote(version)
         threshold = json.loads((model_dir / "model-metadata.json").read_text())["threshold"]
         body = deployed.get(f"/predict/{CUSTOMERS[0]}").json()

@@ -44,7 +44,12 @@ ROWS = int(os.environ.get("SPARKMAKER_COMPOSE_TEST_ROWS", "20000"))
 class Cluster:
     def __init__(self, folder: Path) -> None:
         self.project = f"sparkmaker-test-{uuid.uuid4().hex[:6]}"
-        self.ports = {"API_PORT": free_port(), "JUPYTER_PORT": free_port(), "SPARK_UI_PORT": free_port(), "THRIFT_PORT": free_port()}
+        self.ports = {
+            "API_PORT": free_port(),
+            "JUPYTER_PORT": free_port(),
+            "SPARK_UI_PORT": free_port(),
+            "THRIFT_PORT": free_port(),
+        }
         self.key = "smk_" + secrets.token_urlsafe(24)
         self.jupyter_token = secrets.token_urlsafe(16)
         self.sql_password = secrets.token_urlsafe(32)
@@ -63,7 +68,9 @@ class Cluster:
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         # Only what compose.sh needs: no SPARKMAKER_* settings of this process leak in.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKMAKER_", "COMPOSE_"))}
-        self.env.update({"SPARKMAKER_COMPOSE_ENV_FILE": str(self.env_file), "SPARKMAKER_COMPOSE_KEY_FILE": str(self.key_file)})
+        self.env.update(
+            {"SPARKMAKER_COMPOSE_ENV_FILE": str(self.env_file), "SPARKMAKER_COMPOSE_KEY_FILE": str(self.key_file)}
+        )
         self.timings: dict[str, float] = {}
 
     def compose_sh(self, *args: str, timeout: float = 3000) -> subprocess.CompletedProcess:
@@ -79,16 +86,28 @@ class Cluster:
         engine_up = REPO_ROOT.parent / "shared" / "containers" / "engine-up.sh"
         env = dict(self.env)
         if "DOCKER_HOST" not in env and engine_up.exists():
-            for line in subprocess.run([str(engine_up), "--env"], capture_output=True, text=True, check=True).stdout.splitlines():
+            for line in subprocess.run(
+                [str(engine_up), "--env"], capture_output=True, text=True, check=True
+            ).stdout.splitlines():
                 match = re.match(r"^(?:export )?([A-Z_]+)=['\"]?([^'\"]*)['\"]?$", line.strip())
                 if match:
                     env[match.group(1)] = match.group(2)
         return env
 
     def dc(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        command = ["docker-compose", "--project-directory", str(REPO_ROOT), "-f", str(REPO_ROOT / "docker-compose.yml"),
-                   "--env-file", str(self.env_file), *args]
-        return subprocess.run(command, env=self.docker_env(), capture_output=True, text=True, check=check, timeout=300, input=input)
+        command = [
+            "docker-compose",
+            "--project-directory",
+            str(REPO_ROOT),
+            "-f",
+            str(REPO_ROOT / "docker-compose.yml"),
+            "--env-file",
+            str(self.env_file),
+            *args,
+        ]
+        return subprocess.run(
+            command, env=self.docker_env(), capture_output=True, text=True, check=check, timeout=300, input=input
+        )
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -109,7 +128,9 @@ def cluster(tmp_path_factory):
         reset = cluster.compose_sh("reset", "--yes", timeout=600)
         print(f"timings (s): { {k: round(v) for k, v in cluster.timings.items()} }")
         assert reset.returncode == 0, reset.stderr
-        left = subprocess.run(["docker", "volume", "ls", "-q"], env=cluster.docker_env(), capture_output=True, text=True).stdout
+        left = subprocess.run(
+            ["docker", "volume", "ls", "-q"], env=cluster.docker_env(), capture_output=True, text=True
+        ).stdout
         assert cluster.project not in left, f"volumes left after reset: {left}"
 
 
@@ -139,7 +160,11 @@ def test_a_first_start_creates_the_env_file_with_fresh_secrets(tmp_path):
         cluster.env["API_PORT"] = str(cluster.ports["API_PORT"])
         result = cluster.compose_sh("start", timeout=600)
     assert result.returncode == 2 and "is taken by another program" in result.stderr, result.stderr
-    values = dict(line.split("=", 1) for line in cluster.env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1)
+        for line in cluster.env_file.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     key = cluster.key_file.read_text().strip()
     assert key.startswith("smk_") and key not in cluster.env_file.read_text()
     assert values["API_KEY_HASH"] == hashlib.sha256(key.encode()).hexdigest()
@@ -151,7 +176,7 @@ def test_a_first_start_creates_the_env_file_with_fresh_secrets(tmp_path):
 def printed(cluster: Cluster, label: str) -> str:
     lines = [line for line in cluster.start_output.splitlines() if line.startswith(label)]
     assert lines, f"compose.sh start printed no '{label}' line:\n{cluster.start_output}"
-    return lines[-1][len(label):].strip()
+    return lines[-1][len(label) :].strip()
 
 
 def customer_id(cluster: Cluster) -> int:
@@ -163,7 +188,9 @@ def customer_id(cluster: Cluster) -> int:
 def test_start_prints_each_service_and_a_working_curl(cluster):
     assert printed(cluster, "API:") == cluster.url("API_PORT")
     assert printed(cluster, "API key:") == cluster.key
-    assert printed(cluster, "SQL (HiveServer2):") == f"jdbc:hive2://127.0.0.1:{cluster.ports['THRIFT_PORT']}/credit_risk"
+    assert (
+        printed(cluster, "SQL (HiveServer2):") == f"jdbc:hive2://127.0.0.1:{cluster.ports['THRIFT_PORT']}/credit_risk"
+    )
     assert printed(cluster, "JupyterLab:").startswith(cluster.url("JUPYTER_PORT"))
     curl = printed(cluster, "Try:")
     result = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30)
@@ -182,8 +209,14 @@ def test_predict_through_the_published_port_matches_the_lake_and_the_model(clust
     # The same customer's features through another path: Spark over the Thrift port, reading the lake's Parquet.
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
-                      password=cluster.sql_password, auth="CUSTOM") as connection:
+    with hive.connect(
+        "127.0.0.1",
+        port=cluster.ports["THRIFT_PORT"],
+        database="credit_risk",
+        username="sparkmaker",
+        password=cluster.sql_password,
+        auth="CUSTOM",
+    ) as connection:
         cursor = connection.cursor()
         cursor.execute(f"SELECT {', '.join(FEATURE_COLUMNS)} FROM latest_features WHERE id = {ident}")
         rows = cursor.fetchall()
@@ -200,11 +233,32 @@ def test_predict_through_the_published_port_matches_the_lake_and_the_model(clust
     import xgboost
 
     version = body["model_version"]
-    model_file = cluster.dc("exec", "-T", "thrift-server", "python3", "-c",
-                            "import sys; from configuration.settings import load_settings; from training.registry import open_registry; "
-                            f"print(open_registry(load_settings()).model_dir('{version}'))").stdout.strip().splitlines()[-1]
-    raw = subprocess.run(["docker", "exec", "-i", cluster.dc("ps", "-q", "thrift-server").stdout.strip(), "cat", f"{model_file}/xgboost-model"],
-                         env=cluster.docker_env(), capture_output=True, check=True).stdout
+    model_file = (
+        cluster.dc(
+            "exec",
+            "-T",
+            "thrift-server",
+            "python3",
+            "-c",
+            "import sys; from configuration.settings import load_settings; from training.registry import open_registry; "
+            f"print(open_registry(load_settings()).model_dir('{version}'))",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    raw = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-i",
+            cluster.dc("ps", "-q", "thrift-server").stdout.strip(),
+            "cat",
+            f"{model_file}/xgboost-model",
+        ],
+        env=cluster.docker_env(),
+        capture_output=True,
+        check=True,
+    ).stdout
     booster = xgboost.Booster()
     booster.load_model(bytearray(raw))
     matrix = np.array([[np.nan if from_sql[c] is None else float(from_sql[c]) for c in FEATURE_COLUMNS]])
@@ -215,8 +269,14 @@ def test_predict_through_the_published_port_matches_the_lake_and_the_model(clust
 def test_feature_tables_answer_over_the_thrift_port(cluster):
     from pyhive import hive
 
-    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
-                      password=cluster.sql_password, auth="CUSTOM") as connection:
+    with hive.connect(
+        "127.0.0.1",
+        port=cluster.ports["THRIFT_PORT"],
+        database="credit_risk",
+        username="sparkmaker",
+        password=cluster.sql_password,
+        auth="CUSTOM",
+    ) as connection:
         cursor = connection.cursor()
         cursor.execute("SHOW TABLES")
         tables = {row[1] for row in cursor.fetchall()}
@@ -225,10 +285,19 @@ def test_feature_tables_answer_over_the_thrift_port(cluster):
         cursor.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM latest_features")
         latest_rows, distinct_customers = cursor.fetchone()
     assert {"training_features", "latest_features", "rejects"} <= tables
-    manifest = json.loads(cluster.dc(
-        "exec", "-T", "thrift-server", "python3", "-c",
-        "import json; from configuration.settings import load_settings; from features import lake; "
-        "print(json.dumps(lake.read_manifest(load_settings())))").stdout.strip().splitlines()[-1])
+    manifest = json.loads(
+        cluster.dc(
+            "exec",
+            "-T",
+            "thrift-server",
+            "python3",
+            "-c",
+            "import json; from configuration.settings import load_settings; from features import lake; "
+            "print(json.dumps(lake.read_manifest(load_settings())))",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     # The tables are the current snapshot's, and the sample data's loans are nearly all in (--dirty 0.001).
     assert training_rows == distinct_loans == manifest["outputs"]["training"]["rows"]
     assert latest_rows == distinct_customers == manifest["outputs"]["latest"]["rows"] > 0
@@ -287,8 +356,11 @@ def test_only_the_four_services_are_published_on_loopback(cluster):
         ids = cluster.dc("ps", "-q", service).stdout.split()
         if not ids:
             continue
-        inspect = json.loads(subprocess.run(["docker", "inspect", ids[0]], env=cluster.docker_env(), capture_output=True,
-                                            text=True, check=True).stdout)[0]
+        inspect = json.loads(
+            subprocess.run(
+                ["docker", "inspect", ids[0]], env=cluster.docker_env(), capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
         for bindings in (inspect["NetworkSettings"]["Ports"] or {}).values():
             for binding in bindings or []:
                 published.setdefault(service, set()).add((binding["HostIp"], int(binding["HostPort"])))
@@ -301,9 +373,19 @@ def serving_state(cluster: Cluster) -> tuple[str, str, int]:
     """(snapshot run id and model version the API serves, number of registered models)."""
     with httpx.Client(base_url=cluster.url("API_PORT"), timeout=10) as client:
         body = client.get(f"/predict/{customer_id(cluster)}", headers={"Authorization": f"Bearer {cluster.key}"}).json()
-    models = cluster.dc("exec", "-T", "thrift-server", "python3", "-c",
-                        "from configuration.settings import load_settings; from training.registry import open_registry; "
-                        "print(len(open_registry(load_settings()).versions()))").stdout.strip().splitlines()[-1]
+    models = (
+        cluster.dc(
+            "exec",
+            "-T",
+            "thrift-server",
+            "python3",
+            "-c",
+            "from configuration.settings import load_settings; from training.registry import open_registry; "
+            "print(len(open_registry(load_settings()).versions()))",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return body["feature_snapshot"]["run_id"], body["model_version"], int(models)
 
 
@@ -323,8 +405,14 @@ def test_the_sql_server_refuses_anonymous_clients_and_raw_files(cluster):
     with pytest.raises(Exception):  # noqa: B017 (PyHive raises transport, SASL or driver errors, by where the server hangs up)
         with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk") as connection:
             connection.cursor().execute("SELECT 1")
-    with hive.connect("127.0.0.1", port=cluster.ports["THRIFT_PORT"], database="credit_risk", username="sparkmaker",
-                      password=cluster.sql_password, auth="CUSTOM") as connection:
+    with hive.connect(
+        "127.0.0.1",
+        port=cluster.ports["THRIFT_PORT"],
+        database="credit_risk",
+        username="sparkmaker",
+        password=cluster.sql_password,
+        auth="CUSTOM",
+    ) as connection:
         cursor = connection.cursor()
         with pytest.raises(Exception):  # noqa: B017 (PyHive raises transport, SASL or driver errors, by where the server hangs up)
             cursor.execute("SELECT value FROM text.`/etc/passwd`")

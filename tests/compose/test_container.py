@@ -43,12 +43,22 @@ def make_lake(root, run_ids):
             (snapshot / table / "part-00000.parquet").write_bytes(f"{run_id}/{table}".encode() * 10)
             (snapshot / table / ".part-00000.parquet.crc").write_bytes(b"crc")
             (snapshot / table / "_SUCCESS").write_bytes(b"")
-        manifest = {"run_id": run_id, "input": {"uri": "/data/in.csv"},
-                    "outputs": {t: {"uri": str(snapshot / t), "rows": 1} for t in ("training", "latest", "rejects")}}
+        manifest = {
+            "run_id": run_id,
+            "input": {"uri": "/data/in.csv"},
+            "outputs": {t: {"uri": str(snapshot / t), "rows": 1} for t in ("training", "latest", "rejects")},
+        }
         (snapshot / "manifest.json").write_text(json.dumps(manifest))
     current = run_ids[-1]
-    (dataset / "CURRENT.json").write_text(json.dumps(
-        {"run_id": current, "as_of": "2021-09-18", "manifest": str(dataset / "snapshots" / current / "manifest.json")}))
+    (dataset / "CURRENT.json").write_text(
+        json.dumps(
+            {
+                "run_id": current,
+                "as_of": "2021-09-18",
+                "manifest": str(dataset / "snapshots" / current / "manifest.json"),
+            }
+        )
+    )
 
 
 def test_publish_copies_snapshots_rewrites_uris_and_keeps_what_is_there(container_module, moto_url, aws_env, tmp_path):
@@ -64,10 +74,22 @@ def test_publish_copies_snapshots_rewrites_uris_and_keeps_what_is_there(containe
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="lake-test")["Contents"]}
     local = {f"lake/{p.relative_to(lake)}" for p in lake.rglob("*") if p.is_file() and not p.name.endswith(".crc")}
     assert keys == local
-    body = s3.get_object(Bucket="lake-test", Key="lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/latest/part-00000.parquet")
-    assert body["Body"].read() == (lake / "credit_risk/snapshots/20210901T000000Z-aaaaaa/latest/part-00000.parquet").read_bytes()
-    manifest = json.loads(s3.get_object(Bucket="lake-test", Key="lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/manifest.json")["Body"].read())
-    assert manifest["outputs"]["latest"]["uri"] == "s3a://lake-test/lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/latest"
+    body = s3.get_object(
+        Bucket="lake-test", Key="lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/latest/part-00000.parquet"
+    )
+    assert (
+        body["Body"].read()
+        == (lake / "credit_risk/snapshots/20210901T000000Z-aaaaaa/latest/part-00000.parquet").read_bytes()
+    )
+    manifest = json.loads(
+        s3.get_object(Bucket="lake-test", Key="lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/manifest.json")[
+            "Body"
+        ].read()
+    )
+    assert (
+        manifest["outputs"]["latest"]["uri"]
+        == "s3a://lake-test/lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/latest"
+    )
     assert manifest["input"]["uri"] == "/data/in.csv"  # outside the lake: left alone
     current = json.loads(s3.get_object(Bucket="lake-test", Key="lake/credit_risk/CURRENT.json")["Body"].read())
     assert current["manifest"] == "s3a://lake-test/lake/credit_risk/snapshots/20210901T000000Z-aaaaaa/manifest.json"

@@ -21,7 +21,9 @@ def test_constraints_hold_every_pin_of_requirements():
     """The images install requirements.txt under constraints.txt: a pin that differs would fail the build."""
     required = pins(REPO_ROOT / "requirements.txt")
     constrained = pins(REPO_ROOT / "compose" / "constraints.txt")
-    stale = {name: (version, constrained.get(name)) for name, version in required.items() if constrained.get(name) != version}
+    stale = {
+        name: (version, constrained.get(name)) for name, version in required.items() if constrained.get(name) != version
+    }
     assert not stale, f"run compose/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
 
 
@@ -117,13 +119,20 @@ def test_compose_sh_refuses_bad_arguments_in_one_line(args, message):
 def test_compose_sh_without_an_engine_says_so_in_one_line(tmp_path):
     env_file = tmp_path / "cluster.env"
     env_file.write_text("COMPOSE_PROJECT_NAME=sparkmaker-none\n")
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-           "SPARKMAKER_ENGINE_UP": "/nonexistent/engine-up.sh", "SPARKMAKER_COMPOSE_ENV_FILE": str(env_file)}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "SPARKMAKER_ENGINE_UP": "/nonexistent/engine-up.sh",
+        "SPARKMAKER_COMPOSE_ENV_FILE": str(env_file),
+    }
     result = subprocess.run([str(COMPOSE_SH), "status"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
-    assert ("no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
-            or "docker-compose (1.29 or later) is not installed" in result.stderr), result.stderr
+    assert (
+        "no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
+        or "docker-compose (1.29 or later) is not installed" in result.stderr
+    ), result.stderr
 
 
 def test_mlflow_runs_on_postgres_with_s3_artifacts_and_the_pipeline_roles_use_it(compose):
@@ -132,7 +141,9 @@ def test_mlflow_runs_on_postgres_with_s3_artifacts_and_the_pipeline_roles_use_it
     env = mlflow["environment"]
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://sparkmaker:${POSTGRES_PASSWORD")
     assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
-    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://") and env["MLFLOW_S3_ENDPOINT_URL"] == "http://moto:5000"
+    assert (
+        env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://") and env["MLFLOW_S3_ENDPOINT_URL"] == "http://moto:5000"
+    )
     assert {"mlflow", "mlflow:5000", "127.0.0.1:5000"} <= set(env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","))
     assert mlflow["command"][:2] == ["sparkmaker-container", "mlflow"]
     assert set(mlflow["depends_on"]) == {"postgres", "moto"}
@@ -191,7 +202,9 @@ def test_the_sql_server_asks_for_a_password_kept_in_the_env_file(compose):
     from configuration.settings import load_settings
     from stack.supervisor import thrift_server_command
 
-    command = thrift_server_command(load_settings(), 10000, "spark://spark-master:7077", REPO_ROOT / "classes", bind_host="0.0.0.0")
+    command = thrift_server_command(
+        load_settings(), 10000, "spark://spark-master:7077", REPO_ROOT / "classes", bind_host="0.0.0.0"
+    )
     assert command.index("--class") < command.index("--hiveconf")
     assert "hive.server2.authentication=CUSTOM" in command and "hive.server2.thrift.bind.host=0.0.0.0" in command
     # The runtime image has no javac: the classes are compiled in a build stage into the folder looked in first.
@@ -203,7 +216,10 @@ def test_the_same_sql_server_arguments_as_the_local_stack():
     from features.java_extensions import sql_server_arguments
 
     arguments = " ".join(sql_server_arguments(REPO_ROOT / "classes"))
-    for expected in ("spark.sql.runSQLOnFiles=false", "spark.sql.extensions=sparkmaker.SqlGuard",
-                     "hive.server2.authentication=CUSTOM",
-                     "hive.server2.custom.authentication.class=sparkmaker.PasswordAuthenticator"):
+    for expected in (
+        "spark.sql.runSQLOnFiles=false",
+        "spark.sql.extensions=sparkmaker.SqlGuard",
+        "hive.server2.authentication=CUSTOM",
+        "hive.server2.custom.authentication.class=sparkmaker.PasswordAuthenticator",
+    ):
         assert expected in arguments

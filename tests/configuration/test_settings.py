@@ -22,10 +22,10 @@ def test_defaults_then_file_then_environment(clean_env, tmp_path):
     clean_env.setenv("SPARKMAKER_CONFIG", str(config))
     clean_env.setenv("SPARKMAKER_SPARK__MASTER", "spark://example:7077")
     settings = load_settings()
-    assert settings.spark.shuffle_partitions == 16          # from the file
+    assert settings.spark.shuffle_partitions == 16  # from the file
     assert settings.spark.master == "spark://example:7077"  # the environment wins over the file
     assert settings.features.max_reject_share == 0.2
-    assert settings.features.database == "credit_risk"      # untouched default
+    assert settings.features.database == "credit_risk"  # untouched default
 
 
 def test_relative_paths_resolve_against_the_repository(clean_env):
@@ -38,7 +38,11 @@ def test_relative_paths_resolve_against_the_repository(clean_env):
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("SPARKMAKER_FEATURES__MAX_REJECT_SHARE", "1.5", r"features\.max_reject_share: Input should be less than or equal to 1"),
+        (
+            "SPARKMAKER_FEATURES__MAX_REJECT_SHARE",
+            "1.5",
+            r"features\.max_reject_share: Input should be less than or equal to 1",
+        ),
         ("SPARKMAKER_SPARK__SHUFFLE_PARTITIONS", "many", r"spark\.shuffle_partitions: Input should be a valid integer"),
         ("SPARKMAKER_METASTORE__KIND", "jdbc", r"metastore.*jdbc_url is empty"),
         ("SPARKMAKER_ONLINE_STORE__KIND", "cassandra", r"online_store\.kind"),

@@ -20,18 +20,55 @@ import pytest
 from configuration.settings import Settings
 from features.online.materialize import materialize
 from tests.api.conftest import (  # noqa: F401 (fixtures)
-    API_KEY, AS_OF, CUSTOMERS, RUN_ID, api_settings, log_section, make_model_dir, model_dir, model_server, store_section,
+    API_KEY,
+    AS_OF,
+    CUSTOMERS,
+    RUN_ID,
+    api_settings,
+    log_section,
+    make_model_dir,
+    model_dir,
+    model_server,
+    store_section,
 )
 from tests.online.conftest import feature_rows, publish_lake_snapshot
 from tests.serving.conftest import registry_with
 
 REJECTS = [
-    {"raw_line": None, "loan_id": "x1", "id": "abc", "loan_date": "2020-01-01", "loan_amount": "10", "reason": "bad_id"},
-    {"raw_line": None, "loan_id": "7", "id": "5008804", "loan_date": "2020-13-40", "loan_amount": "10", "reason": "bad_loan_date"},
-    {"raw_line": "1,2,3", "loan_id": None, "id": None, "loan_date": None, "loan_amount": None, "reason": "malformed_row"},
+    {
+        "raw_line": None,
+        "loan_id": "x1",
+        "id": "abc",
+        "loan_date": "2020-01-01",
+        "loan_amount": "10",
+        "reason": "bad_id",
+    },
+    {
+        "raw_line": None,
+        "loan_id": "7",
+        "id": "5008804",
+        "loan_date": "2020-13-40",
+        "loan_amount": "10",
+        "reason": "bad_loan_date",
+    },
+    {
+        "raw_line": "1,2,3",
+        "loan_id": None,
+        "id": None,
+        "loan_date": None,
+        "loan_amount": None,
+        "reason": "malformed_row",
+    },
 ]
-REJECT_COUNTS = {"malformed_row": 1, "bad_id": 1, "bad_loan_id": 0, "bad_loan_date": 1, "bad_loan_amount": 0, "bad_status": 0,
-                 "duplicate_loan_id": 0}
+REJECT_COUNTS = {
+    "malformed_row": 1,
+    "bad_id": 1,
+    "bad_loan_id": 0,
+    "bad_loan_date": 1,
+    "bad_loan_amount": 0,
+    "bad_status": 0,
+    "duplicate_loan_id": 0,
+}
 
 
 def write_snapshot(lake: Path, run_id: str = RUN_ID, current: bool = True) -> dict:
@@ -41,7 +78,10 @@ def write_snapshot(lake: Path, run_id: str = RUN_ID, current: bool = True) -> di
     (snapshot / "rejects").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(REJECTS), snapshot / "rejects" / "part-00000.parquet")
     manifest.update(
-        rows_in=len(rows) + 3, rows_accepted=len(rows), rejects=REJECT_COUNTS, exact_duplicates_removed=2,
+        rows_in=len(rows) + 3,
+        rows_accepted=len(rows),
+        rejects=REJECT_COUNTS,
+        exact_duplicates_removed=2,
         input={"uri": "/data/loans.csv", "size_bytes": 123, "sha256": "0" * 64},
     )
     manifest["outputs"]["rejects"] = {"uri": str(snapshot / "rejects"), "rows": 3, "table": "credit_risk.rejects"}
@@ -97,6 +137,8 @@ def console_settings(platform_root: Path, model_server, tmp_path, request) -> Se
         {**log_section("sqlite", tmp_path, request), "prediction_log_table": f"console_{uuid.uuid4().hex[:8]}"},
         model_server.url,
     )
-    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"lake": str(platform_root / "lake")})})
+    settings = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"lake": str(platform_root / "lake")})}
+    )
     materialize(settings, RUN_ID)
     return settings

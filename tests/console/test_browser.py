@@ -16,8 +16,14 @@ import pytest
 from tests.api.conftest import API_KEY, CUSTOMERS, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".state" / "test-artifacts" / "console"
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,7 +32,9 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; scripts/ensure_system_packages.sh does it as root)")
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install -y chromium; scripts/ensure_system_packages.sh does it as root)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -58,13 +66,21 @@ def test_a_person_signs_in_finds_customers_models_and_data(browser, console, tmp
     page = context.new_page()
     # Refusals by the Content-Security-Policy, script errors, and subresources that failed (pages answering
     # 401/404 on purpose are documents, and Chromium's own /favicon.ico probe is not the console's).
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
         "response",
-        lambda r: errors.append(f"{r.status} {r.url}")
-        if r.status >= 400 and r.request.resource_type != "document" and not r.url.endswith("/favicon.ico")
-        and not r.request.headers.get("hx-request") else None,
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 400
+            and r.request.resource_type != "document"
+            and not r.url.endswith("/favicon.ico")
+            and not r.request.headers.get("hx-request")
+            else None
+        ),
     )
     try:
         # Nothing without signing in; a wrong key says so.

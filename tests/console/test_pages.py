@@ -19,8 +19,15 @@ from features.contract import FEATURE_COLUMNS
 from tests.api.conftest import API_KEY, CUSTOMERS, RUN_ID, expected_features
 from tests.console.conftest import REJECT_COUNTS
 
-PAGES = ["/console/customer", "/console/models", "/console/data", "/console/monitoring", "/console/models/1/plots/roc",
-         "/console/monitoring/report", f"/console/customer?id={CUSTOMERS[0]}"]
+PAGES = [
+    "/console/customer",
+    "/console/models",
+    "/console/data",
+    "/console/monitoring",
+    "/console/models/1/plots/roc",
+    "/console/monitoring/report",
+    f"/console/customer?id={CUSTOMERS[0]}",
+]
 
 
 @pytest.fixture
@@ -61,8 +68,10 @@ def test_sign_in_page_has_a_password_field_and_a_strict_policy(client):
     assert re.search(r'<input id="api-key" name="key" type="password"', answer.text)
     policy = answer.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "default-src 'none'" in policy and "unsafe-inline" not in policy
-    assert "<script src=\"/console/static/htmx.min.js\"" in answer.text
-    assert "http://" not in answer.text.replace("http://127.0.0.1", "") and "https://" not in answer.text  # nothing from elsewhere
+    assert '<script src="/console/static/htmx.min.js"' in answer.text
+    assert (
+        "http://" not in answer.text.replace("http://127.0.0.1", "") and "https://" not in answer.text
+    )  # nothing from elsewhere
 
 
 def test_a_wrong_key_says_so_and_sets_no_cookie(client):
@@ -106,7 +115,9 @@ def test_a_forged_expired_or_revoked_session_is_refused(client, console_settings
 
     sessions = Sessions(session_secret(console_settings), 60)
     assert sessions.valid(sessions.issue(hash_key(API_KEY)), console_settings.api.api_key_hashes)
-    assert not sessions.valid(sessions.issue(hash_key(API_KEY), now=time.time() - 120), console_settings.api.api_key_hashes)
+    assert not sessions.valid(
+        sessions.issue(hash_key(API_KEY), now=time.time() - 120), console_settings.api.api_key_hashes
+    )
     assert not sessions.valid(sessions.issue(hash_key(API_KEY)), [hash_key("another-key")])  # key removed: session over
     assert not sessions.valid("é" * 10, console_settings.api.api_key_hashes)
 
@@ -129,7 +140,9 @@ def test_customer_page_shows_what_the_api_answers(signed_in, console_settings):
     customer = CUSTOMERS[13]
     page = signed_in.get("/console/customer", params={"id": customer})
     assert page.status_code == 200
-    api = signed_in.get(f"/predict/{customer}", params={"explain": "true"}, headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    api = signed_in.get(
+        f"/predict/{customer}", params={"explain": "true"}, headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()
     html = page.text
     assert re.search(r'data-testid="probability">([0-9.]+)<', html).group(1) == f"{api['probability']:.4f}"
     assert f'data-testid="threshold">{api["threshold"]}<' in html
@@ -138,7 +151,9 @@ def test_customer_page_shows_what_the_api_answers(signed_in, console_settings):
     for reason in api["reasons"]:
         assert reason["text"] in html
     shown = re.findall(r'<rect [^>]*data-feature="([^"]+)" data-value="([^"]+)"', html)
-    assert sorted(float(v) for _, v in shown) == pytest.approx(sorted(api["explanation"]["contributions"].values()), abs=1e-9)
+    assert sorted(float(v) for _, v in shown) == pytest.approx(
+        sorted(api["explanation"]["contributions"].values()), abs=1e-9
+    )
     assert 'id="customer-id"' in html
 
 
@@ -182,7 +197,7 @@ def test_models_page_lists_every_version_production_and_plots(signed_in):
     assert "no gate decisions recorded" in html
     assert "Model card: seed 11" in html and "<table>" in html
     assert "<script>alert" not in html and "&lt;script&gt;" in html  # the card's raw HTML is escaped
-    assert '/console/models/2/plots/roc' in html and '/console/models/1/plots/calibration' in html
+    assert "/console/models/2/plots/roc" in html and "/console/models/1/plots/calibration" in html
     assert "promote" in html  # the registry history
     image = signed_in.get("/console/models/2/plots/roc")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
@@ -194,9 +209,11 @@ def test_data_page_shows_snapshots_rejects_per_reason_and_a_sample(signed_in):
     html = signed_in.get("/console/data").text
     assert f'data-run="{RUN_ID}"' in html and "(current)" in html
     for reason, count in REJECT_COUNTS.items():
-        assert f"<th scope=\"row\">{reason}</th><td>{count}</td>" in html
-    assert "<td>malformed_row 1, bad_id 1, bad_loan_date 1</td>" in html  # the reasons with rows, in the contract's order
-    sample = html[html.index('data-testid="rejects-sample"'):]
+        assert f'<th scope="row">{reason}</th><td>{count}</td>' in html
+    assert (
+        "<td>malformed_row 1, bad_id 1, bad_loan_date 1</td>" in html
+    )  # the reasons with rows, in the contract's order
+    sample = html[html.index('data-testid="rejects-sample"') :]
     assert "2020-13-40" in sample and "malformed_row" in sample and "abc" in sample
     assert signed_in.get("/console/data", params={"run": "nope"}).status_code == 404
 

@@ -19,13 +19,20 @@ DIAGRAM_DIR = REPO_ROOT / "architecture"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 needs_graphviz = pytest.mark.skipif(
-    shutil.which("dot") is None, reason="Graphviz's dot is not installed (Debian package graphviz: apt-get install -y graphviz)"
+    shutil.which("dot") is None,
+    reason="Graphviz's dot is not installed (Debian package graphviz: apt-get install -y graphviz)",
 )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "architecture", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "architecture", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def check_png(path: Path) -> None:

@@ -100,12 +100,18 @@ def compute(csv_path: str, as_of: dt.date) -> Expected:
             continue
         expected.exact_duplicates_removed += len(copies) - 1
         row = dict(copies[0])
-        loans.append({
-            "id": as_int(row["id"]), "loan_id": loan_id, "loan_date": as_date(row["loan_date"]),
-            "loan_amount": as_amount(row["loan_amount"]), "birthday": as_date(row.get("birthday")),
-            "job_start_date": as_date(row.get("job_start_date")), "flag_own_car": flag(row.get("flag_own_car")),
-            "status": int(row["status"].strip()),
-        })
+        loans.append(
+            {
+                "id": as_int(row["id"]),
+                "loan_id": loan_id,
+                "loan_date": as_date(row["loan_date"]),
+                "loan_amount": as_amount(row["loan_amount"]),
+                "birthday": as_date(row.get("birthday")),
+                "job_start_date": as_date(row.get("job_start_date")),
+                "flag_own_car": flag(row.get("flag_own_car")),
+                "status": int(row["status"].strip()),
+            }
+        )
 
     by_customer: dict[int, list[dict]] = defaultdict(list)
     for loan in loans:
@@ -114,17 +120,21 @@ def compute(csv_path: str, as_of: dt.date) -> Expected:
         for loan in history:
             earlier = [other["loan_amount"] for other in history if other["loan_date"] < loan["loan_date"]]
             expected.training[loan["loan_id"]] = {
-                "id": customer, "loan_date": loan["loan_date"], "nb_previous_loans": len(earlier),
+                "id": customer,
+                "loan_date": loan["loan_date"],
+                "nb_previous_loans": len(earlier),
                 "avg_amount_loans_previous": sum(earlier) / len(earlier) if earlier else None,
                 "age": completed_years(loan["birthday"], loan["loan_date"]),
                 "years_on_the_job": completed_years(loan["job_start_date"], loan["loan_date"]),
-                "flag_own_car": loan["flag_own_car"], "status": loan["status"],
+                "flag_own_car": loan["flag_own_car"],
+                "status": loan["status"],
             }
         before = [loan for loan in history if loan["loan_date"] < as_of]
         if before:
             recent = max(before, key=lambda loan: (loan["loan_date"], loan["loan_id"]))
             expected.latest[customer] = {
-                "as_of": as_of, "nb_previous_loans": len(before),
+                "as_of": as_of,
+                "nb_previous_loans": len(before),
                 "avg_amount_loans_previous": sum(loan["loan_amount"] for loan in before) / len(before),
                 "age": completed_years(recent["birthday"], as_of),
                 "years_on_the_job": completed_years(recent["job_start_date"], as_of),

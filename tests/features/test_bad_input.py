@@ -64,7 +64,11 @@ def test_many_duplicated_names_are_listed_briefly():
 # Item 14: bytes that are not UTF-8 -------------------------------------------------------------------------
 def test_rows_with_bytes_that_are_not_utf8_are_counted_in_the_manifest(spark, lake_settings, tmp_path):
     path = tmp_path / "latin1.csv"
-    lines = [HEADER + ",occupation_type"] + [ROWS[0] + ",Caf\xe9 owner", ROWS[1] + ",Cook", ROWS[2] + ",Ma\xeetre d'h\xf4tel"]
+    lines = [HEADER + ",occupation_type"] + [
+        ROWS[0] + ",Caf\xe9 owner",
+        ROWS[1] + ",Cook",
+        ROWS[2] + ",Ma\xeetre d'h\xf4tel",
+    ]
     path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     manifest = run_job(spark, lake_settings, path)
     # Hand-counted: rows 1 and 3 hold a latin-1 byte (0xe9; 0xee and 0xf4); the rows stay as the contract says.
@@ -74,7 +78,10 @@ def test_rows_with_bytes_that_are_not_utf8_are_counted_in_the_manifest(spark, la
 
 def test_a_clean_file_counts_no_undecodable_rows(spark, lake_settings, tmp_path):
     path = tmp_path / "clean.csv"
-    path.write_text("\n".join([HEADER + ",occupation_type", ROWS[0] + ",Café owner", *(r + ",Cook" for r in ROWS[1:])]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join([HEADER + ",occupation_type", ROWS[0] + ",Café owner", *(r + ",Cook" for r in ROWS[1:])]) + "\n",
+        encoding="utf-8",
+    )
     manifest = run_job(spark, lake_settings, path)
     assert manifest["undecodable_rows"] == 0 and manifest["rows_accepted"] == 3
 

@@ -38,17 +38,32 @@ def test_postgresql_metastore_through_the_service_then_directly(metastore_databa
     raw, truth = generate(3_000, seed=23)
     write(raw, truth, csv)
     lake = str(tmp_path / "lake")
-    base = {**os.environ, "SPARKMAKER_METASTORE__JDBC_URL": metastore_database, "SPARKMAKER_METASTORE__JDBC_USER": "postgres",
-            "SPARKMAKER_FEATURES__MATERIALIZE": "false", "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
+    base = {
+        **os.environ,
+        "SPARKMAKER_METASTORE__JDBC_URL": metastore_database,
+        "SPARKMAKER_METASTORE__JDBC_USER": "postgres",
+        "SPARKMAKER_FEATURES__MATERIALIZE": "false",
+        "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state"),
+    }
 
     def features(env: dict, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "features", *args], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "features", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     port = free_port()
     service = start_metastore(base, lake, port)
     try:
-        through_service = {**base, "SPARKMAKER_METASTORE__KIND": "thrift", "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{port}"}
+        through_service = {
+            **base,
+            "SPARKMAKER_METASTORE__KIND": "thrift",
+            "SPARKMAKER_METASTORE__URIS": f"thrift://127.0.0.1:{port}",
+        }
         run = features(through_service, "--input", str(csv), "--lake", lake, "--as-of", "2021-09-18")
         assert run.returncode == 0, run.stderr
     finally:

@@ -71,7 +71,10 @@ def test_generated_file_matches_the_plain_python_reference(spark, lake_settings,
     assert manifest["rows_accepted"] == len(expected.training)
     assert manifest["exact_duplicates_removed"] == expected.exact_duplicates_removed
     assert manifest["rejects"] == {reason: expected.rejects.get(reason, 0) for reason in REJECT_REASONS}
-    assert manifest["rows_in"] == manifest["rows_accepted"] + sum(manifest["rejects"].values()) + manifest["exact_duplicates_removed"]
+    assert (
+        manifest["rows_in"]
+        == manifest["rows_accepted"] + sum(manifest["rejects"].values()) + manifest["exact_duplicates_removed"]
+    )
     assert json.loads((tmp_path / "m.json").read_text()) == manifest
 
 
@@ -125,8 +128,13 @@ def test_rerun_repoints_the_tables_to_the_new_snapshot(spark, lake_settings, gen
 
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "features", *args], cwd=REPO_ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+        [sys.executable, "-m", "features", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
     )
 
 
@@ -139,7 +147,9 @@ def test_killed_run_leaves_the_previous_snapshot_current_and_sql_reads_it(genera
     assert first.returncode == 0, err
     current = json.loads((lake_dir / "credit_risk" / "CURRENT.json").read_text())
 
-    second = _cli("--input", str(generated_csv), "--lake", str(lake_dir), "--as-of", "2021-07-31", start_new_session=True)
+    second = _cli(
+        "--input", str(generated_csv), "--lake", str(lake_dir), "--as-of", "2021-07-31", start_new_session=True
+    )
     deadline = time.monotonic() + 240
     snapshots = lake_dir / "credit_risk" / "snapshots"
     while time.monotonic() < deadline:

@@ -35,6 +35,8 @@ def test_a_scheme_without_connector_fails_before_any_work_naming_the_fix(spark):
 
 
 def test_readers_without_spark_refuse_remote_lakes_in_one_line(spark_settings):
-    remote = spark_settings.model_copy(update={"paths": spark_settings.paths.model_copy(update={"lake": "hdfs://nn/lake"})})
+    remote = spark_settings.model_copy(
+        update={"paths": spark_settings.paths.model_copy(update={"lake": "hdfs://nn/lake"})}
+    )
     with pytest.raises(UserError, match="is not a local path"):
         lake.read_current(remote)

@@ -33,7 +33,9 @@ def settings(tmp_path):
 
 
 def _hold(settings) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, settings.paths.lake], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, settings.paths.lake], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 

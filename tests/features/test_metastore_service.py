@@ -20,7 +20,11 @@ def start_metastore(env: dict, lake: str, port: int) -> subprocess.Popen:
     """`python -m features metastore` on `port`, once it listens (fails the test if it never does)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "features", "metastore", "--lake", lake, "--port", str(port)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -46,8 +50,14 @@ def metastore_service(tmp_path):
 
 
 def features_cli(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "features", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "features", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -60,8 +70,10 @@ def test_job_and_two_concurrent_queries_share_the_metastore(metastore_service, t
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
 
-    queries = [features_cli(metastore_service, "sql", "--lake", lake, "SELECT count(*) AS n FROM training_features")
-               for _ in range(2)]
+    queries = [
+        features_cli(metastore_service, "sql", "--lake", lake, "SELECT count(*) AS n FROM training_features")
+        for _ in range(2)
+    ]
     for query in queries:
         out, err = query.communicate(timeout=300)
         assert query.returncode == 0, err
@@ -84,7 +96,7 @@ def listening_addresses(port: int) -> set[str]:
                     found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
                 else:
                     raw = bytes.fromhex(address)
-                    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    ip = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
                     found.add(str(ip.ipv4_mapped or ip))  # Java binds IPv4 as ::ffff:a.b.c.d
     return found
 

@@ -29,7 +29,11 @@ def _snapshot(settings, run_id: str, rows: int | None, age_seconds: float = 0) -
     (folder / "training").mkdir(parents=True)
     (folder / "training" / "part-0.parquet").write_bytes(b"x" * 1000)
     if rows is not None:
-        manifest = {"run_id": run_id, "as_of": "2026-11-01", "outputs": {"training": {"uri": str(folder / "training"), "rows": rows}}}
+        manifest = {
+            "run_id": run_id,
+            "as_of": "2026-11-01",
+            "outputs": {"training": {"uri": str(folder / "training"), "rows": rows}},
+        }
         (folder / "manifest.json").write_text(json.dumps(manifest))
     stamp = time.time() - age_seconds
     os.utime(folder, (stamp, stamp))
@@ -61,7 +65,9 @@ def test_prune_keeps_current_newest_models_lineage_and_runs_in_progress(settings
     assert cli.main(["snapshots", "--prune", "--keep", "2", "--lake", settings.paths.lake]) == 0
     dry = capsys.readouterr().out
     assert "would delete 4 snapshot(s)" in dry
-    assert all((Path(settings.paths.lake) / settings.features.dataset / "snapshots" / r).exists() for r in runs)  # a dry run
+    assert all(
+        (Path(settings.paths.lake) / settings.features.dataset / "snapshots" / r).exists() for r in runs
+    )  # a dry run
 
     assert cli.main(["snapshots", "--prune", "--keep", "2", "--yes", "--lake", settings.paths.lake]) == 0
     assert "deleted 4 snapshot(s)" in capsys.readouterr().out

@@ -54,8 +54,23 @@ def test_truth_is_the_probability_status_was_drawn_from():
 def test_dirty_rows_break_the_rules_and_the_cli_writes_both_files(tmp_path):
     out = tmp_path / "d.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "features.sample_data", "--rows", "2000", "--seed", "9", "--dirty", "0.05", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "features.sample_data",
+            "--rows",
+            "2000",
+            "--seed",
+            "9",
+            "--dirty",
+            "0.05",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     raw = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -68,6 +83,9 @@ def test_dirty_rows_break_the_rules_and_the_cli_writes_both_files(tmp_path):
 def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "features.sample_data", "--rows", "0", "--out", str(tmp_path / "x.csv")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and proc.stderr.strip() == "features.sample_data: error: --rows must be at least 1"

@@ -11,12 +11,22 @@ from pyspark.sql import Row
 from features import validate
 
 COLUMNS = ["loan_id", "id", "loan_date", "loan_amount", "birthday", "job_start_date", "flag_own_car", "status"]
-GOOD = {"loan_id": "1", "id": "5008804", "loan_date": "2019-05-01", "loan_amount": "1200.50",
-        "birthday": "1980-01-15", "job_start_date": "2010-03-01", "flag_own_car": "Y", "status": "0"}
+GOOD = {
+    "loan_id": "1",
+    "id": "5008804",
+    "loan_date": "2019-05-01",
+    "loan_amount": "1200.50",
+    "birthday": "1980-01-15",
+    "job_start_date": "2010-03-01",
+    "flag_own_car": "Y",
+    "status": "0",
+}
 
 
 def frame(spark, *rows: dict):
-    return spark.createDataFrame([Row(**{c: r.get(c) for c in COLUMNS}) for r in rows], schema=", ".join(f"{c} string" for c in COLUMNS))
+    return spark.createDataFrame(
+        [Row(**{c: r.get(c) for c in COLUMNS}) for r in rows], schema=", ".join(f"{c} string" for c in COLUMNS)
+    )
 
 
 def reasons(spark, *rows: dict) -> list:
@@ -106,8 +116,14 @@ def test_loan_ids_compare_as_integers(spark):
 def test_accepted_rows_are_typed(spark):
     row = validate.accepted(validate.classify(frame(spark, GOOD), COLUMNS)).first()
     assert row.asDict() == {
-        "id": 5008804, "loan_id": 1, "loan_date": dt.date(2019, 5, 1), "loan_amount": 1200.5,
-        "birthday": dt.date(1980, 1, 15), "job_start_date": dt.date(2010, 3, 1), "flag_own_car": 1, "status": 0,
+        "id": 5008804,
+        "loan_id": 1,
+        "loan_date": dt.date(2019, 5, 1),
+        "loan_amount": 1200.5,
+        "birthday": dt.date(1980, 1, 15),
+        "job_start_date": dt.date(2010, 3, 1),
+        "flag_own_car": 1,
+        "status": 0,
     }
 
 

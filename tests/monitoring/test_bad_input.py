@@ -47,7 +47,9 @@ def test_an_all_missing_feature_is_reported_and_alerts_only_when_it_broke():
 
 def test_no_reference_says_why():
     rows = feature_drift.compare(None, frame(200), load_settings().monitoring, "no production model: train one")
-    assert {r["status"] for r in rows} == {"no_reference"} and {r["note"] for r in rows} == {"no production model: train one"}
+    assert {r["status"] for r in rows} == {"no_reference"} and {r["note"] for r in rows} == {
+        "no production model: train one"
+    }
 
 
 def test_per_feature_thresholds():
@@ -72,7 +74,11 @@ def test_an_empty_prediction_log_is_reported(tmp_path):
 def test_cli_without_a_snapshot_is_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "monitoring", "drift", "--lake", str(tmp_path / "lake")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no feature snapshot" in result.stderr

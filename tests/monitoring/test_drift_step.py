@@ -40,7 +40,9 @@ def register_production_model(settings, run_id: str, tmp) -> tuple[str, np.ndarr
     model_dir = make_model_dir(tmp / "model")
     metadata = artifact.read_metadata(model_dir)
     metadata["training_data"] = {**metadata["training_data"], "run_id": run_id}
-    artifact.write_metadata(model_dir, {k: v for k, v in metadata.items() if k not in ("format_version", "model_sha256")})
+    artifact.write_metadata(
+        model_dir, {k: v for k, v in metadata.items() if k not in ("format_version", "model_sha256")}
+    )
     scores = np.random.default_rng(5).beta(1.2, 30, 2000)
     artifact.write_validation_scores(model_dir, scores, (np.random.default_rng(6).random(2000) < scores).astype(int))
     registry = open_registry(settings)
@@ -63,12 +65,24 @@ def world(spark, spark_settings, tmp_path_factory):
     customers = pq.read_table(first["outputs"]["latest"]["uri"], columns=["id"]).column("id").to_pylist()
     served = np.random.default_rng(8).beta(1.2, 30, 600)
     log = SqlitePredictionLog(sqlite_log_path(settings))
-    log.write_batch([
-        LogEntry((NOW - dt.timedelta(minutes=50 - i * 0.05)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), uuid.uuid4().hex,
-                 int(customers[i % len(customers)]), {}, float(p), int(p >= 0.05), 0.05, version, first["run_id"],
-                 "2020-06-30", 1.0)
-        for i, p in enumerate(served)
-    ])
+    log.write_batch(
+        [
+            LogEntry(
+                (NOW - dt.timedelta(minutes=50 - i * 0.05)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                uuid.uuid4().hex,
+                int(customers[i % len(customers)]),
+                {},
+                float(p),
+                int(p >= 0.05),
+                0.05,
+                version,
+                first["run_id"],
+                "2020-06-30",
+                1.0,
+            )
+            for i, p in enumerate(served)
+        ]
+    )
     log.close()
     second = run_features(spark, settings, tmp / "b.csv", AS_OF)
     outcome = drift_step(settings, second["run_id"], spark=spark, now=NOW)
@@ -100,7 +114,8 @@ def test_served_scores_like_the_validation_scores_do_not_drift(world):
     assert prediction["served_rows"] == 600 and prediction["reference_rows"] == 2000
     assert prediction["status"] == "ok" and prediction["psi"] < 0.1
     assert prediction["served_positive_share"] == pytest.approx(
-        np.mean(np.random.default_rng(8).beta(1.2, 30, 600) >= 0.05))
+        np.mean(np.random.default_rng(8).beta(1.2, 30, 600) >= 0.05)
+    )
 
 
 def test_results_are_stored_under_the_snapshot_and_in_hive(world, spark):
@@ -108,8 +123,12 @@ def test_results_are_stored_under_the_snapshot_and_in_hive(world, spark):
     stored = pq.read_table(result_uri(settings, run_id, "drift")).to_pandas()
     assert len(stored) == 2 * len(FEATURE_COLUMNS) and set(stored["snapshot_run_id"]) == {run_id}
     database = settings.features.database
-    hive = {(r["comparison"], r["feature"]): r["psi"] for r in spark.sql(
-        f"SELECT comparison, feature, psi FROM {database}.drift WHERE snapshot_run_id = '{run_id}'").collect()}
+    hive = {
+        (r["comparison"], r["feature"]): r["psi"]
+        for r in spark.sql(
+            f"SELECT comparison, feature, psi FROM {database}.drift WHERE snapshot_run_id = '{run_id}'"
+        ).collect()
+    }
     assert hive == {(r["comparison"], r["feature"]): r["psi"] for r in world["outcome"].drift}
     assert spark.sql(f"SELECT count(*) FROM {database}.prediction_drift").collect()[0][0] == 1
     assert latest(settings)["snapshot_run_id"] == run_id
@@ -120,19 +139,29 @@ def test_metrics_expose_the_stored_values(world):
     from tests.api.conftest import read_metric
 
     settings = world["settings"].model_copy(
-        update={"api": world["settings"].api.model_copy(update={"auth_enabled": False})})
+        update={"api": world["settings"].api.model_copy(update={"auth_enabled": False})}
+    )
     text = TestClient(create_app(settings)).get("/metrics").text
     for row in world["outcome"].drift:
         labels = {"feature": row["feature"], "comparison": row["comparison"]}
         assert read_metric(text, "sparkmaker_feature_drift_psi", **labels) == pytest.approx(row["psi"], rel=1e-12)
-        assert read_metric(text, "sparkmaker_feature_drift_ks", **labels) == pytest.approx(row["ks_statistic"], rel=1e-12)
-    assert read_metric(text, "sparkmaker_prediction_drift_psi") == pytest.approx(world["outcome"].prediction["psi"], rel=1e-12)
+        assert read_metric(text, "sparkmaker_feature_drift_ks", **labels) == pytest.approx(
+            row["ks_statistic"], rel=1e-12
+        )
+    assert read_metric(text, "sparkmaker_prediction_drift_psi") == pytest.approx(
+        world["outcome"].prediction["psi"], rel=1e-12
+    )
     assert read_metric(text, "sparkmaker_drift_alert") == 1.0
     for quality in world["outcome"].quality:
         version = quality["model_version"]
-        assert read_metric(text, "sparkmaker_realized_matched_predictions", model_version=version) == quality["matched_predictions"]
+        assert (
+            read_metric(text, "sparkmaker_realized_matched_predictions", model_version=version)
+            == quality["matched_predictions"]
+        )
         if quality["roc_auc"] is not None:
-            assert read_metric(text, "sparkmaker_realized_roc_auc", model_version=version) == pytest.approx(quality["roc_auc"])
+            assert read_metric(text, "sparkmaker_realized_roc_auc", model_version=version) == pytest.approx(
+                quality["roc_auc"]
+            )
     assert world["second"]["run_id"] not in text and world["first"]["run_id"] not in text  # no snapshot ids as labels
 
 
@@ -146,14 +175,22 @@ def test_report_holds_each_section_and_no_outside_resource(world):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.mark.timeout(180)
 def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; scripts/ensure_system_packages.sh does it as root)")
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install -y chromium; scripts/ensure_system_packages.sh does it as root)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -161,9 +198,16 @@ def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
     out = tmp_path / "report.html"
     result = subprocess.run(
         [sys.executable, "-m", "monitoring", "report", "--snapshot", world["second"]["run_id"], "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "SPARKMAKER_PATHS__LAKE": world["settings"].paths.lake,
-             "SPARKMAKER_PATHS__STATE_DIR": world["settings"].paths.state_dir},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            "SPARKMAKER_PATHS__LAKE": world["settings"].paths.lake,
+            "SPARKMAKER_PATHS__STATE_DIR": world["settings"].paths.state_dir,
+        },
     )
     assert result.returncode == 0, result.stderr
     assert f"snapshot {world['second']['run_id']}: feature drift 4 alert, 6 ok" in result.stdout  # the one-line summary
@@ -174,9 +218,13 @@ def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("request", lambda request: requests.append(request.url))
             page.goto(out.as_uri())
-            for section, heading in (("summary", "Monitoring report"), ("problems", "What could not be measured"),
-                                     ("feature-drift", "Feature drift"), ("prediction-drift", "Prediction drift"),
-                                     ("realized-quality", "Realized quality")):
+            for section, heading in (
+                ("summary", "Monitoring report"),
+                ("problems", "What could not be measured"),
+                ("feature-drift", "Feature drift"),
+                ("prediction-drift", "Prediction drift"),
+                ("realized-quality", "Realized quality"),
+            ):
                 assert page.locator(f"#{section}").is_visible(), section
                 assert heading in page.locator(f"#{section}").inner_text()
             assert "ALERT" in page.locator("#summary .banner").inner_text()

@@ -34,18 +34,24 @@ def backend(request, tmp_path):
 
 def test_reads_what_was_written_in_order_and_filters_by_time(backend):
     log, reader = backend
-    log.write_batch([
-        entry("2024-02-01T10:00:00.000000Z", 11, 0.25),
-        entry("2024-02-01T12:30:00.500000Z", 12, 0.75, version="4", as_of="2024-02-01"),
-        entry("2024-02-02T08:00:00.000001Z", 11, 0.125),
-    ])
+    log.write_batch(
+        [
+            entry("2024-02-01T10:00:00.000000Z", 11, 0.25),
+            entry("2024-02-01T12:30:00.500000Z", 12, 0.75, version="4", as_of="2024-02-01"),
+            entry("2024-02-02T08:00:00.000001Z", 11, 0.125),
+        ]
+    )
     served = reader.served()
     assert served["customer_id"].tolist() == [11, 12, 11]
     assert served["probability"].tolist() == [0.25, 0.75, 0.125]
     assert served["label"].tolist() == [0, 1, 0]
     assert served["model_version"].tolist() == ["3", "4", "3"]
     assert served["snapshot_as_of"].tolist() == ["2024-01-31", "2024-02-01", "2024-01-31"]
-    assert served["ts"].tolist() == ["2024-02-01T10:00:00.000000Z", "2024-02-01T12:30:00.500000Z", "2024-02-02T08:00:00.000001Z"]
+    assert served["ts"].tolist() == [
+        "2024-02-01T10:00:00.000000Z",
+        "2024-02-01T12:30:00.500000Z",
+        "2024-02-02T08:00:00.000001Z",
+    ]
     since = dt.datetime(2024, 2, 1, 12, 30, 0, 500000, tzinfo=dt.UTC)
     assert reader.served(since)["customer_id"].tolist() == [12, 11]  # ts >= since
     assert reader.served(since + dt.timedelta(days=5)).empty
@@ -54,8 +60,15 @@ def test_reads_what_was_written_in_order_and_filters_by_time(backend):
 def test_a_log_never_written_reads_as_empty(backend):
     _, reader = backend
     served = reader.served()
-    assert served.empty and list(served.columns) == ["ts", "customer_id", "probability", "label", "threshold",
-                                                     "model_version", "snapshot_as_of"]
+    assert served.empty and list(served.columns) == [
+        "ts",
+        "customer_id",
+        "probability",
+        "label",
+        "threshold",
+        "model_version",
+        "snapshot_as_of",
+    ]
 
 
 def test_an_unreachable_database_is_one_line(tmp_path):

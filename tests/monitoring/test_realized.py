@@ -34,8 +34,20 @@ LATER_CSV = """loan_id,id,loan_date,loan_amount,birthday,job_start_date,flag_own
 
 # (ts, customer, probability, model version, as_of)
 LOG = [
-    ("2024-02-01T09:00:00.000000Z", 1001001, 0.8, "1", "2024-02-01"),  # superseded by the next one (same version, customer, as_of)
-    ("2024-02-01T10:00:00.000000Z", 1001001, 0.9, "1", "2024-02-01"),  # -> loans 2 and 3 on 2024-03-01: loan 2, status 1
+    (
+        "2024-02-01T09:00:00.000000Z",
+        1001001,
+        0.8,
+        "1",
+        "2024-02-01",
+    ),  # superseded by the next one (same version, customer, as_of)
+    (
+        "2024-02-01T10:00:00.000000Z",
+        1001001,
+        0.9,
+        "1",
+        "2024-02-01",
+    ),  # -> loans 2 and 3 on 2024-03-01: loan 2, status 1
     ("2024-01-01T10:00:00.000000Z", 1001001, 0.3, "1", "2024-01-01"),  # -> loan 1 on 2024-01-10, status 0
     ("2024-02-01T11:00:00.000000Z", 1001002, 0.6, "1", "2024-02-01"),  # only a loan before as_of: unmatched
     ("2024-02-01T12:00:00.000000Z", 1001003, 0.5, "1", "2024-02-01"),  # -> loan 5 dated as_of itself, status 1
@@ -56,10 +68,22 @@ EXPECTED_MATCHES = [  # (version, customer, as_of, outcome loan, outcome, probab
 # Model 1: positives 0.9, 0.5 against negatives 0.3, 0.6: 3 of 4 pairs ordered -> AUC 0.75;
 # Brier ((0.3)^2 + (0.1)^2 + (0.5)^2 + (0.6)^2) / 4 = 0.71 / 4. Model 2: AUC 1; Brier (0.2^2 + 0.4^2 + 0.3^2) / 3.
 EXPECTED_QUALITY = {
-    "1": {"served_predictions": 6, "distinct_predictions": 5, "matched_predictions": 4, "positives": 2,
-          "roc_auc": 0.75, "brier": 0.71 / 4},
-    "2": {"served_predictions": 3, "distinct_predictions": 3, "matched_predictions": 3, "positives": 1,
-          "roc_auc": 1.0, "brier": 0.29 / 3},
+    "1": {
+        "served_predictions": 6,
+        "distinct_predictions": 5,
+        "matched_predictions": 4,
+        "positives": 2,
+        "roc_auc": 0.75,
+        "brier": 0.71 / 4,
+    },
+    "2": {
+        "served_predictions": 3,
+        "distinct_predictions": 3,
+        "matched_predictions": 3,
+        "positives": 1,
+        "roc_auc": 1.0,
+        "brier": 0.29 / 3,
+    },
 }
 
 
@@ -70,17 +94,23 @@ def served_frame() -> pd.DataFrame:
 def test_join_on_hand_built_loans():
     loans = pd.read_csv(pd.io.common.StringIO(LATER_CSV))[["id", "loan_id", "loan_date", "status"]]
     matched = realized.match(served_frame(), loans)
-    got = [(r.model_version, r.customer_id, r.snapshot_as_of, r.outcome_loan_id, r.outcome, r.probability)
-           for r in matched.itertuples()]
+    got = [
+        (r.model_version, r.customer_id, r.snapshot_as_of, r.outcome_loan_id, r.outcome, r.probability)
+        for r in matched.itertuples()
+    ]
     assert got == EXPECTED_MATCHES
 
 
 def test_too_few_matches_and_one_class_give_no_auc(spark_settings):
     settings = spark_settings.monitoring
     loans = pd.DataFrame({"id": [7, 8], "loan_id": [1, 2], "loan_date": ["2024-03-01", "2024-03-01"], "status": [0, 0]})
-    served = pd.DataFrame([("2024-02-01T00:00:00.000000Z", 7, 0.1, "1", "2024-02-01"),
-                           ("2024-02-01T00:00:00.000000Z", 8, 0.2, "1", "2024-02-01")],
-                          columns=["ts", "customer_id", "probability", "model_version", "snapshot_as_of"])
+    served = pd.DataFrame(
+        [
+            ("2024-02-01T00:00:00.000000Z", 7, 0.1, "1", "2024-02-01"),
+            ("2024-02-01T00:00:00.000000Z", 8, 0.2, "1", "2024-02-01"),
+        ],
+        columns=["ts", "customer_id", "probability", "model_version", "snapshot_as_of"],
+    )
     [row] = realized.quality(served, loans, settings)  # min_matched 30 by default
     assert row["status"] == "too_few_matched" and row["roc_auc"] is None and row["matched_predictions"] == 2
     [row] = realized.quality(served, loans, settings.model_copy(update={"min_matched": 2}))
@@ -92,13 +122,21 @@ def test_drift_step_joins_the_log_with_the_later_file(spark, spark_settings, tmp
     (tmp_path / "later.csv").write_text(LATER_CSV)
     manifest = run_features(spark, settings, tmp_path / "later.csv", dt.date(2024, 6, 1))
     log = SqlitePredictionLog(sqlite_log_path(settings))
-    log.write_batch([LogEntry(ts, uuid.uuid4().hex, customer, {}, p, 0, 0.5, version, "run-0", as_of, 1.0)
-                     for ts, customer, p, version, as_of in LOG])
+    log.write_batch(
+        [
+            LogEntry(ts, uuid.uuid4().hex, customer, {}, p, 0, 0.5, version, "run-0", as_of, 1.0)
+            for ts, customer, p, version, as_of in LOG
+        ]
+    )
     log.close()
 
-    loans = pq.read_table(manifest["outputs"]["training"]["uri"], columns=["id", "loan_id", "loan_date", "status"]).to_pandas()
-    got = [(r.model_version, r.customer_id, r.snapshot_as_of, r.outcome_loan_id, r.outcome, r.probability)
-           for r in realized.match(served_frame(), loans).itertuples()]
+    loans = pq.read_table(
+        manifest["outputs"]["training"]["uri"], columns=["id", "loan_id", "loan_date", "status"]
+    ).to_pandas()
+    got = [
+        (r.model_version, r.customer_id, r.snapshot_as_of, r.outcome_loan_id, r.outcome, r.probability)
+        for r in realized.match(served_frame(), loans).itertuples()
+    ]
     assert got == EXPECTED_MATCHES
 
     outcome = drift_step(settings, manifest["run_id"], spark=spark)

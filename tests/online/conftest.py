@@ -118,8 +118,15 @@ def write_latest_parquet(path: Path, rows: list[tuple], as_of: str, row_group_si
     pq.write_table(table, path / "part-00000.parquet", row_group_size=row_group_size)
 
 
-def publish_lake_snapshot(lake_root: Path, run_id: str, as_of: str, rows: list[tuple], dataset: str = "credit_risk",
-                          manifest_rows: int | None = None, current: bool = True) -> dict:
+def publish_lake_snapshot(
+    lake_root: Path,
+    run_id: str,
+    as_of: str,
+    rows: list[tuple],
+    dataset: str = "credit_risk",
+    manifest_rows: int | None = None,
+    current: bool = True,
+) -> dict:
     """A snapshot as the feature job lays it out (features.lake): latest Parquet, manifest, CURRENT pointer."""
     snapshot = lake_root / dataset / "snapshots" / run_id
     write_latest_parquet(snapshot / "latest", rows, as_of)
@@ -127,8 +134,11 @@ def publish_lake_snapshot(lake_root: Path, run_id: str, as_of: str, rows: list[t
         "run_id": run_id,
         "as_of": as_of,
         "outputs": {
-            "latest": {"uri": str(snapshot / "latest"), "rows": len(rows) if manifest_rows is None else manifest_rows,
-                       "table": f"{dataset}.latest_features"},
+            "latest": {
+                "uri": str(snapshot / "latest"),
+                "rows": len(rows) if manifest_rows is None else manifest_rows,
+                "table": f"{dataset}.latest_features",
+            },
         },
     }
     (snapshot / "manifest.json").write_text(json.dumps(manifest))

@@ -26,14 +26,20 @@ def settings_for(lake_root: Path, backend: str, store) -> object:
         online.update(redis_url=store.config.url, key_prefix=store.config.key_prefix)
     else:
         online.update(sqlite_path=str(store.config.path))
-    return load_settings(paths={"lake": str(lake_root), "state_dir": str(lake_root.parent / "state")}, online_store=online)
+    return load_settings(
+        paths={"lake": str(lake_root), "state_dir": str(lake_root.parent / "state")}, online_store=online
+    )
 
 
 def test_materialize_loads_the_current_snapshot_exactly(store, backend, tmp_path):
     lake_root = tmp_path / "lake"
     manifest = publish_lake_snapshot(lake_root, "20240131T000000Z-abcdef", "2024-01-31", feature_rows(IDS, 4))
     result = materialize(settings_for(lake_root, backend, store), store=store)
-    assert (result.snapshot.run_id, result.snapshot.as_of, result.snapshot.rows) == ("20240131T000000Z-abcdef", "2024-01-31", len(IDS))
+    assert (result.snapshot.run_id, result.snapshot.as_of, result.snapshot.rows) == (
+        "20240131T000000Z-abcdef",
+        "2024-01-31",
+        len(IDS),
+    )
     # Independent read of the same Parquet with pyarrow's table API.
     table = pq.read_table(manifest["outputs"]["latest"]["uri"]).to_pylist()
     expected = {row["id"]: {name: row[name] for name in FEATURE_COLUMNS} for row in table}
@@ -79,8 +85,12 @@ def test_no_snapshot_in_the_lake_is_one_clear_error(store, backend, tmp_path):
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SPARKMAKER_")}
     return subprocess.run(
-        [sys.executable, "-m", "features", *args], cwd=REPO_ROOT, env={**clean, **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "features", *args],
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

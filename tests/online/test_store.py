@@ -69,11 +69,31 @@ def test_async_read_equals_sync_read(store):
     # Worked out from feature_rows by hand (row i: nb i % 50, avg 1234.5 + i unless i % 5 == 0, age 18 + i % 60,
     # years i % 30 unless i % 7 == 0, car i % 2 unless i % 11 == 0): i = 3 and i = 49; 7 was never written.
     assert [None if r is None else (r.id, r.features, r.run_id, r.as_of) for r in records] == [
-        (IDS[3], {"nb_previous_loans": 3, "avg_amount_loans_previous": 1237.5, "age": 21, "years_on_the_job": 3, "flag_own_car": 1},
-         "run-a", "2024-01-01"),
+        (
+            IDS[3],
+            {
+                "nb_previous_loans": 3,
+                "avg_amount_loans_previous": 1237.5,
+                "age": 21,
+                "years_on_the_job": 3,
+                "flag_own_car": 1,
+            },
+            "run-a",
+            "2024-01-01",
+        ),
         None,
-        (IDS[49], {"nb_previous_loans": 49, "avg_amount_loans_previous": 1283.5, "age": 67, "years_on_the_job": None, "flag_own_car": 1},
-         "run-a", "2024-01-01"),
+        (
+            IDS[49],
+            {
+                "nb_previous_loans": 49,
+                "avg_amount_loans_previous": 1283.5,
+                "age": 67,
+                "years_on_the_job": None,
+                "flag_own_car": 1,
+            },
+            "run-a",
+            "2024-01-01",
+        ),
     ]
     assert (current.run_id, current.as_of, current.rows) == ("run-a", "2024-01-01", 50)
     assert records == store.online_read(wanted)  # and the sync path agrees
@@ -184,7 +204,11 @@ def test_readers_during_switches_see_one_whole_snapshot_per_read(store):
         thread.start()
     try:
         for generation in range(1, 9):
-            store.write_snapshot(f"gen-{generation}", "2024-01-01", [feature_rows(ids, generation)[i : i + 100] for i in range(0, 600, 100)])
+            store.write_snapshot(
+                f"gen-{generation}",
+                "2024-01-01",
+                [feature_rows(ids, generation)[i : i + 100] for i in range(0, 600, 100)],
+            )
             time.sleep(0.02)
     finally:
         stop.set()

@@ -79,7 +79,11 @@ def test(date: str, conf: dict) -> dict:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.query(TaskInstance).filter(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run.run_id).all()
+        rows = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run.run_id)
+            .all()
+        )
         instances = {ti.task_id: {"state": str(ti.state), "try_number": ti.try_number} for ti in rows}
     return {"run_id": run.run_id, "state": str(run.state), "tasks": instances}
 

@@ -54,8 +54,9 @@ def airflow_home(airflow_venv, tmp_path_factory) -> Path:
     """A temp AIRFLOW_HOME with a migrated SQLite database (dag.test() needs one; ~4 s)."""
     home = tmp_path_factory.mktemp("airflow-home")
     env = {**os.environ, **runtime.airflow_environment(Settings(), home)}
-    result = subprocess.run([str(runtime.AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(runtime.AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return home
 
@@ -71,11 +72,21 @@ class AirflowSide:
         self.wrapper.chmod(0o755)
 
     def env(self, settings: Settings, **extra: str) -> dict[str, str]:
-        return {**os.environ, **runtime.airflow_environment(settings, self.home), "CALLS_LOG": str(self.calls_log), **extra}
+        return {
+            **os.environ,
+            **runtime.airflow_environment(settings, self.home),
+            "CALLS_LOG": str(self.calls_log),
+            **extra,
+        }
 
     def run(self, settings: Settings, *args: str, timeout: float = 600, **extra: str) -> dict:
-        result = subprocess.run([str(runtime.AIRFLOW_BIN / "python"), str(AIRFLOW_SIDE), *args],
-                                env=self.env(settings, **extra), capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(runtime.AIRFLOW_BIN / "python"), str(AIRFLOW_SIDE), *args],
+            env=self.env(settings, **extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         self.output = result.stdout + result.stderr
         return json.loads(result.stdout.strip().splitlines()[-1])

@@ -17,14 +17,22 @@ STEPS = ["ingest", "features", "materialize", "drift", "train", "evaluate", "pro
 
 
 def wiring_settings(side, **airflow) -> Settings:
-    return load_settings(paths={"state_dir": str(side.home.parent / "state")},
-                         airflow={"project_python": str(side.wrapper), "retries": 2, "retry_delay_seconds": 1,
-                                  "input_uri": "/data/loans.csv", **airflow})
+    return load_settings(
+        paths={"state_dir": str(side.home.parent / "state")},
+        airflow={
+            "project_python": str(side.wrapper),
+            "retries": 2,
+            "retry_delay_seconds": 1,
+            "input_uri": "/data/loans.csv",
+            **airflow,
+        },
+    )
 
 
 def test_dag_parses_with_the_steps_in_order_and_retries_with_backoff(airflow_side):
-    settings = wiring_settings(airflow_side, retries=3, retry_delay_seconds=20, max_retry_delay_seconds=300,
-                               schedule="0 3 * * *")
+    settings = wiring_settings(
+        airflow_side, retries=3, retry_delay_seconds=20, max_retry_delay_seconds=300, schedule="0 3 * * *"
+    )
     dag = airflow_side.run(settings, "inspect")
 
     assert dag["import_errors"] == {}
@@ -63,10 +71,31 @@ def test_default_schedule_is_daily_and_batch_score_is_optional(airflow_side):
 def test_each_step_is_the_projects_cli_keyed_on_the_logical_date(airflow_side):
     commands = airflow_side.run(wiring_settings(airflow_side), "inspect")["commands"]
     wrapper = str(airflow_side.wrapper)
-    assert commands["ingest"] == [wrapper, "-m", "pipeline", "step", "ingest", "--run-key", "airflow-2026-11-20",
-                                  "--as-of", "2026-11-20", "--input", "/data/loans.csv"]
-    assert commands["train_forced"] == [wrapper, "-m", "pipeline", "step", "train", "--run-key", "airflow-2026-11-20",
-                                        "--as-of", "2026-11-20", "--force"]
+    assert commands["ingest"] == [
+        wrapper,
+        "-m",
+        "pipeline",
+        "step",
+        "ingest",
+        "--run-key",
+        "airflow-2026-11-20",
+        "--as-of",
+        "2026-11-20",
+        "--input",
+        "/data/loans.csv",
+    ]
+    assert commands["train_forced"] == [
+        wrapper,
+        "-m",
+        "pipeline",
+        "step",
+        "train",
+        "--run-key",
+        "airflow-2026-11-20",
+        "--as-of",
+        "2026-11-20",
+        "--force",
+    ]
     assert commands["ingest_other_input"][-2:] == ["--input", "/data/other.csv"]
 
 

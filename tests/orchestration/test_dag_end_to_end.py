@@ -35,8 +35,12 @@ def served_version(port: int) -> str | None:
     from features.contract import FEATURE_COLUMNS
 
     try:
-        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", content=",".join(["0"] * len(FEATURE_COLUMNS)) + "\n",
-                            headers={"Content-Type": "text/csv"}, timeout=5)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=",".join(["0"] * len(FEATURE_COLUMNS)) + "\n",
+            headers={"Content-Type": "text/csv"},
+            timeout=5,
+        )
     except httpx.HTTPError:
         return None
     return answer.headers.get("X-Model-Version") if answer.status_code == 200 else None
@@ -52,19 +56,34 @@ def test_the_dag_runs_the_lifecycle_end_to_end(airflow_side, tmp_path):
         metastore={"kind": "embedded", "derby_dir": str(tmp_path / "metastore")},
         features={"database": f"o_{uuid.uuid4().hex[:10]}"},
         serving={"port": free_port(), "watch_interval_seconds": 0.5},
-        airflow={"project_python": str(airflow_side.wrapper), "input_uri": str(csv), "retries": 2,
-                 "retry_delay_seconds": 1},
+        airflow={
+            "project_python": str(airflow_side.wrapper),
+            "input_uri": str(csv),
+            "retries": 2,
+            "retry_delay_seconds": 1,
+        },
     )
     config = tmp_path / "settings.toml"  # what every task's CLI (and the model server) reads
     config.write_text(settings_toml(settings))
     log = tmp_path / "model-server.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(settings.serving.port)], cwd=REPO_ROOT,
-                                  env={**os.environ, "SPARKMAKER_CONFIG": str(config)},
-                                  stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(settings.serving.port)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "SPARKMAKER_CONFIG": str(config)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        run = airflow_side.run(settings, "test", DATE, timeout=1500, SPARKMAKER_CONFIG=str(config),
-                               REAL_PYTHON=sys.executable, FAIL_ONCE_STEP="train")
+        run = airflow_side.run(
+            settings,
+            "test",
+            DATE,
+            timeout=1500,
+            SPARKMAKER_CONFIG=str(config),
+            REAL_PYTHON=sys.executable,
+            FAIL_ONCE_STEP="train",
+        )
         assert run["state"] == "success", airflow_side.output[-4000:]
         assert {t: i["state"] for t, i in run["tasks"].items()} == dict.fromkeys(STEPS, "success")
         assert run["tasks"]["train"]["try_number"] == 2  # failed once, then Airflow's retry succeeded
@@ -99,8 +118,9 @@ def test_the_dag_runs_the_lifecycle_end_to_end(airflow_side, tmp_path):
         assert served_version(settings.serving.port) == version, log.read_text()[-2000:]
 
         # The same logical date again: the same run key, so nothing is recomputed or promoted.
-        again = airflow_side.run(settings, "test", DATE, timeout=1500, SPARKMAKER_CONFIG=str(config),
-                                 REAL_PYTHON=sys.executable)
+        again = airflow_side.run(
+            settings, "test", DATE, timeout=1500, SPARKMAKER_CONFIG=str(config), REAL_PYTHON=sys.executable
+        )
         assert again["state"] == "success", airflow_side.output[-4000:]
         assert lake.read_current(settings)["run_id"] == current["run_id"]
         assert [v.version for v in open_registry(settings).versions()] == [version]

@@ -20,11 +20,17 @@ def test_airflow_migrates_its_database_on_postgresql(airflow_venv, postgres_dsn,
         url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
         settings = load_settings(airflow={"database_url": url})
         env = {**os.environ, **runtime.airflow_environment(settings, tmp_path / "home")}
-        migrated = subprocess.run([str(runtime.AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env,
-                                  capture_output=True, text=True, timeout=300)
+        migrated = subprocess.run(
+            [str(runtime.AIRFLOW_BIN / "airflow"), "db", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-        check = subprocess.run([str(runtime.AIRFLOW_BIN / "airflow"), "db", "check"], env=env,
-                               capture_output=True, text=True, timeout=120)
+        check = subprocess.run(
+            [str(runtime.AIRFLOW_BIN / "airflow"), "db", "check"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert check.returncode == 0, check.stderr[-2000:]
         assert not (tmp_path / "home" / "airflow.db").exists()  # not SQLite
     finally:

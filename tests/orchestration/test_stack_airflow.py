@@ -22,9 +22,11 @@ STEPS = ["ingest", "features", "materialize", "drift", "train", "evaluate", "pro
 
 
 def call(url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:  # a loaded 2-core machine is slow
             return response.status, json.loads(response.read() or b"{}")
@@ -35,18 +37,31 @@ def call(url: str, token: str | None = None, body: dict | None = None) -> tuple[
 @pytest.mark.slow
 def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(airflow_side, tmp_path):
     port = free_port()
-    settings = load_settings(paths={"state_dir": str(tmp_path / "state"), "lake": str(tmp_path / "lake")},
-                             airflow={"port": port, "project_python": str(airflow_side.wrapper),
-                                      "input_uri": "/data/loans.csv", "schedule": "none", "retry_delay_seconds": 1})
+    settings = load_settings(
+        paths={"state_dir": str(tmp_path / "state"), "lake": str(tmp_path / "lake")},
+        airflow={
+            "port": port,
+            "project_python": str(airflow_side.wrapper),
+            "input_uri": "/data/loans.csv",
+            "schedule": "none",
+            "retry_delay_seconds": 1,
+        },
+    )
     stack = Stack(settings)
     service = stack.airflow_service()
     # The service reads its settings itself, as `python -m orchestration serve` under start.sh does.
-    service = replace(service, env={**service.env, "CALLS_LOG": str(airflow_side.calls_log),
-                                    "SPARKMAKER_AIRFLOW__PORT": str(port),
-                                    "SPARKMAKER_AIRFLOW__PROJECT_PYTHON": str(airflow_side.wrapper),
-                                    "SPARKMAKER_AIRFLOW__INPUT_URI": "/data/loans.csv",
-                                    "SPARKMAKER_AIRFLOW__SCHEDULE": "none",
-                                    "SPARKMAKER_AIRFLOW__RETRY_DELAY_SECONDS": "1"})
+    service = replace(
+        service,
+        env={
+            **service.env,
+            "CALLS_LOG": str(airflow_side.calls_log),
+            "SPARKMAKER_AIRFLOW__PORT": str(port),
+            "SPARKMAKER_AIRFLOW__PROJECT_PYTHON": str(airflow_side.wrapper),
+            "SPARKMAKER_AIRFLOW__INPUT_URI": "/data/loans.csv",
+            "SPARKMAKER_AIRFLOW__SCHEDULE": "none",
+            "SPARKMAKER_AIRFLOW__RETRY_DELAY_SECONDS": "1",
+        },
+    )
     login = runtime.ensure_login(runtime.airflow_home(settings))
     assert stat.S_IMODE(login.path.stat().st_mode) == 0o600
     assert runtime.ensure_login(runtime.airflow_home(settings)) == login  # generated once
@@ -64,15 +79,20 @@ def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(
         assert call(f"{base}/api/v2/dags/credit_risk_lifecycle")[0] == 401
 
         deadline = time.monotonic() + 120  # the DAG processor parses the folder first
-        while (status := call(f"{base}/api/v2/dags/credit_risk_lifecycle", token)[0]) != 200 and time.monotonic() < deadline:
+        while (
+            status := call(f"{base}/api/v2/dags/credit_risk_lifecycle", token)[0]
+        ) != 200 and time.monotonic() < deadline:
             time.sleep(2)
         assert status == 200
         status, dag = call(f"{base}/api/v2/dags/credit_risk_lifecycle", token)
         assert dag["is_paused"] is False
 
         # Trigger a run for a past date, as a backfill would; the scheduler runs it to the end.
-        status, run = call(f"{base}/api/v2/dags/credit_risk_lifecycle/dagRuns", token,
-                           {"logical_date": "2026-10-01T00:00:00Z", "conf": {}})
+        status, run = call(
+            f"{base}/api/v2/dags/credit_risk_lifecycle/dagRuns",
+            token,
+            {"logical_date": "2026-10-01T00:00:00Z", "conf": {}},
+        )
         assert status == 200, status
         run_url = f"{base}/api/v2/dags/credit_risk_lifecycle/dagRuns/{run['dag_run_id']}"
         deadline = time.monotonic() + 300

@@ -83,7 +83,9 @@ def test_calibration_rules():
 
 def test_force_promotes_and_says_so():
     forced = gate.decide(fig("2", 0.51, 0.1), fig("1", 0.70, 0.1), 1000, 100, GATE, True, WINDOW)
-    assert forced.promote and forced.forced and forced.reason.startswith("promoted by --force although it fails the gate")
+    assert (
+        forced.promote and forced.forced and forced.reason.startswith("promoted by --force although it fails the gate")
+    )
 
 
 def test_too_few_rows_or_positives_is_a_refusal_unless_forced():

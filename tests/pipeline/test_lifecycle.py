@@ -39,8 +39,12 @@ def world(tmp_path_factory, spark, spark_settings):
     root = tmp_path_factory.mktemp("lifecycle")
     raw, truth = generate(12_000, seed=11, positive_rate=0.1)
     early = raw["loan_date"] < "2020-03-01"
-    files = {"full": root / "full.csv", "base": root / "base.csv", "shuffled": root / "shuffled.csv",
-             "broken": root / "broken.csv"}
+    files = {
+        "full": root / "full.csv",
+        "base": root / "base.csv",
+        "shuffled": root / "shuffled.csv",
+        "broken": root / "broken.csv",
+    }
     write(raw, truth, files["full"])
     write(raw[early], truth[truth["loan_id"].isin(raw.loc[early, "loan_id"].astype(int))], files["base"])
     shuffled = raw[early].copy()
@@ -51,12 +55,16 @@ def world(tmp_path_factory, spark, spark_settings):
     broken.to_csv(files["broken"], index=False)
 
     s = spark_settings
-    settings = s.model_copy(update={
-        "paths": s.paths.model_copy(update={"lake": str(root / "lake"), "state_dir": str(root / "state")}),
-        "features": s.features.model_copy(update={"database": f"p_{uuid.uuid4().hex[:10]}"}),
-        "serving": s.serving.model_copy(update={"port": free_port(), "watch_interval_seconds": 0.2}),
-        "api": s.api.model_copy(update={"api_key_hashes": [hash_key(API_KEY)], "prediction_log_sqlite": str(root / "p.sqlite")}),
-    })
+    settings = s.model_copy(
+        update={
+            "paths": s.paths.model_copy(update={"lake": str(root / "lake"), "state_dir": str(root / "state")}),
+            "features": s.features.model_copy(update={"database": f"p_{uuid.uuid4().hex[:10]}"}),
+            "serving": s.serving.model_copy(update={"port": free_port(), "watch_interval_seconds": 0.2}),
+            "api": s.api.model_copy(
+                update={"api_key_hashes": [hash_key(API_KEY)], "prediction_log_sqlite": str(root / "p.sqlite")}
+            ),
+        }
+    )
     state = {"settings": settings, "files": files, "root": root, "said": []}
     yield state
     for stop in reversed(state.get("stops", [])):
@@ -66,8 +74,13 @@ def world(tmp_path_factory, spark, spark_settings):
 def run(world, name: str, key: str, spark, **params):
     said = world["said"]
     said.clear()
-    record = lifecycle.run(world["settings"], key, lifecycle.Params(input=str(world["files"][name]), as_of=AS_OF, **params),
-                           say=said.append, spark=spark)
+    record = lifecycle.run(
+        world["settings"],
+        key,
+        lifecycle.Params(input=str(world["files"][name]), as_of=AS_OF, **params),
+        say=said.append,
+        spark=spark,
+    )
     return record, said
 
 
@@ -90,7 +103,10 @@ def test_first_model_is_judged_by_the_absolute_rules_and_promoted(world, spark):
     assert trained["version"] == "1" and trained["reason"] == "no model in production"
     assert evaluation["promote"] and "no champion: absolute rules only" in evaluation["reason"]
     decision = evaluation["decision"]
-    assert decision["rows"] >= settings.pipeline.gate.min_rows and decision["positives"] >= settings.pipeline.gate.min_positives
+    assert (
+        decision["rows"] >= settings.pipeline.gate.min_rows
+        and decision["positives"] >= settings.pipeline.gate.min_positives
+    )
     assert production(settings) == "1"
     # each step printed with its time and outcome, then the summary naming snapshot, challenger and decision
     assert [line.split()[1] for line in said[1:-1]] == list(lifecycle.STEPS[:-1])
@@ -105,7 +121,9 @@ def test_first_model_is_judged_by_the_absolute_rules_and_promoted(world, spark):
 
     run_id = open_registry(settings).run_of("1")
     logged = mlflow.MlflowClient(tracking_uri(settings)).get_run(run_id).data
-    assert logged.tags["gate.decision"] == "promote" and logged.tags["pipeline.retrain_reason"] == "no model in production"
+    assert (
+        logged.tags["gate.decision"] == "promote" and logged.tags["pipeline.retrain_reason"] == "no model in production"
+    )
     assert logged.metrics["gate.challenger.roc_auc"] == pytest.approx(decision["challenger"]["roc_auc"])
 
 
@@ -154,7 +172,9 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_production_stays
 
     settings = world["settings"]
     start_services(world)
-    customer = pq.read_table(lake.read_manifest(settings)["outputs"]["latest"]["uri"], columns=["id"]).column("id")[0].as_py()
+    customer = (
+        pq.read_table(lake.read_manifest(settings)["outputs"]["latest"]["uri"], columns=["id"]).column("id")[0].as_py()
+    )
     before = predict(world, customer)
     world["customer"] = customer
 

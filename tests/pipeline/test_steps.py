@@ -84,10 +84,15 @@ def test_a_changed_input_drops_the_later_outputs_of_the_run(settings, csv):
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "SPARKMAKER_CONFIG": str(REPO_ROOT / "configuration" / "sparkmaker.toml"),
-           "SPARKMAKER_PATHS__STATE_DIR": settings.paths.state_dir, "SPARKMAKER_PATHS__LAKE": settings.paths.lake}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SPARKMAKER_CONFIG": str(REPO_ROOT / "configuration" / "sparkmaker.toml"),
+        "SPARKMAKER_PATHS__STATE_DIR": settings.paths.state_dir,
+        "SPARKMAKER_PATHS__LAKE": settings.paths.lake,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_step_before_its_predecessor_exits_2_naming_the_step_to_run_first(settings):
@@ -95,12 +100,14 @@ def test_a_step_before_its_predecessor_exits_2_naming_the_step_to_run_first(sett
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "pipeline: error: step evaluate needs the output of step features, which run 2021-09-18 does not have: "
-        "run `python -m pipeline step features --run-key 2021-09-18` first"]
+        "run `python -m pipeline step features --run-key 2021-09-18` first"
+    ]
 
 
 def test_command_line_errors_are_one_line(settings, csv):
-    assert cli(settings, "run").stderr.strip() == ("pipeline: error: run needs --input URI "
-                                                   "(a local CSV path or s3://bucket/key)")
+    assert cli(settings, "run").stderr.strip() == (
+        "pipeline: error: run needs --input URI (a local CSV path or s3://bucket/key)"
+    )
     bad_key = cli(settings, "step", "ingest", "--run-key", "../x", "--input", str(csv))
     assert bad_key.returncode == 2 and "is not usable as a file name" in bad_key.stderr
     missing = cli(settings, "step", "ingest", "--run-key", "k", "--input", str(csv) + ".gone")
@@ -112,9 +119,13 @@ def test_command_line_errors_are_one_line(settings, csv):
 
 
 def test_a_child_process_gets_exactly_the_callers_settings(tmp_path):
-    built = load_settings(paths={"lake": str(tmp_path / "l")}, serving={"admin_token": "s3cr\"et", "port": 18201},
-                          spark={"extra_conf": {"spark.x": "1"}}, pipeline={"gate": {"min_auc": 0.6}},
-                          api={"api_key_hashes": ["a" * 64]})
+    built = load_settings(
+        paths={"lake": str(tmp_path / "l")},
+        serving={"admin_token": 's3cr"et', "port": 18201},
+        spark={"extra_conf": {"spark.x": "1"}},
+        pipeline={"gate": {"min_auc": 0.6}},
+        api={"api_key_hashes": ["a" * 64]},
+    )
     assert Settings(**tomllib.loads(settings_toml(built))) == built
 
 
@@ -128,9 +139,12 @@ def test_deploy_with_the_sagemaker_target_creates_the_endpoint_on_moto(tmp_path,
     settings = load_settings(
         paths={"lake": str(tmp_path / "lake"), "state_dir": str(tmp_path / "state")},
         aws={"endpoint_url": moto_url, "region": "us-east-1", "s3_bucket": "models"},
-        serving={"target": "sagemaker", "endpoint_name": "pipeline-test",
-                 "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sparkmaker-serving:1",
-                 "role_arn": "arn:aws:iam::123456789012:role/sparkmaker"},
+        serving={
+            "target": "sagemaker",
+            "endpoint_name": "pipeline-test",
+            "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sparkmaker-serving:1",
+            "role_arn": "arn:aws:iam::123456789012:role/sparkmaker",
+        },
     )
     boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket="models")
     model = make_model_dir(tmp_path / "model")
@@ -138,14 +152,18 @@ def test_deploy_with_the_sagemaker_target_creates_the_endpoint_on_moto(tmp_path,
     version = registry.register(artifact.pack(model, tmp_path / "model.tar.gz"), artifact.read_metadata(model))
     registry.promote(version)
 
-    local = steps.deploy(settings.model_copy(update={"serving": settings.serving.model_copy(update={"target": "local"})}),
-                         steps.Promotion(version, None, True, "promoted"), wait_seconds=1)
+    local = steps.deploy(
+        settings.model_copy(update={"serving": settings.serving.model_copy(update={"target": "local"})}),
+        steps.Promotion(version, None, True, "promoted"),
+        wait_seconds=1,
+    )
     assert local.serving is None and "not running" in local.outcome
 
     done = steps.deploy(settings, steps.Promotion(version, None, True, "promoted"))
     assert done.target == "sagemaker" and done.outcome.startswith(f"endpoint pipeline-test serves v{version}")
     endpoint = boto3.client("sagemaker", endpoint_url=moto_url, region_name="us-east-1").describe_endpoint(
-        EndpointName="pipeline-test")
+        EndpointName="pipeline-test"
+    )
     assert endpoint["EndpointStatus"] == "InService"
     assert [v["VariantName"] for v in endpoint["ProductionVariants"]] == [f"version-{version}"]
     nothing = steps.deploy(settings, steps.Promotion(None, None, False, "none"))

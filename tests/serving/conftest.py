@@ -64,7 +64,13 @@ def make_model_dir(path: Path, seed: int = 0, rounds: int = 40, depth: int = 4, 
             "threshold": threshold,
             "metrics": {"roc_auc": 0.7},
             "hyperparameters": {"max_depth": depth, "num_round": rounds},
-            "training_data": {"run_id": f"run-{seed}", "uri": "/lake/x", "rows_train": 3000, "rows_validation": 0, "split": "none"},
+            "training_data": {
+                "run_id": f"run-{seed}",
+                "uri": "/lake/x",
+                "rows_train": 3000,
+                "rows_validation": 0,
+                "split": "none",
+            },
             "code_version": "unknown",
             "created_at": "2026-01-01T00:00:00Z",
         },
@@ -128,7 +134,12 @@ def server_env(tmp: Path, registry_dir: Path | None = None, **serving: str) -> d
 
 
 def start_server(
-    tmp: Path, args: list[str], env: dict[str, str], wait_ready: bool = True, timeout: float = 60, port: int | None = None
+    tmp: Path,
+    args: list[str],
+    env: dict[str, str],
+    wait_ready: bool = True,
+    timeout: float = 60,
+    port: int | None = None,
 ) -> RunningServer:
     """`python -m serving ARGS` on a free (or the given) port, once /ping answers 200 (or 503 without wait_ready)."""
     port = port or free_port()

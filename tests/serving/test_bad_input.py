@@ -64,7 +64,9 @@ def test_a_chunked_body_over_the_limit_is_413_and_the_client_reads_it(client):
 
 # Item 10: numbers are what they look like ---------------------------------------------------------------
 @pytest.mark.parametrize(
-    "field", ["1_000", "\uff11\uff12", "\u0661", "1\u00a0", "\u20071", "١٢"], ids=["underscore", "full-width", "arabic", "nbsp", "figure-space", "arabic2"]
+    "field",
+    ["1_000", "\uff11\uff12", "\u0661", "1\u00a0", "\u20071", "١٢"],
+    ids=["underscore", "full-width", "arabic", "nbsp", "figure-space", "arabic2"],
 )
 def test_csv_refuses_numbers_python_reads_but_that_are_not_plain(field):
     with pytest.raises(BadRequest, match=r"row 1, field 2 \(avg_amount_loans_previous\).*not a plain number"):
@@ -84,7 +86,9 @@ def test_plain_numbers_are_still_read():
 
 
 def test_full_width_digits_over_http_are_400(client):
-    answer = client.post("/invocations", content="1,\uff12\uff15,3,4,5\n".encode(), headers={"Content-Type": "text/csv"})
+    answer = client.post(
+        "/invocations", content="1,\uff12\uff15,3,4,5\n".encode(), headers={"Content-Type": "text/csv"}
+    )
     assert answer.status_code == 400 and "not a plain number" in answer.text
     answer = client.post("/invocations", content=b"1,1_000,3,4,5\n", headers={"Content-Type": "text/csv"})
     assert answer.status_code == 400 and "not a plain number" in answer.text

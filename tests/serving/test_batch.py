@@ -97,7 +97,9 @@ def test_explicit_input_with_loans_output_and_version(spark, lake_settings, mode
     pq.write_table(table, source / "part-0.parquet")
     output = tmp_path / "scores"
 
-    result = run_batch(lake_settings, input_uri=str(source), output_uri=str(output), version="1", table="scores_v1", spark=spark)
+    result = run_batch(
+        lake_settings, input_uri=str(source), output_uri=str(output), version="1", table="scores_v1", spark=spark
+    )
 
     scored = pq.read_table(output).to_pandas()
     assert list(scored.columns) == ["id", "loan_id", "probability", "label", "model_version"]

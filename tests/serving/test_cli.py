@@ -16,7 +16,12 @@ from tests.serving.conftest import REPO_ROOT, free_port, registry_with, server_e
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serving", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "serving", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -35,7 +40,10 @@ def test_help(tmp_path):
 
 
 def test_missing_model_dir(tmp_path):
-    _one_line_error(_run(["--model-dir", str(tmp_path / "absent"), "--port", str(free_port())], server_env(tmp_path)), "does not exist")
+    _one_line_error(
+        _run(["--model-dir", str(tmp_path / "absent"), "--port", str(free_port())], server_env(tmp_path)),
+        "does not exist",
+    )
 
 
 def test_model_whose_sha256_does_not_match_is_refused(tmp_path, model_a):
@@ -59,7 +67,10 @@ def test_port_in_use(tmp_path, model_a):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        _one_line_error(_run(["--model-dir", str(model_a), "--port", str(port)], server_env(tmp_path)), f"port {port} on 127.0.0.1 is in use")
+        _one_line_error(
+            _run(["--model-dir", str(model_a), "--port", str(port)], server_env(tmp_path)),
+            f"port {port} on 127.0.0.1 is in use",
+        )
 
 
 @pytest.mark.parametrize("name, value", [("SAGEMAKER_BIND_TO_PORT", "http"), ("SAGEMAKER_MODEL_SERVER_WORKERS", "0")])
@@ -83,7 +94,9 @@ def test_serve_script_follows_sagemakers_variables(tmp_path, model_a):
     }
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(REPO_ROOT / "serving" / "serve")], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(REPO_ROOT / "serving" / "serve")], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         import time
 

@@ -20,13 +20,14 @@ from tests.pins import pins
 from tests.engine import engine_env_or_skip
 
 
-
 def test_image_requirements_are_pinned_as_in_the_repository():
     image = pins(REPO_ROOT / "serving" / "requirements.txt")
     root = pins(REPO_ROOT / "requirements.txt")
     assert image, "serving/requirements.txt pins nothing"
     for name, version in image.items():
-        assert root.get(name) == version, f"{name}=={version} in serving/requirements.txt, {root.get(name)} in requirements.txt"
+        assert root.get(name) == version, (
+            f"{name}=={version} in serving/requirements.txt, {root.get(name)} in requirements.txt"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,11 @@ def image(engine_env):
     tag = "sparkmaker-serving:test"
     built = subprocess.run(
         ["docker", "build", "-f", "serving/Dockerfile", "-t", tag, "."],
-        cwd=REPO_ROOT, env=engine_env, capture_output=True, text=True, timeout=1200,
+        cwd=REPO_ROOT,
+        env=engine_env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return tag
@@ -54,9 +59,25 @@ def test_image_serves_the_model_as_sagemaker_runs_it(engine_env, image, model_a,
     port = free_port()
     name = f"sparkmaker-serving-test-{uuid.uuid4().hex[:8]}"
     started = subprocess.run(
-        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/opt/ml/model:ro",
-         "-e", "SPARKMAKER_SERVING__MODEL_VERSION=5", image, "serve"],
-        env=engine_env, capture_output=True, text=True, timeout=120,
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-v",
+            f"{model}:/opt/ml/model:ro",
+            "-e",
+            "SPARKMAKER_SERVING__MODEL_VERSION=5",
+            image,
+            "serve",
+        ],
+        env=engine_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"
@@ -68,16 +89,22 @@ def test_image_serves_the_model_as_sagemaker_runs_it(engine_env, image, model_a,
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], env=engine_env, capture_output=True, text=True).stderr
+            assert time.monotonic() < deadline, subprocess.run(
+                ["docker", "logs", name], env=engine_env, capture_output=True, text=True
+            ).stderr
             time.sleep(0.5)
         matrix = synthetic_features(20, seed=61)
         body = "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in matrix)
         answer = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "text/csv"})
         assert answer.status_code == 200 and answer.headers["x-model-version"] == "5"
-        np.testing.assert_allclose([float(v) for v in answer.text.split()], reference_predict(model_a, matrix), atol=1e-6)
+        np.testing.assert_allclose(
+            [float(v) for v in answer.text.split()], reference_predict(model_a, matrix), atol=1e-6
+        )
         user = subprocess.run(["docker", "exec", name, "id", "-u"], env=engine_env, capture_output=True, text=True)
         assert user.stdout.strip() not in ("", "0"), "the server must not run as root"
-        stopped = subprocess.run(["docker", "stop", "-t", "10", name], env=engine_env, capture_output=True, text=True, timeout=60)
+        stopped = subprocess.run(
+            ["docker", "stop", "-t", "10", name], env=engine_env, capture_output=True, text=True, timeout=60
+        )
         assert stopped.returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", name], env=engine_env, capture_output=True, timeout=60)

@@ -41,7 +41,15 @@ def test_negotiate_picks_the_best_acceptable_type(header, expected):
 
 
 @pytest.mark.parametrize(
-    "header", ["text/html", "application/xml", "image/*", "text/csv;q=0", "application/jsonlines", "text/csv;q=0, application/json;q=0"]
+    "header",
+    [
+        "text/html",
+        "application/xml",
+        "image/*",
+        "text/csv;q=0",
+        "application/jsonlines",
+        "text/csv;q=0, application/json;q=0",
+    ],
 )
 def test_negotiate_refuses_what_it_cannot_produce(header):
     with pytest.raises(NotAcceptable) as caught:
@@ -51,20 +59,36 @@ def test_negotiate_refuses_what_it_cannot_produce(header):
 
 
 def test_parse_media_type():
-    assert parse_media_type('Text/CSV; Charset="UTF-8"; label_size=1') == ("text/csv", {"charset": "utf-8", "label_size": "1"})
+    assert parse_media_type('Text/CSV; Charset="UTF-8"; label_size=1') == (
+        "text/csv",
+        {"charset": "utf-8", "label_size": "1"},
+    )
     assert parse_media_type(None) == ("", {})
 
 
 @pytest.mark.parametrize(
     "header, expected",
-    [(None, "text/csv"), ("text/csv", "text/csv"), ("text/csv; charset=utf-8", "text/csv"), ("application/json", "application/json"), ("application/json;charset=UTF-8", "application/json")],
+    [
+        (None, "text/csv"),
+        ("text/csv", "text/csv"),
+        ("text/csv; charset=utf-8", "text/csv"),
+        ("application/json", "application/json"),
+        ("application/json;charset=UTF-8", "application/json"),
+    ],
 )
 def test_request_media_type(header, expected):
     assert request_media_type(header) == expected
 
 
 @pytest.mark.parametrize(
-    "header", ["application/x-www-form-urlencoded", "text/plain", "text/libsvm", "application/octet-stream", "text/csv; charset=latin-1"]
+    "header",
+    [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "text/libsvm",
+        "application/octet-stream",
+        "text/csv; charset=latin-1",
+    ],
 )
 def test_request_media_type_refuses_unsupported_types(header):
     with pytest.raises(UnsupportedMediaType) as caught:

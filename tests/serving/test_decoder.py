@@ -21,7 +21,9 @@ def _same(actual: list[list[float]], expected: list[list[float]]) -> None:
     """Rows of Python floats holding exactly the float32 values XGBoost would read."""
     assert isinstance(actual, list) and all(isinstance(row, list) for row in actual)
     assert all(isinstance(value, float) for row in actual for value in row)
-    np.testing.assert_array_equal(np.array(actual, dtype=np.float64), np.array(expected, dtype=np.float32).astype(np.float64))
+    np.testing.assert_array_equal(
+        np.array(actual, dtype=np.float64), np.array(expected, dtype=np.float32).astype(np.float64)
+    )
 
 
 def test_csv_rows_in_order_with_empty_fields_missing():
@@ -34,7 +36,10 @@ def test_values_are_rounded_to_float32_as_xgboost_reads_them():
     rows = decode(b"0.1,2500.123456789,1e-3,33.3,1", CSV, F)
     assert rows[0][0] != 0.1
     _same(rows, [[0.1, 2500.123456789, 1e-3, 33.3, 1]])
-    _same(decode(json.dumps([[0.1, 2500.123456789, 1e-3, 33.3, 1]]).encode(), JSON, F), [[0.1, 2500.123456789, 1e-3, 33.3, 1]])
+    _same(
+        decode(json.dumps([[0.1, 2500.123456789, 1e-3, 33.3, 1]]).encode(), JSON, F),
+        [[0.1, 2500.123456789, 1e-3, 33.3, 1]],
+    )
 
 
 def test_csv_nan_literal_is_missing_and_quotes_are_read():
@@ -42,7 +47,13 @@ def test_csv_nan_literal_is_missing_and_quotes_are_read():
 
 
 def test_json_instances_by_name_in_any_key_order():
-    instance = {"flag_own_car": 1, "age": 41, "years_on_the_job": None, "avg_amount_loans_previous": 2500.5, "nb_previous_loans": 1}
+    instance = {
+        "flag_own_car": 1,
+        "age": 41,
+        "years_on_the_job": None,
+        "avg_amount_loans_previous": 2500.5,
+        "nb_previous_loans": 1,
+    }
     matrix = decode(json.dumps({"instances": [instance, dict(instance, age=None)]}).encode(), JSON, F)
     _same(matrix, [[1, 2500.5, 41, math.nan, 1], [1, 2500.5, math.nan, math.nan, 1]])
 

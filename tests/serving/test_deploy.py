@@ -38,7 +38,10 @@ def moto(tmp_path_factory):
     env = dict(os.environ, MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
     with open(tmp / "moto.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -71,7 +74,9 @@ def setup(moto, tmp_path_factory, model_a, model_b):
     tmp = tmp_path_factory.mktemp("deploy")
     registry = registry_with(tmp / "registry", model_a, model_b)
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_")) and (not k.startswith("SPARKMAKER_") or k == "SPARKMAKER_CONFIG")
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "SAGEMAKER_")) and (not k.startswith("SPARKMAKER_") or k == "SPARKMAKER_CONFIG")
     }
     env.update(_aws_env(tmp))
     env.update(
@@ -86,7 +91,13 @@ def setup(moto, tmp_path_factory, model_a, model_b):
         }
     )
     clients = {
-        name: boto3.client(name, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+        name: boto3.client(
+            name,
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         for name in ("s3", "sagemaker")
     }
     clients["s3"].create_bucket(Bucket=BUCKET)
@@ -95,7 +106,12 @@ def setup(moto, tmp_path_factory, model_a, model_b):
 
 def _serving(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serving", "sagemaker", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "serving", "sagemaker", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -123,8 +139,18 @@ def _s3_members(s3, url: str) -> dict[str, bytes]:
 def test_deploy_creates_model_config_and_endpoint(setup, model_a):
     setup["recording"].write_text("")
     done = _serving(
-        setup["env"], "deploy", "--model-version", "1", "--endpoint-name", ENDPOINT, "--image-uri", IMAGE,
-        "--instance-type", "ml.c5.large", "--instance-count", "2",
+        setup["env"],
+        "deploy",
+        "--model-version",
+        "1",
+        "--endpoint-name",
+        ENDPOINT,
+        "--image-uri",
+        IMAGE,
+        "--instance-type",
+        "ml.c5.large",
+        "--instance-count",
+        "2",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -143,14 +169,22 @@ def test_deploy_creates_model_config_and_endpoint(setup, model_a):
 
     config = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     (variant,) = config["ProductionVariants"]
-    assert variant == {**variant, "VariantName": "version-1", "ModelName": result["model_name"], "InstanceType": "ml.c5.large", "InitialInstanceCount": 2}
+    assert variant == {
+        **variant,
+        "VariantName": "version-1",
+        "ModelName": result["model_name"],
+        "InstanceType": "ml.c5.large",
+        "InitialInstanceCount": 2,
+    }
     endpoint = sm.describe_endpoint(EndpointName=ENDPOINT)
     assert endpoint["EndpointConfigName"] == result["endpoint_config_name"]
 
     operations = [op for op, _ in _calls(setup["recording"])]
     for expected in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint"):
         assert expected in operations
-    assert operations.index("CreateModel") < operations.index("CreateEndpointConfig") < operations.index("CreateEndpoint")
+    assert (
+        operations.index("CreateModel") < operations.index("CreateEndpointConfig") < operations.index("CreateEndpoint")
+    )
 
 
 def test_deploy_of_an_existing_endpoint_is_a_new_config_and_update(setup, model_b):
@@ -163,7 +197,10 @@ def test_deploy_of_an_existing_endpoint_is_a_new_config_and_update(setup, model_
     assert "DeleteEndpoint" not in operations and "CreateEndpoint" not in operations
 
     (create_model,) = [body for op, body in calls if op == "CreateModel"]
-    assert create_model["PrimaryContainer"]["Image"] == "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.2-0"
+    assert (
+        create_model["PrimaryContainer"]["Image"]
+        == "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.2-0"
+    )
     # The managed image loads every file it finds as a model: it gets xgboost-model alone.
     assert _s3_members(setup["s3"], create_model["PrimaryContainer"]["ModelDataUrl"]) == {
         "xgboost-model": (model_b / "xgboost-model").read_bytes()

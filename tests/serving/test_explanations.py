@@ -71,7 +71,9 @@ def test_attributions_are_xgboosts_own_and_add_up_to_the_served_probability(clie
     matrix = synthetic_features(rows, seed=40 + rows)
     plain = client.post("/invocations", content=_csv(matrix), headers={"Content-Type": "text/csv"})
     answer = client.post(
-        "/invocations", content=_csv(matrix), headers={"Content-Type": "text/csv", "Accept": "text/csv", HEADER: "`true`"}
+        "/invocations",
+        content=_csv(matrix),
+        headers={"Content-Type": "text/csv", "Accept": "text/csv", HEADER: "`true`"},
     )
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/json"
@@ -108,9 +110,9 @@ def _tree_expectation(tree: dict, node: int, x: np.ndarray, known: frozenset[int
             child = left if value < tree["split_conditions"][node] else right
         return _tree_expectation(tree, child, x, known)
     cover = tree["sum_hessian"]
-    return (cover[left] * _tree_expectation(tree, left, x, known) + cover[right] * _tree_expectation(tree, right, x, known)) / (
-        cover[left] + cover[right]
-    )
+    return (
+        cover[left] * _tree_expectation(tree, left, x, known) + cover[right] * _tree_expectation(tree, right, x, known)
+    ) / (cover[left] + cover[right])
 
 
 def test_attributions_are_the_exact_shapley_values_by_brute_force(model_b):
@@ -150,12 +152,18 @@ def test_boto3_enable_explanations_gets_clarifys_shape(runtime, model_a):  # noq
     # Parsed as Clarify's documented response: predictions.data is the model's CSV answer.
     scores = np.array([float(line) for line in document["predictions"]["data"].splitlines()])
     np.testing.assert_allclose(scores, reference_predict(model_a, matrix), atol=1e-6)
-    np.testing.assert_allclose(_attributions(document), _reference_contribs(model_a, matrix)[:, :-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _attributions(document), _reference_contribs(model_a, matrix)[:, :-1], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_boto3_false_is_clarifys_shape_with_no_explanations(runtime):  # noqa: F811
     answer = runtime.invoke_endpoint(
-        EndpointName=ENDPOINT, Body=b"1,2000,40,3,1", ContentType="text/csv", Accept="text/csv", EnableExplanations="`false`"
+        EndpointName=ENDPOINT,
+        Body=b"1,2000,40,3,1",
+        ContentType="text/csv",
+        Accept="text/csv",
+        EnableExplanations="`false`",
     )
     document = json.loads(answer["Body"].read())
     assert document["explanations"] == {}
@@ -164,7 +172,9 @@ def test_boto3_false_is_clarifys_shape_with_no_explanations(runtime):  # noqa: F
 
 def test_json_answer_type_is_kept_inside_predictions(client):
     answer = client.post(
-        "/invocations", content=b"1,2000,40,3,1\n", headers={"Content-Type": "text/csv", "Accept": "application/json", HEADER: "true"}
+        "/invocations",
+        content=b"1,2000,40,3,1\n",
+        headers={"Content-Type": "text/csv", "Accept": "application/json", HEADER: "true"},
     )
     document = answer.json()
     assert document["predictions"]["content_type"] == "application/json"
@@ -180,7 +190,11 @@ def test_without_the_header_nothing_changes(client):
 def test_an_expression_the_server_does_not_evaluate_is_a_clear_error(runtime):  # noqa: F811
     with pytest.raises(runtime.exceptions.ModelError) as caught:
         runtime.invoke_endpoint(
-            EndpointName=ENDPOINT, Body=b"1,2000,40,3,1", ContentType="text/csv", Accept="text/csv", EnableExplanations="[0]>`0.8`"
+            EndpointName=ENDPOINT,
+            Body=b"1,2000,40,3,1",
+            ContentType="text/csv",
+            Accept="text/csv",
+            EnableExplanations="[0]>`0.8`",
         )
     assert caught.value.response["OriginalStatusCode"] == 400
     assert "does not evaluate other JMESPath expressions" in caught.value.response["OriginalMessage"]

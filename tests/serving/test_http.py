@@ -65,9 +65,7 @@ def test_json_instances_by_name_and_json_answer(client, model_a):
         {name: (None if np.isnan(v) else float(v)) for name, v in zip(reversed(FEATURE_COLUMNS), reversed(row))}
         for row in matrix
     ]
-    answer = client.post(
-        "/invocations", json={"instances": instances}, headers={"Accept": "application/json"}
-    )
+    answer = client.post("/invocations", json={"instances": instances}, headers={"Accept": "application/json"})
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("application/json")
     scores = [item["score"] for item in answer.json()["predictions"]]
@@ -89,22 +87,30 @@ def test_no_content_type_is_read_as_csv(client):
     assert len(answer.text.splitlines()) == 1
 
 
-@pytest.mark.parametrize("accept, media", [("*/*", "text/csv"), ("application/json;q=0.9, text/csv;q=0.1", "application/json")])
+@pytest.mark.parametrize(
+    "accept, media", [("*/*", "text/csv"), ("application/json;q=0.9, text/csv;q=0.1", "application/json")]
+)
 def test_accept_negotiation(client, accept, media):
-    answer = client.post("/invocations", content=b"1,2000,40,3,1", headers={"Content-Type": "text/csv", "Accept": accept})
+    answer = client.post(
+        "/invocations", content=b"1,2000,40,3,1", headers={"Content-Type": "text/csv", "Accept": accept}
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith(media)
 
 
 def test_406_comes_before_reading_the_body(client):
     # A malformed body with an unacceptable Accept is a 406, not a 400: negotiation runs first.
-    answer = client.post("/invocations", content=b"garbage", headers={"Content-Type": "text/csv", "Accept": "text/html"})
+    answer = client.post(
+        "/invocations", content=b"garbage", headers={"Content-Type": "text/csv", "Accept": "text/html"}
+    )
     assert answer.status_code == 406
     assert "text/csv or application/json" in answer.text
     _no_internals(answer)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/libsvm", "application/x-npy"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "text/libsvm", "application/x-npy"]
+)
 def test_415_for_content_types_it_does_not_read(client, content_type):
     answer = client.post("/invocations", content=b"1,2,3,4,5", headers={"Content-Type": content_type})
     assert answer.status_code == 415

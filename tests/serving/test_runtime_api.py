@@ -39,7 +39,9 @@ def test_invoke_endpoint_csv(runtime, model_a):
 
 def test_invoke_endpoint_json(runtime):
     body = '{"instances": [[1, 2000, 40, 3, 1], [null, null, null, null, null]]}'
-    answer = runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=body, ContentType="application/json", Accept="application/json")
+    answer = runtime.invoke_endpoint(
+        EndpointName=ENDPOINT, Body=body, ContentType="application/json", Accept="application/json"
+    )
     import json
 
     assert len(json.loads(answer["Body"].read())["predictions"]) == 2
@@ -80,7 +82,9 @@ def test_oversize_body_is_a_validation_error(runtime):
 
 
 def test_error_wire_format(dir_server):
-    answer = httpx.post(f"{dir_server.url}/endpoints/{ENDPOINT}/invocations", content=b"x", headers={"Content-Type": "text/csv"})
+    answer = httpx.post(
+        f"{dir_server.url}/endpoints/{ENDPOINT}/invocations", content=b"x", headers={"Content-Type": "text/csv"}
+    )
     assert answer.status_code == 424
     assert answer.headers["x-amzn-errortype"] == "ModelError"
     assert answer.headers["x-amzn-requestid"]

@@ -15,7 +15,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serving.conftest import ADMIN_TOKEN, reference_predict, registry_with, server_env, start_server, synthetic_features
+from tests.serving.conftest import (
+    ADMIN_TOKEN,
+    reference_predict,
+    registry_with,
+    server_env,
+    start_server,
+    synthetic_features,
+)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -204,7 +211,9 @@ def test_admin_refusals_leave_the_old_model_serving(tmp_path, model_a, dir_serve
 def test_admin_routes_are_off_without_a_token(tmp_path, model_a):
     server = start_server(tmp_path, ["--model-dir", str(model_a)], server_env(tmp_path, admin_token=""))
     try:
-        answer = httpx.post(f"{server.url}/admin/model", json={"version": "1"}, headers={"Authorization": "Bearer anything"})
+        answer = httpx.post(
+            f"{server.url}/admin/model", json={"version": "1"}, headers={"Authorization": "Bearer anything"}
+        )
         assert answer.status_code == 403
         assert "serving.admin_token" in answer.json()["error"]
     finally:

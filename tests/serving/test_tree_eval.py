@@ -138,7 +138,9 @@ def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost
 
 def test_requests_it_answers_shrink_as_the_model_grows():
     small = compile_trees(bytes(_train({"objective": "binary:logistic", "max_depth": 2}, 20).save_raw("json")))
-    large = compile_trees(bytes(_train({"objective": "binary:logistic", "max_depth": 8, "min_child_weight": 0}, 300).save_raw("json")))
+    large = compile_trees(
+        bytes(_train({"objective": "binary:logistic", "max_depth": 8, "min_child_weight": 0}, 300).save_raw("json"))
+    )
     assert small.max_rows == tree_eval.ROWS_LIMIT
     assert 1 <= large.max_rows < small.max_rows
     assert large.max_rows == max(1, tree_eval._NODES_PER_XGBOOST_CALL // large.nodes)
@@ -158,22 +160,35 @@ def test_sigmoid_is_xgboosts_own_float32_transform():
     # XGBoost applies its transform to a DMatrix's base margin plus the trees: with one tree of
     # zero leaves (eta 0), its probabilities are its sigmoid of exactly the margins given.
     x = synthetic_features(200, 1)
-    booster = xgboost.train({"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1},
-                            xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)), 1)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1},
+        xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)),
+        1,
+    )
     rng = np.random.default_rng(2)
     margins = np.concatenate(
-        [rng.uniform(-100, 100, 40_000), rng.uniform(-4, 4, 40_000), rng.normal(0, 1e-3, 5_000), [88.7, -88.7, 88.8, -88.8, 0.0]]
+        [
+            rng.uniform(-100, 100, 40_000),
+            rng.uniform(-4, 4, 40_000),
+            rng.normal(0, 1e-3, 5_000),
+            [88.7, -88.7, 88.8, -88.8, 0.0],
+        ]
     ).astype(np.float32)
     data = xgboost.DMatrix(np.zeros((len(margins), x.shape[1]), np.float32), base_margin=margins)
     assert np.array_equal(booster.predict(data, output_margin=True), margins)  # the premise: margins pass unchanged
-    np.testing.assert_array_equal(np.asarray(tree_eval.sigmoid_float32(margins.tolist()), dtype=np.float32), booster.predict(data))
+    np.testing.assert_array_equal(
+        np.asarray(tree_eval.sigmoid_float32(margins.tolist()), dtype=np.float32), booster.predict(data)
+    )
 
 
 @pytest.mark.parametrize("base_score", [0.5, 0.2463, 0.9, 1e-7, 0.999999])
 def test_base_margin_is_xgboosts_float32_logit(base_score):
     x = synthetic_features(200, 1)
-    booster = xgboost.train({"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1, "base_score": base_score},
-                            xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)), 1)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "eta": 0.0, "max_depth": 1, "nthread": 1, "base_score": base_score},
+        xgboost.DMatrix(x, label=(np.nan_to_num(x[:, 4]) > 0).astype(int)),
+        1,
+    )
     compiled = compile_trees(bytes(booster.save_raw("json")))
     margin = booster.predict(xgboost.DMatrix(x[:1]), output_margin=True)[0]  # base margin + a zero leaf
     assert compiled.base_margin == float(margin)

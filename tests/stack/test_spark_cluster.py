@@ -50,8 +50,13 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark-cluster")
     settings = load_settings(
         paths={"state_dir": str(root / "state"), "lake": str(root / "lake")},
-        spark_cluster={"master_port": free_port(), "master_ui_port": free_port(), "worker_port": _two_free_ports(),
-                       "worker_ui_port": _two_free_ports(), "workers": 2},
+        spark_cluster={
+            "master_port": free_port(),
+            "master_ui_port": free_port(),
+            "worker_port": _two_free_ports(),
+            "worker_ui_port": _two_free_ports(),
+            "workers": 2,
+        },
     )
     try:
         lines = spark_cluster.start(settings)
@@ -65,7 +70,9 @@ def cluster(tmp_path_factory):
 
 def _env(tmp: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKMAKER_") or k == "SPARKMAKER_CONFIG"}
-    env.update({"PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_PATHS__STATE_DIR": str(tmp / "state")})
+    env.update(
+        {"PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_PATHS__STATE_DIR": str(tmp / "state")}
+    )
     env.update({f"SPARKMAKER_{k.upper()}": v for k, v in settings.items()})
     return env
 
@@ -105,8 +112,25 @@ def test_feature_job_and_batch_scoring_on_the_cluster_equal_local_mode(cluster, 
     local = run_job(spark, lake_settings, csv, AS_OF)
     # The cluster, as a user runs it.
     cluster_lake = tmp_path / "cluster-lake"
-    _run([sys.executable, "-m", "features", "run", "--input", str(csv), "--lake", str(cluster_lake), "--as-of", AS_OF.isoformat(),
-          "--master", spark_cluster.master_url(cluster), "--manifest", str(tmp_path / "cluster.json")], _env(tmp_path))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "features",
+            "run",
+            "--input",
+            str(csv),
+            "--lake",
+            str(cluster_lake),
+            "--as-of",
+            AS_OF.isoformat(),
+            "--master",
+            spark_cluster.master_url(cluster),
+            "--manifest",
+            str(tmp_path / "cluster.json"),
+        ],
+        _env(tmp_path),
+    )
     remote = json.loads((tmp_path / "cluster.json").read_text())
     assert remote["spark"]["master"] == spark_cluster.master_url(cluster)
     for output in ("training", "latest", "rejects"):
@@ -120,17 +144,38 @@ def test_feature_job_and_batch_scoring_on_the_cluster_equal_local_mode(cluster, 
     registry_root = tmp_path / "registry"
     registry_with(registry_root, model)
     cluster_scores = tmp_path / "cluster-scores"
-    _run([sys.executable, "-m", "serving", "batch", "--input", remote["outputs"]["latest"]["uri"], "--output", str(cluster_scores),
-          "--model-version", "1"],
-         _env(tmp_path, spark__master=spark_cluster.master_url(cluster), training__registry_dir=str(registry_root),
-              paths__lake=str(cluster_lake)))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "batch",
+            "--input",
+            remote["outputs"]["latest"]["uri"],
+            "--output",
+            str(cluster_scores),
+            "--model-version",
+            "1",
+        ],
+        _env(
+            tmp_path,
+            spark__master=spark_cluster.master_url(cluster),
+            training__registry_dir=str(registry_root),
+            paths__lake=str(cluster_lake),
+        ),
+    )
     training = lake_settings.training.model_copy(update={"registry_dir": str(registry_root)})
     batch_settings = lake_settings.model_copy(update={"training": training})
     local_scores = tmp_path / "local-scores"
-    run_batch(batch_settings, input_uri=remote["outputs"]["latest"]["uri"], output_uri=str(local_scores), version="1", spark=spark)
+    run_batch(
+        batch_settings,
+        input_uri=remote["outputs"]["latest"]["uri"],
+        output_uri=str(local_scores),
+        version="1",
+        spark=spark,
+    )
     remote_scores, local_scores_rows = _rows(str(cluster_scores)), _rows(str(local_scores))
     assert len(remote_scores) == remote["outputs"]["latest"]["rows"] > 0
     assert remote_scores == local_scores_rows  # probabilities equal to the bit, labels, versions
 
     assert all(count > 0 for count in _tasks_per_worker(cluster)), _tasks_per_worker(cluster)
-

@@ -29,14 +29,28 @@ pytestmark = pytest.mark.slow
 def started():
     scratch = scratch_stack(3_000, seed=5)
     root, csv, ports, env = scratch["root"], scratch["csv"], scratch["ports"], scratch["env"]
-    first = subprocess.Popen(["./start.sh", "--input", str(csv), "--no-scheduler"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        ["./start.sh", "--input", str(csv), "--no-scheduler"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     lock = root / "state" / "start.lock"
     deadline = time.monotonic() + 120
     while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    second = subprocess.run(["./start.sh", "--input", str(csv), "--no-scheduler"], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    second = subprocess.run(
+        ["./start.sh", "--input", str(csv), "--no-scheduler"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     out, err = first.communicate(timeout=900)
     yield {"root": root, "env": env, "ports": ports, "first": (first.returncode, out, err), "second": second}
     subprocess.run(["./stop.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
@@ -56,8 +70,14 @@ def sql(started, statement: str, user: str | None = "sparkmaker", password: str 
     if user is None:
         conn = hive.connect("127.0.0.1", port=port, database="credit_risk")
     else:
-        conn = hive.connect("127.0.0.1", port=port, database="credit_risk", username=user, auth="CUSTOM",
-                            password=password if password is not None else sql_password(started))
+        conn = hive.connect(
+            "127.0.0.1",
+            port=port,
+            database="credit_risk",
+            username=user,
+            auth="CUSTOM",
+            password=password if password is not None else sql_password(started),
+        )
     with conn:
         cursor = conn.cursor()
         cursor.execute(statement)

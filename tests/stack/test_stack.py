@@ -25,8 +25,15 @@ def stack_env():
 
 
 def script(name: str, stack_env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([f"./{name}.sh", *args], cwd=REPO_ROOT, env=stack_env["env"], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [f"./{name}.sh", *args],
+        cwd=REPO_ROOT,
+        env=stack_env["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def listening(port: int) -> bool:
@@ -48,7 +55,9 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     assert any(line.startswith("SQL (HiveServer2): jdbc:hive2://127.0.0.1:") for line in lines)
     console = next(line.split(": ", 1)[1] for line in lines if line.startswith("Console: "))
     assert console == f"{api}/console"
-    with urllib.request.urlopen(f"{console}/sign-in", timeout=10) as response:  # the console answers; pages need a session
+    with urllib.request.urlopen(
+        f"{console}/sign-in", timeout=10
+    ) as response:  # the console answers; pages need a session
         assert response.status == 200 and b'type="password"' in response.read()
     assert f"Airflow: http://127.0.0.1:{stack_env['ports']['airflow']}" in lines
     assert any(line.startswith("Airflow login: user admin, password ") for line in lines)
@@ -69,8 +78,14 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     from pyhive import hive
 
     sql_password = next(line for line in lines if line.startswith("SQL user: ")).split("password: ")[1].split()[0]
-    with hive.connect("127.0.0.1", port=stack_env["ports"]["thrift"], database="credit_risk",
-                      username="sparkmaker", password=sql_password, auth="CUSTOM") as conn:
+    with hive.connect(
+        "127.0.0.1",
+        port=stack_env["ports"]["thrift"],
+        database="credit_risk",
+        username="sparkmaker",
+        password=sql_password,
+        auth="CUSTOM",
+    ) as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT count(*) FROM training_features")
         assert cursor.fetchone()[0] == 6_000

@@ -42,15 +42,26 @@ def test_stages_write_private_logs_and_existing_files_are_fixed(tmp_path):
 def test_a_second_start_says_already_starting_in_one_line(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    env = {**os.environ, "SPARKMAKER_PATHS__STATE_DIR": str(state), "SPARKMAKER_PATHS__LAKE": str(tmp_path / "lake"),
-           # ports nobody uses: if the lock failed, the start would try to launch a metastore there
-           "SPARKMAKER_STACK__METASTORE_PORT": "1", "SPARKMAKER_API__PORT": "2"}
+    env = {
+        **os.environ,
+        "SPARKMAKER_PATHS__STATE_DIR": str(state),
+        "SPARKMAKER_PATHS__LAKE": str(tmp_path / "lake"),
+        # ports nobody uses: if the lock failed, the start would try to launch a metastore there
+        "SPARKMAKER_STACK__METASTORE_PORT": "1",
+        "SPARKMAKER_API__PORT": "2",
+    }
     with open(state / "start.lock", "w") as held:  # what a running start holds
         fcntl.flock(held, fcntl.LOCK_EX)
         held.write("4242\n")
         held.flush()
-        second = subprocess.run([sys.executable, "-m", "stack", "start"], cwd=REPO_ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "stack", "start"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert second.returncode == 2
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "already starting (pid 4242)" in lines[0], second.stderr

@@ -10,7 +10,9 @@ import pytest
 from features.contract import FEATURE_COLUMNS
 
 
-def _make_model_dir(path: Path, seed: int = 0, threshold: float = 0.5, roc_auc: float = 0.75, run_id: str = "run-1") -> Path:
+def _make_model_dir(
+    path: Path, seed: int = 0, threshold: float = 0.5, roc_auc: float = 0.75, run_id: str = "run-1"
+) -> Path:
     import xgboost
 
     from training import artifact
@@ -29,10 +31,24 @@ def _make_model_dir(path: Path, seed: int = 0, threshold: float = 0.5, roc_auc: 
         path,
         {
             "threshold": threshold,
-            "metrics": {"roc_auc": roc_auc, "pr_auc": 0.5, "log_loss": 0.4, "brier": 0.1, "precision": 0.5,
-                        "recall": 0.5, "confusion_matrix": {"tp": 1, "fp": 1, "tn": 1, "fn": 1}, "ceiling_roc_auc": None},
+            "metrics": {
+                "roc_auc": roc_auc,
+                "pr_auc": 0.5,
+                "log_loss": 0.4,
+                "brier": 0.1,
+                "precision": 0.5,
+                "recall": 0.5,
+                "confusion_matrix": {"tp": 1, "fp": 1, "tn": 1, "fn": 1},
+                "ceiling_roc_auc": None,
+            },
             "hyperparameters": {"num_round": 3},
-            "training_data": {"run_id": run_id, "uri": "/lake/x", "rows_train": 150, "rows_validation": 50, "split": "test"},
+            "training_data": {
+                "run_id": run_id,
+                "uri": "/lake/x",
+                "rows_train": 150,
+                "rows_validation": 50,
+                "split": "test",
+            },
             "code_version": "unknown",
             "created_at": "2024-01-01T00:00:00Z",
         },
@@ -65,14 +81,24 @@ def model_tar(tmp_path, make_model_dir):
 def training_schema():
     import pyarrow as pa
 
-    return pa.schema([
-        ("id", pa.int64()), ("loan_id", pa.int64()), ("loan_date", pa.date32()),
-        ("nb_previous_loans", pa.int32()), ("avg_amount_loans_previous", pa.float64()), ("age", pa.int32()),
-        ("years_on_the_job", pa.int32()), ("flag_own_car", pa.int32()), ("status", pa.int32()),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.int64()),
+            ("loan_id", pa.int64()),
+            ("loan_date", pa.date32()),
+            ("nb_previous_loans", pa.int32()),
+            ("avg_amount_loans_previous", pa.float64()),
+            ("age", pa.int32()),
+            ("years_on_the_job", pa.int32()),
+            ("flag_own_car", pa.int32()),
+            ("status", pa.int32()),
+        ]
+    )
 
 
-def synthetic_training(rows: int = 4000, seed: int = 0, base_rate: float = 0.08, start: str = "2019-01-01", days: int = 700):
+def synthetic_training(
+    rows: int = 4000, seed: int = 0, base_rate: float = 0.08, start: str = "2019-01-01", days: int = 700
+):
     """(pyarrow Table, truth Table): a planted logistic signal on the five features, NULLs included."""
     import pyarrow as pa
 
@@ -85,23 +111,32 @@ def synthetic_training(rows: int = 4000, seed: int = 0, base_rate: float = 0.08,
     years_null = rng.random(rows) < 0.15
     car = rng.integers(0, 2, rows).astype(np.int32)
     car_null = rng.random(rows) < 0.03
-    logit = (np.log(base_rate / (1 - base_rate)) + 1.2 * (nb == 0) - 0.04 * (age - 40) + 0.9 * years_null
-             - 0.6 * car + 0.3 * np.where(np.isnan(avg), 0, (np.log(np.nan_to_num(avg, nan=1.0)) - 8.5)))
+    logit = (
+        np.log(base_rate / (1 - base_rate))
+        + 1.2 * (nb == 0)
+        - 0.04 * (age - 40)
+        + 0.9 * years_null
+        - 0.6 * car
+        + 0.3 * np.where(np.isnan(avg), 0, (np.log(np.nan_to_num(avg, nan=1.0)) - 8.5))
+    )
     p_true = 1 / (1 + np.exp(-logit))
     status = (rng.random(rows) < p_true).astype(np.int32)
     dates = np.datetime64(start) + rng.integers(0, days, rows).astype("timedelta64[D]")
     loan_id = rng.permutation(rows).astype(np.int64) + 1
-    table = pa.table({
-        "id": pa.array(rng.integers(5_008_804, 5_150_487, rows), pa.int64()),
-        "loan_id": pa.array(loan_id, pa.int64()),
-        "loan_date": pa.array(dates.astype("datetime64[D]"), pa.date32()),
-        "nb_previous_loans": pa.array(nb, pa.int32()),
-        "avg_amount_loans_previous": pa.array(avg, pa.float64(), from_pandas=True),
-        "age": pa.array(age, pa.int32(), mask=age_null),
-        "years_on_the_job": pa.array(years, pa.int32(), mask=years_null),
-        "flag_own_car": pa.array(car, pa.int32(), mask=car_null),
-        "status": pa.array(status, pa.int32()),
-    }, schema=training_schema())
+    table = pa.table(
+        {
+            "id": pa.array(rng.integers(5_008_804, 5_150_487, rows), pa.int64()),
+            "loan_id": pa.array(loan_id, pa.int64()),
+            "loan_date": pa.array(dates.astype("datetime64[D]"), pa.date32()),
+            "nb_previous_loans": pa.array(nb, pa.int32()),
+            "avg_amount_loans_previous": pa.array(avg, pa.float64(), from_pandas=True),
+            "age": pa.array(age, pa.int32(), mask=age_null),
+            "years_on_the_job": pa.array(years, pa.int32(), mask=years_null),
+            "flag_own_car": pa.array(car, pa.int32(), mask=car_null),
+            "status": pa.array(status, pa.int32()),
+        },
+        schema=training_schema(),
+    )
     truth = pa.table({"loan_id": pa.array(loan_id, pa.int64()), "p_true": pa.array(p_true, pa.float64())})
     return table, truth
 

@@ -17,5 +17,10 @@ def build(spec: dict | str):
         return LocalRegistry(Path(spec["root"]))
     from training.mlflow_registry import MlflowRegistry
 
-    return MlflowRegistry(Path(spec["root"]), spec["uri"], artifact_location=str(Path(spec["root"]) / "artifacts"),
-                          experiment=f"exp-{spec['name']}", model_name=spec["name"])
+    return MlflowRegistry(
+        Path(spec["root"]),
+        spec["uri"],
+        artifact_location=str(Path(spec["root"]) / "artifacts"),
+        experiment=f"exp-{spec['name']}",
+        model_name=spec["name"],
+    )

@@ -179,7 +179,7 @@ def test_unpack_into_a_non_empty_folder_fails(tmp_path, make_model_dir):
 
 def test_load_booster_on_a_corrupt_model_file_is_one_line(tmp_path, make_model_dir):
     model_dir = make_model_dir(tmp_path / "m")
-    (model_dir / "xgboost-model").write_bytes(b"{\"garbage\": 1}")
+    (model_dir / "xgboost-model").write_bytes(b'{"garbage": 1}')
     metadata = json.loads((model_dir / "model-metadata.json").read_text())
     metadata["model_sha256"] = artifact.sha256_file(model_dir / "xgboost-model")
     (model_dir / "model-metadata.json").write_text(json.dumps(metadata))

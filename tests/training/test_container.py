@@ -20,11 +20,18 @@ def test_defaults_are_the_sagemaker_paths():
 
 
 def test_toolkit_variables_override_each_path():
-    env = ContainerEnv.from_environ({
-        "SM_CHANNEL_TRAIN": "/data/t", "SM_CHANNEL_VALIDATION": "/data/v", "SM_MODEL_DIR": "/m",
-        "SM_OUTPUT_DIR": "/o", "SM_OUTPUT_DATA_DIR": "/od", "SM_INPUT_DIR": "/i", "SM_NUM_CPUS": "3",
-        "SM_HPS": '{"max_depth": 3}',
-    })
+    env = ContainerEnv.from_environ(
+        {
+            "SM_CHANNEL_TRAIN": "/data/t",
+            "SM_CHANNEL_VALIDATION": "/data/v",
+            "SM_MODEL_DIR": "/m",
+            "SM_OUTPUT_DIR": "/o",
+            "SM_OUTPUT_DATA_DIR": "/od",
+            "SM_INPUT_DIR": "/i",
+            "SM_NUM_CPUS": "3",
+            "SM_HPS": '{"max_depth": 3}',
+        }
+    )
     assert env.channel_dir("train") == Path("/data/t")
     assert env.channel_dir("validation") == Path("/data/v")
     assert env.channel_dir("truth") == Path("/i/data/truth")
@@ -52,8 +59,10 @@ def test_hyperparameters_file(tmp_path):
 def test_a_good_job_configuration_passes(tmp_path):
     env = _env(
         tmp_path,
-        inputdataconfig={"train": {"TrainingInputMode": "File", "ContentType": "application/x-parquet"},
-                         "validation": {"TrainingInputMode": "FastFile"}},
+        inputdataconfig={
+            "train": {"TrainingInputMode": "File", "ContentType": "application/x-parquet"},
+            "validation": {"TrainingInputMode": "FastFile"},
+        },
         resourceconfig={"current_host": "algo-1", "hosts": ["algo-1"]},
     )
     env.check_configs()
@@ -64,11 +73,22 @@ def test_a_good_job_configuration_passes(tmp_path):
     [
         ({"hyperparameters": "{oops"}, "hyperparameters.json is not valid JSON"),
         ({"hyperparameters": ["a"]}, "hyperparameters.json does not hold a JSON object of hyperparameters"),
-        ({"inputdataconfig": {"training": {}}}, "the job has no 'train' channel (channels: training): name the training data channel 'train'"),
-        ({"inputdataconfig": {"train": {}, "test": {}}}, "unknown channel 'test': this image reads the channels train, validation, truth"),
-        ({"inputdataconfig": {"train": {"TrainingInputMode": "Pipe"}}}, "channel 'train' uses input mode Pipe: this image reads File or FastFile mode only"),
-        ({"resourceconfig": {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}},
-         "the job runs on 2 instances: this image trains on one, set the instance count to 1"),
+        (
+            {"inputdataconfig": {"training": {}}},
+            "the job has no 'train' channel (channels: training): name the training data channel 'train'",
+        ),
+        (
+            {"inputdataconfig": {"train": {}, "test": {}}},
+            "unknown channel 'test': this image reads the channels train, validation, truth",
+        ),
+        (
+            {"inputdataconfig": {"train": {"TrainingInputMode": "Pipe"}}},
+            "channel 'train' uses input mode Pipe: this image reads File or FastFile mode only",
+        ),
+        (
+            {"resourceconfig": {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}},
+            "the job runs on 2 instances: this image trains on one, set the instance count to 1",
+        ),
         ({"resourceconfig": "[1]"}, "resourceconfig.json does not hold a JSON object"),
     ],
 )

@@ -26,17 +26,25 @@ def test_image_requirements_are_pinned_as_in_the_repository():
     root = pins(REPO / "requirements.txt")
     assert {"xgboost-cpu", "pyarrow", "numpy", "matplotlib", "pydantic"} <= set(image)
     for name, version in image.items():
-        assert root.get(name) == version, f"{name}=={version} in training/requirements.txt, {root.get(name)} in requirements.txt"
+        assert root.get(name) == version, (
+            f"{name}=={version} in training/requirements.txt, {root.get(name)} in requirements.txt"
+        )
 
 
 def test_every_file_the_dockerfile_copies_is_let_through_the_ignore_file():
-    allowed = [line[1:] for line in (REPO / "training" / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:]
+        for line in (REPO / "training" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
     copied = []
     for line in (REPO / "training" / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
             copied += line.split()[1:-1]
     for source in copied:
-        assert source in allowed, f"training/Dockerfile copies {source}, which training/Dockerfile.dockerignore leaves out"
+        assert source in allowed, (
+            f"training/Dockerfile copies {source}, which training/Dockerfile.dockerignore leaves out"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +55,9 @@ def engine_env():
 @pytest.fixture(scope="module")
 def image(engine_env):
     tag = "sparkmaker-training:test"
-    built = subprocess.run([str(REPO / "training" / "build-image.sh"), tag], env=engine_env,
-                           capture_output=True, text=True, timeout=1200)
+    built = subprocess.run(
+        [str(REPO / "training" / "build-image.sh"), tag], env=engine_env, capture_output=True, text=True, timeout=1200
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return tag
 
@@ -68,8 +77,13 @@ def _run(engine_env, image, root: Path, *command: str) -> subprocess.CompletedPr
     # No --rm: podman's Docker API drops the container's exit status with it (seen: 0 for exit 3).
     name = f"sparkmaker-training-test-{uuid.uuid4().hex[:8]}"
     try:
-        return subprocess.run(["docker", "run", "--name", name, "-v", f"{root}:/opt/ml", image, *command],
-                              env=engine_env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["docker", "run", "--name", name, "-v", f"{root}:/opt/ml", image, *command],
+            env=engine_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], env=engine_env, capture_output=True, timeout=120)
 
@@ -103,7 +117,9 @@ def _sdk_tree(tmp_path: Path, table, parts_writer, hyperparameters: dict) -> Pat
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-owned mounts need root to make")
-def test_image_trains_on_root_owned_0755_mounts_as_local_mode_makes_them(engine_env, image, tmp_path, synthetic, parts_writer):
+def test_image_trains_on_root_owned_0755_mounts_as_local_mode_makes_them(
+    engine_env, image, tmp_path, synthetic, parts_writer
+):
     table, _ = synthetic(rows=2000, seed=4)
     root = _sdk_tree(tmp_path, table, parts_writer, {"num_round": "20", "max_depth": "3"})
     result = _run(engine_env, image, root, "train")

@@ -13,7 +13,6 @@ from features.contract import FEATURE_COLUMNS
 from training.data import ChannelError, discover_parquet, read_channel, read_truth
 
 
-
 @pytest.fixture(scope="module")
 def table(synthetic):
     return synthetic(rows=600, seed=5)[0]
@@ -25,7 +24,9 @@ def write_parts(parts_writer):
 
 
 def _read(folder: Path, **kwargs):
-    return read_channel("train", folder, need_dates=kwargs.get("need_dates", True), need_loan_id=kwargs.get("need_loan_id", False))
+    return read_channel(
+        "train", folder, need_dates=kwargs.get("need_dates", True), need_loan_id=kwargs.get("need_loan_id", False)
+    )
 
 
 def test_spark_layout_skips_success_and_crc(tmp_path, table, write_parts):
@@ -47,7 +48,11 @@ def test_any_subfolder_layout_and_names_without_extension(tmp_path, table):
     (root / "_temporary").mkdir()
     pq.write_table(table.slice(0, 10), root / "_temporary" / "half-written.parquet")
     (root / ".hidden.parquet").write_bytes(b"PAR1 junk")
-    assert sorted(p.relative_to(root).as_posix() for p in discover_parquet(root)) == ["a/b/one.parquet", "c/two", "three.parquet"]
+    assert sorted(p.relative_to(root).as_posix() for p in discover_parquet(root)) == [
+        "a/b/one.parquet",
+        "c/two",
+        "three.parquet",
+    ]
     frame = _read(root)
     assert len(frame) == table.num_rows
     assert sorted(frame.loan_id.tolist()) == sorted(table.column("loan_id").to_pylist())
@@ -56,7 +61,9 @@ def test_any_subfolder_layout_and_names_without_extension(tmp_path, table):
 def test_hive_partition_folders(tmp_path, table):
     import pyarrow.dataset as ds
 
-    ds.write_dataset(table, tmp_path / "parted", format="parquet", partitioning=["flag_own_car"], partitioning_flavor="hive")
+    ds.write_dataset(
+        table, tmp_path / "parted", format="parquet", partitioning=["flag_own_car"], partitioning_flavor="hive"
+    )
     assert any(p.name.startswith("flag_own_car=") for p in (tmp_path / "parted").iterdir())
     frame = _read(tmp_path / "parted")
     assert len(frame) == table.num_rows
@@ -89,7 +96,9 @@ def test_keys_are_never_features(tmp_path, table, write_parts):
 
 
 def test_dates_as_strings_or_timestamps(tmp_path, table):
-    as_text = table.set_column(table.schema.get_field_index("loan_date"), "loan_date", table.column("loan_date").cast(pa.string()))
+    as_text = table.set_column(
+        table.schema.get_field_index("loan_date"), "loan_date", table.column("loan_date").cast(pa.string())
+    )
     pq.write_table(as_text, tmp_path / "text.parquet")
     frame = _read(tmp_path / "text.parquet")
     np.testing.assert_array_equal(frame.loan_date, table.column("loan_date").to_numpy().astype("datetime64[D]"))
@@ -99,26 +108,74 @@ def test_dates_as_strings_or_timestamps(tmp_path, table):
     "make, sentence",
     [
         (lambda root, t: None, "channel 'train' is missing: "),
-        (lambda root, t: root.mkdir(), "channel 'train' at {root} holds no Parquet files: point it at the feature job's training output"),
-        (lambda root, t: (root.mkdir(), (root / "data.csv").write_text("a,b\n")), "holds no Parquet files (it holds data.csv)"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.slice(0, 0), root / "empty.parquet")), "channel 'train' at {root} is empty: its Parquet files hold no rows"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["age"]), root / "x.parquet")),
-         "channel 'train' lacks the column age: it must hold the feature job's training table"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["age", "status"]), root / "x.parquet")),
-         "channel 'train' lacks the columns age, status"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["loan_date"]), root / "x.parquet")),
-         "channel 'train' lacks the column loan_date"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.set_column(5, "age", t.column("age").cast(pa.string())), root / "x.parquet")),
-         "channel 'train': column age is string, not a number"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.set_column(8, "status", pa.array([2] * t.num_rows, pa.int32())), root / "x.parquet")),
-         "channel 'train': 600 rows have status other than 0 or 1 (e.g. 2)"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.set_column(8, "status", pa.array([None] * t.num_rows, pa.int32())), root / "x.parquet")),
-         "channel 'train': 600 rows have no status"),
-        (lambda root, t: (root.mkdir(), pq.write_table(t.set_column(2, "loan_date", pa.array(["soon"] * t.num_rows)), root / "x.parquet")),
-         "channel 'train': column loan_date holds values that are not dates"),
+        (
+            lambda root, t: root.mkdir(),
+            "channel 'train' at {root} holds no Parquet files: point it at the feature job's training output",
+        ),
+        (
+            lambda root, t: (root.mkdir(), (root / "data.csv").write_text("a,b\n")),
+            "holds no Parquet files (it holds data.csv)",
+        ),
+        (
+            lambda root, t: (root.mkdir(), pq.write_table(t.slice(0, 0), root / "empty.parquet")),
+            "channel 'train' at {root} is empty: its Parquet files hold no rows",
+        ),
+        (
+            lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["age"]), root / "x.parquet")),
+            "channel 'train' lacks the column age: it must hold the feature job's training table",
+        ),
+        (
+            lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["age", "status"]), root / "x.parquet")),
+            "channel 'train' lacks the columns age, status",
+        ),
+        (
+            lambda root, t: (root.mkdir(), pq.write_table(t.drop_columns(["loan_date"]), root / "x.parquet")),
+            "channel 'train' lacks the column loan_date",
+        ),
+        (
+            lambda root, t: (
+                root.mkdir(),
+                pq.write_table(t.set_column(5, "age", t.column("age").cast(pa.string())), root / "x.parquet"),
+            ),
+            "channel 'train': column age is string, not a number",
+        ),
+        (
+            lambda root, t: (
+                root.mkdir(),
+                pq.write_table(t.set_column(8, "status", pa.array([2] * t.num_rows, pa.int32())), root / "x.parquet"),
+            ),
+            "channel 'train': 600 rows have status other than 0 or 1 (e.g. 2)",
+        ),
+        (
+            lambda root, t: (
+                root.mkdir(),
+                pq.write_table(
+                    t.set_column(8, "status", pa.array([None] * t.num_rows, pa.int32())), root / "x.parquet"
+                ),
+            ),
+            "channel 'train': 600 rows have no status",
+        ),
+        (
+            lambda root, t: (
+                root.mkdir(),
+                pq.write_table(t.set_column(2, "loan_date", pa.array(["soon"] * t.num_rows)), root / "x.parquet"),
+            ),
+            "channel 'train': column loan_date holds values that are not dates",
+        ),
     ],
-    ids=["missing", "empty-folder", "only-csv", "zero-rows", "missing-column", "missing-columns", "no-dates",
-         "text-feature", "bad-label", "null-label", "bad-dates"],
+    ids=[
+        "missing",
+        "empty-folder",
+        "only-csv",
+        "zero-rows",
+        "missing-column",
+        "missing-columns",
+        "no-dates",
+        "text-feature",
+        "bad-label",
+        "null-label",
+        "bad-dates",
+    ],
 )
 def test_each_channel_problem_is_one_sentence(tmp_path, table, make, sentence):
     root = tmp_path / "train"

@@ -29,13 +29,21 @@ def test_generated_csv_to_features_to_registered_model(spark, lake_settings, tmp
     csv = tmp_path / "data" / "loans.csv"
     raw, truth = generate(rows=12_000, seed=23, dirty=0.0)
     write(raw, truth, csv)
-    manifest = job.run(spark, lake_settings, job.JobParams(input_uri=str(csv), as_of=dt.date(2021, 9, 1)),
-                       Progress("test", stream=open(os.devnull, "w")))
+    manifest = job.run(
+        spark,
+        lake_settings,
+        job.JobParams(input_uri=str(csv), as_of=dt.date(2021, 9, 1)),
+        Progress("test", stream=open(os.devnull, "w")),
+    )
 
     lake = Path(lake_settings.paths.lake)
     result = subprocess.run(
         [sys.executable, "-m", "training", "local", "--lake", str(lake), "--hp", "early_stopping_rounds=20"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"training on {manifest['outputs']['training']['uri']} (snapshot {manifest['run_id']})" in result.stdout
@@ -54,7 +62,9 @@ def test_generated_csv_to_features_to_registered_model(spark, lake_settings, tmp
     training = pd.read_parquet(manifest["outputs"]["training"]["uri"])
     validation = training[training["loan_date"] >= dt.date.fromisoformat(data["validation_from"])]
     p_true = truth.set_index("loan_id").loc[validation["loan_id"], "p_true"].to_numpy()
-    assert metadata["metrics"]["ceiling_roc_auc"] == pytest.approx(roc_auc_score(validation["status"], p_true), abs=1e-9)
+    assert metadata["metrics"]["ceiling_roc_auc"] == pytest.approx(
+        roc_auc_score(validation["status"], p_true), abs=1e-9
+    )
     # No bound on the model's AUC here: 12,000 generated rows leave ~20 bad loans among the
     # validation rows (even the ceiling is ~0.58), so it is noise; the 777,715-row benchmark
     # and test_entrypoint.py (a strong planted signal) judge the learning.

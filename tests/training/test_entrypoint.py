@@ -74,7 +74,9 @@ def test_validation_scores_are_the_models_own_on_its_validation_rows(trained):
     scores = pq.read_table(trained / "model" / artifact.VALIDATION_SCORES_FILE).to_pandas()
     assert len(scores) == metadata["training_data"]["rows_validation"]
     assert set(scores["label"].unique()) <= {0, 1}
-    assert sk.roc_auc_score(scores["label"], scores["probability"]) == pytest.approx(metadata["metrics"]["roc_auc"], abs=1e-9)
+    assert sk.roc_auc_score(scores["label"], scores["probability"]) == pytest.approx(
+        metadata["metrics"]["roc_auc"], abs=1e-9
+    )
 
 
 def test_time_split_and_metrics_recomputed_independently(trained, training_data):
@@ -108,7 +110,9 @@ def test_time_split_and_metrics_recomputed_independently(trained, training_data)
     assert sk.f1_score(y, flagged) >= best - 1e-9
     # The ceiling: AUC of the generator's probabilities on the same validation rows.
     truth = training_data["truth_table"].to_pandas().set_index("loan_id")["p_true"]
-    assert m["ceiling_roc_auc"] == pytest.approx(sk.roc_auc_score(y, truth.loc[validation["loan_id"]].to_numpy()), abs=1e-9)
+    assert m["ceiling_roc_auc"] == pytest.approx(
+        sk.roc_auc_score(y, truth.loc[validation["loan_id"]].to_numpy()), abs=1e-9
+    )
     assert m["ceiling_rows"] == len(validation)
     # It learned the planted signal.
     assert m["roc_auc"] > 0.6
@@ -129,7 +133,10 @@ def test_validation_channel_replaces_the_time_split(ml_tree, training_data, tmp_
 
 def test_class_weight_auto_counts_the_training_part_only(ml_tree, training_data):
     _stage(ml_tree, "train", training_data["train"])
-    _hps(ml_tree, {"scale_pos_weight": "auto", "split_date": "2020-03-01", "early_stopping_rounds": "0", "num_round": "30"})
+    _hps(
+        ml_tree,
+        {"scale_pos_weight": "auto", "split_date": "2020-03-01", "early_stopping_rounds": "0", "num_round": "30"},
+    )
     assert entrypoint.main([]) == 0
     metadata = artifact.read_metadata(ml_tree / "model")
     table = training_data["table"].to_pandas()
@@ -140,7 +147,9 @@ def test_class_weight_auto_counts_the_training_part_only(ml_tree, training_data)
     assert expected != pytest.approx(everything)  # so the check above could fail
     # Probabilities come back on the real scale: mean prediction near the training base rate, not near 0.5.
     booster = artifact.load_booster(ml_tree / "model")
-    p = booster.predict(xgboost.DMatrix(train[list(FEATURE_COLUMNS)].astype("float64").to_numpy(), feature_names=list(FEATURE_COLUMNS)))
+    p = booster.predict(
+        xgboost.DMatrix(train[list(FEATURE_COLUMNS)].astype("float64").to_numpy(), feature_names=list(FEATURE_COLUMNS))
+    )
     assert p.mean() == pytest.approx(train["status"].mean(), rel=0.35)
 
 
@@ -162,7 +171,10 @@ def _table_without(training_data, tmp_path, column):
     [
         ("empty-channel", "channel 'train' at {root}/input/data/train holds no Parquet files"),
         ("no-train-channel", "channel 'train' is missing: {root}/input/data/train does not exist"),
-        ("missing-feature", "channel 'train' lacks the column years_on_the_job: it must hold the feature job's training table"),
+        (
+            "missing-feature",
+            "channel 'train' lacks the column years_on_the_job: it must hold the feature job's training table",
+        ),
         ("text-hyperparameter", "hyperparameter max_depth='deep' is invalid: not a whole number"),
         ("unknown-hyperparameter", "unknown hyperparameter 'depth'"),
         ("split-outside", "cannot split by loan_date at 2030-01-01"),
@@ -192,7 +204,9 @@ def test_each_failure_is_one_sentence_in_the_failure_file(ml_tree, training_data
     elif setup == "split-outside":
         _hps(ml_tree, {"split_date": "2030-01-01"})
     elif setup == "pipe-mode":
-        (ml_tree / "input" / "config" / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "Pipe"}}))
+        (ml_tree / "input" / "config" / "inputdataconfig.json").write_text(
+            json.dumps({"train": {"TrainingInputMode": "Pipe"}})
+        )
     message = _run_expecting_failure(ml_tree)
     assert sentence.format(root=ml_tree) in message
 
@@ -224,8 +238,14 @@ def test_sigterm_is_reported_as_stopped(ml_tree, monkeypatch):
 
 def test_as_a_process_exit_status_and_stderr(ml_tree):
     (ml_tree / "input" / "data" / "train").mkdir()
-    result = subprocess.run([sys.executable, "-m", "training", "train"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("train: error: channel 'train' at ")
     assert "Traceback" not in result.stderr

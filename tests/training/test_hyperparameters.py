@@ -11,9 +11,23 @@ from training.hyperparameters import HyperparameterError, parse_hyperparameters,
 
 # The defaults table of training/README.md, copied by hand: the documented interface, not the code's own values.
 DOCUMENTED_DEFAULTS = {
-    "num_round": 1000, "early_stopping_rounds": 50, "early_stopping_fraction": 0.1, "refit": False, "max_depth": 2,
-    "eta": 0.05, "min_child_weight": 50, "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 10, "alpha": 0,
-    "max_bin": 256, "scale_pos_weight": 1, "seed": 0, "nthread": 0, "validation_fraction": 0.2, "split_date": None,
+    "num_round": 1000,
+    "early_stopping_rounds": 50,
+    "early_stopping_fraction": 0.1,
+    "refit": False,
+    "max_depth": 2,
+    "eta": 0.05,
+    "min_child_weight": 50,
+    "subsample": 0.8,
+    "colsample_bytree": 1.0,
+    "reg_lambda": 10,
+    "alpha": 0,
+    "max_bin": 256,
+    "scale_pos_weight": 1,
+    "seed": 0,
+    "nthread": 0,
+    "validation_fraction": 0.2,
+    "split_date": None,
     "threshold_rule": "f1",
 }
 
@@ -25,10 +39,19 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_strings_become_typed_values():
-    hps = parse_hyperparameters({
-        "max_depth": "3", "eta": "0.3", "lambda": "2.5", "scale_pos_weight": "auto", "split_date": "2020-06-01",
-        "refit": "yes", "num_round": " 40 ", "threshold_rule": "youden", "early_stopping_rounds": "0",
-    })
+    hps = parse_hyperparameters(
+        {
+            "max_depth": "3",
+            "eta": "0.3",
+            "lambda": "2.5",
+            "scale_pos_weight": "auto",
+            "split_date": "2020-06-01",
+            "refit": "yes",
+            "num_round": " 40 ",
+            "threshold_rule": "youden",
+            "early_stopping_rounds": "0",
+        }
+    )
     assert hps.max_depth == 3 and isinstance(hps.max_depth, int)
     assert hps.eta == 0.3 and hps.reg_lambda == 2.5
     assert hps.scale_pos_weight == "auto"
@@ -58,12 +81,25 @@ def test_record_round_trips_through_strings():
     record = {k: v for k, v in hps.as_record().items() if v is not None}
     strings = to_strings(record)
     # What SageMaker's hyperparameters.json would hold, written out by hand (XGBoost's names: lambda).
-    assert {k: strings[k] for k in ("scale_pos_weight", "split_date", "refit", "max_depth", "eta", "lambda", "threshold_rule")} == {
-        "scale_pos_weight": "auto", "split_date": "2020-01-02", "refit": "true", "max_depth": "2", "eta": "0.05",
-        "lambda": "10.0", "threshold_rule": "f1",
+    assert {
+        k: strings[k]
+        for k in ("scale_pos_weight", "split_date", "refit", "max_depth", "eta", "lambda", "threshold_rule")
+    } == {
+        "scale_pos_weight": "auto",
+        "split_date": "2020-01-02",
+        "refit": "true",
+        "max_depth": "2",
+        "eta": "0.05",
+        "lambda": "10.0",
+        "threshold_rule": "f1",
     }
     back = parse_hyperparameters(strings)
-    assert (back.scale_pos_weight, back.split_date, back.refit, back.reg_lambda) == ("auto", dt.date(2020, 1, 2), True, 10.0)
+    assert (back.scale_pos_weight, back.split_date, back.refit, back.reg_lambda) == (
+        "auto",
+        dt.date(2020, 1, 2),
+        True,
+        10.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,9 +111,18 @@ def test_record_round_trips_through_strings():
         ({"eta": "nan"}, "hyperparameter eta='nan' is invalid: not a finite number"),
         ({"eta": "2"}, "hyperparameter eta='2' is invalid: must be less than or equal to 1"),
         ({"max_depth": "0"}, "hyperparameter max_depth='0' is invalid: must be greater than or equal to 1"),
-        ({"scale_pos_weight": "-3"}, "hyperparameter scale_pos_weight='-3' is invalid: expected 'auto' or a positive number"),
-        ({"scale_pos_weight": "heavy"}, "hyperparameter scale_pos_weight='heavy' is invalid: expected 'auto' or a positive number"),
-        ({"threshold_rule": "accuracy"}, "hyperparameter threshold_rule='accuracy' is invalid: must be 'f1' or 'youden'"),
+        (
+            {"scale_pos_weight": "-3"},
+            "hyperparameter scale_pos_weight='-3' is invalid: expected 'auto' or a positive number",
+        ),
+        (
+            {"scale_pos_weight": "heavy"},
+            "hyperparameter scale_pos_weight='heavy' is invalid: expected 'auto' or a positive number",
+        ),
+        (
+            {"threshold_rule": "accuracy"},
+            "hyperparameter threshold_rule='accuracy' is invalid: must be 'f1' or 'youden'",
+        ),
         ({"split_date": "2020-02-30"}, "hyperparameter split_date='2020-02-30' is invalid"),
         ({"lambda": "x"}, "hyperparameter lambda='x' is invalid: not a finite number"),
         ({"max_dept": "3"}, "unknown hyperparameter 'max_dept': known ones are"),

@@ -21,19 +21,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def test_local_runs_registers_and_promotes_only_the_first(tmp_path, training_data):
     lake = tmp_path / "lake"
-    first = cli("local", "--train", str(training_data["train"]), "--truth", str(training_data["truth"]), "--lake", str(lake))
+    first = cli(
+        "local", "--train", str(training_data["train"]), "--truth", str(training_data["truth"]), "--lake", str(lake)
+    )
     assert first.returncode == 0, first.stderr
     assert "registered model version 1: ROC-AUC" in first.stdout and "(ceiling 0." in first.stdout
     assert "version 1 is now the production model" in first.stdout
     assert "[train] model written to" in first.stdout  # the child's log is passed through
 
-    second = cli("local", "--train", str(training_data["train"]), "--lake", str(lake), "--hp", "max_depth=3", "--hp", "seed=1")
+    second = cli(
+        "local", "--train", str(training_data["train"]), "--lake", str(lake), "--hp", "max_depth=3", "--hp", "seed=1"
+    )
     assert second.returncode == 0, second.stderr
     assert "registered model version 2" in second.stdout
     assert "production model stays version 1; promote this one with: python -m training promote 2" in second.stdout
@@ -76,8 +86,12 @@ def _fake_feature_run(lake: Path, training_data, run_id: str = "20240101T000000Z
     csv = lake.parent / "input.csv"
     csv.write_text("not read\n")
     (lake.parent / "input.truth.parquet").write_bytes(training_data["truth"].read_bytes())
-    manifest = {"run_id": run_id, "as_of": "2024-01-01", "input": {"uri": str(csv), "sha256": INPUT_SHA256},
-                "outputs": {"training": {"uri": str(snapshot / "training"), "rows": 4000}}}
+    manifest = {
+        "run_id": run_id,
+        "as_of": "2024-01-01",
+        "input": {"uri": str(csv), "sha256": INPUT_SHA256},
+        "outputs": {"training": {"uri": str(snapshot / "training"), "rows": 4000}},
+    }
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
     (lake / "credit_risk" / "CURRENT.json").write_text(
         json.dumps({"run_id": run_id, "as_of": "2024-01-01", "manifest": str(snapshot / "manifest.json")})
@@ -90,7 +104,10 @@ def test_default_train_is_the_current_snapshot_with_its_truth(tmp_path, training
     _fake_feature_run(lake, training_data)
     result = cli("local", "--lake", str(lake), "--hp", "num_round=20", "--hp", "early_stopping_rounds=0")
     assert result.returncode == 0, result.stderr
-    assert "training on " + str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training") in result.stdout
+    assert (
+        "training on " + str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training")
+        in result.stdout
+    )
     assert "using the truth file" in result.stdout
     registry = open_lake_registry(lake)
     metadata = registry.metadata("1")
@@ -101,15 +118,23 @@ def test_default_train_is_the_current_snapshot_with_its_truth(tmp_path, training
 
     client = MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri)
     run = client.get_run(registry.run_of("1"))
-    lineage = {"snapshot_run_id": "20240101T000000Z-abc123", "input_uri": str(lake.parent / "input.csv"),
-               "input_sha256": INPUT_SHA256, "as_of": "2024-01-01", "code_version": metadata["code_version"],
-               "training_uri": str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training")}
+    lineage = {
+        "snapshot_run_id": "20240101T000000Z-abc123",
+        "input_uri": str(lake.parent / "input.csv"),
+        "input_sha256": INPUT_SHA256,
+        "as_of": "2024-01-01",
+        "code_version": metadata["code_version"],
+        "training_uri": str(lake / "credit_risk" / "snapshots" / "20240101T000000Z-abc123" / "training"),
+    }
     version_tags = client.get_model_version(registry.model_name, "1").tags
     for key, value in lineage.items():
         assert run.data.tags[key] == value and version_tags[key] == value
-    assert run.data.metrics["ceiling_gap"] == pytest.approx(metadata["metrics"]["ceiling_roc_auc"] - metadata["metrics"]["roc_auc"])
+    assert run.data.metrics["ceiling_gap"] == pytest.approx(
+        metadata["metrics"]["ceiling_roc_auc"] - metadata["metrics"]["roc_auc"]
+    )
     assert {"model/roc.png", "model/calibration.png", "model/model-card.md"} <= {
-        f.path for f in client.list_artifacts(run.info.run_id, "model")}
+        f.path for f in client.list_artifacts(run.info.run_id, "model")
+    }
 
 
 def test_no_snapshot_yet(tmp_path):
@@ -148,6 +173,7 @@ def test_a_failed_training_registers_nothing(tmp_path, training_data):
 
 # s3:// channels, staged as SageMaker's File mode does, against moto.
 
+
 def _upload_snapshot(url: str, training_data, bucket: str = "lake-bucket") -> str:
     s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
@@ -155,8 +181,11 @@ def _upload_snapshot(url: str, training_data, bucket: str = "lake-bucket") -> st
     for path in sorted(training_data["train"].iterdir()):
         s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
     s3.put_object(Bucket=bucket, Key=f"{prefix}/", Body=b"")  # a console-made "folder" marker
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/nested/deeper/extra.parquet",
-                  Body=(training_data["train"] / "part-00000-abc.snappy.parquet").read_bytes())
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}/nested/deeper/extra.parquet",
+        Body=(training_data["train"] / "part-00000-abc.snappy.parquet").read_bytes(),
+    )
     s3.upload_file(str(training_data["truth"]), bucket, "truth/data.truth.parquet")
     return f"s3://{bucket}/{prefix}"
 
@@ -175,8 +204,16 @@ def test_train_local_from_s3(moto_url, training_data, settings_for, tmp_path):
     uri = _upload_snapshot(moto_url, training_data)
     settings = settings_for(endpoint_url=moto_url)
     registry = open_lake_registry(tmp_path)
-    result = local.train_local(settings, registry, local.source_for(uri), None, "s3://lake-bucket/truth/data.truth.parquet",
-                               {"num_round": "20", "early_stopping_rounds": "0"}, promote=False, keep=tmp_path / "kept")
+    result = local.train_local(
+        settings,
+        registry,
+        local.source_for(uri),
+        None,
+        "s3://lake-bucket/truth/data.truth.parquet",
+        {"num_round": "20", "early_stopping_rounds": "0"},
+        promote=False,
+        keep=tmp_path / "kept",
+    )
     assert (result.version, result.promoted, result.production) == ("1", True, "1")
     metadata = registry.metadata("1")
     assert metadata["training_data"]["uri"] == uri

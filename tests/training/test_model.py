@@ -57,7 +57,9 @@ def test_split_by_hand():
 
 
 def test_split_with_a_date_outside_the_data():
-    with pytest.raises(DataError, match="one side would be empty; set split_date inside that range or give a validation channel"):
+    with pytest.raises(
+        DataError, match="one side would be empty; set split_date inside that range or give a validation channel"
+    ):
         split_by_time(_frame(), parse_hyperparameters({"split_date": "2019-01-01"}))
 
 

@@ -84,7 +84,10 @@ def test_register_numbers_versions_and_keeps_the_tarball_and_the_unpacked_model(
     assert registry.model_tar("1").read_bytes() == tar1.read_bytes()
     assert artifact.read_metadata(registry.model_dir("2")) == meta2
     versions = registry.versions()
-    assert [(v.version, v.run_id, v.roc_auc, v.stage) for v in versions] == [("1", "r1", 0.7, None), ("2", "r2", 0.8, None)]
+    assert [(v.version, v.run_id, v.roc_auc, v.stage) for v in versions] == [
+        ("1", "r1", 0.7, None),
+        ("2", "r2", 0.8, None),
+    ]
     assert versions[0].created_at == meta1["created_at"]
     assert registry.get("2").model_sha256 == meta2["model_sha256"]
     assert registry.get("2").threshold == meta2["threshold"]
@@ -147,8 +150,13 @@ def test_rollback_walks_back_through_promotions(registry, model_tar):
         registry.rollback()
     assert registry.alias() == "1"
     actions = [(h["action"], h["version"], h["previous"]) for h in registry.history()]
-    assert actions == [("promote", "1", None), ("promote", "2", "1"), ("promote", "3", "2"),
-                       ("rollback", "2", "3"), ("rollback", "1", "2")]
+    assert actions == [
+        ("promote", "1", None),
+        ("promote", "2", "1"),
+        ("promote", "3", "2"),
+        ("rollback", "2", "3"),
+        ("rollback", "1", "2"),
+    ]
 
 
 def test_promoting_the_production_model_again_does_not_stack_it(registry, model_tar):
@@ -170,8 +178,15 @@ def test_rollback_with_nothing_promoted(registry):
 def test_unknown_version_is_one_clear_line(registry, model_tar, version):
     tar, meta = model_tar()
     registry.register(tar, meta)
-    calls = (registry.promote, registry.get, registry.model_dir, registry.model_tar, registry.run_of,
-             lambda v: registry.set_alias("challenger", v), lambda v: registry.annotate(v, tags={"a": "b"}))
+    calls = (
+        registry.promote,
+        registry.get,
+        registry.model_dir,
+        registry.model_tar,
+        registry.run_of,
+        lambda v: registry.set_alias("challenger", v),
+        lambda v: registry.annotate(v, tags={"a": "b"}),
+    )
     for call in calls:
         with pytest.raises(RegistryError, match=r"no model version .* \(versions: 1\)") as caught:
             call(version)
@@ -234,7 +249,11 @@ def test_a_run_holds_params_metrics_lineage_and_the_served_bytes(registry, model
     assert {"model/xgboost-model", "model/model-metadata.json"} <= files
     stored = Path(client.download_artifacts(run.info.run_id, "model/xgboost-model", str(tmp_path)))
     served = registry.model_dir("1") / "xgboost-model"
-    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(served.read_bytes()).hexdigest() == meta["model_sha256"]
+    assert (
+        hashlib.sha256(stored.read_bytes()).hexdigest()
+        == hashlib.sha256(served.read_bytes()).hexdigest()
+        == meta["model_sha256"]
+    )
 
 
 def test_a_damaged_local_copy_is_refused_and_fetched_again_once_deleted(registry, model_tar):
@@ -287,7 +306,11 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path, mon
 
     from configuration.network import free_port
 
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+    for name in (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)  # the defaults quiet() sets, not MLflow's minutes of retries
     started = time.monotonic()
     with pytest.raises(RegistryError, match="MLflow store http://127.0.0.1") as caught:
@@ -342,8 +365,14 @@ print(json.dumps([registry.register(Path(tar), json.loads(Path(metadata).read_te
 def _run_together(tmp_path, argvs: list[list[str]]) -> list[str]:
     go = tmp_path / "go"
     children = [
-        subprocess.Popen([sys.executable, "-c", *argv[:1], *argv[1:]], cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.Popen(
+            [sys.executable, "-c", *argv[:1], *argv[1:]],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         for argv in argvs
     ]
     go.write_text("")  # released at once, after all imports are under way

@@ -16,8 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def old_registry(root: Path, model_tar, tmp_path) -> LocalRegistry:
@@ -50,7 +56,8 @@ def test_import_keeps_every_version_alias_and_the_history_and_a_second_import_ch
 
     new = open_lake_registry(lake)
     assert [(v.version, v.run_id, v.roc_auc, v.stage) for v in new.versions()] == [
-        (v.version, v.run_id, v.roc_auc, v.stage) for v in old.versions()]
+        (v.version, v.run_id, v.roc_auc, v.stage) for v in old.versions()
+    ]
     for version in ("1", "2", "3"):
         assert new.model_tar(version).read_bytes() == old.model_tar(version).read_bytes()
         assert artifact.read_metadata(new.model_dir(version)) == old.metadata(version)
@@ -58,7 +65,8 @@ def test_import_keeps_every_version_alias_and_the_history_and_a_second_import_ch
     assert new.alias(PRODUCTION) == "2" and new.alias("challenger") == "3"
     assert (lake / "registry" / "aliases" / "production").read_text() == "2\n"
     assert [(h["action"], h["alias"], h["version"], h["previous"], h["at"]) for h in new.history()] == [
-        (h["action"], h["alias"], h["version"], h["previous"], h["at"]) for h in old.history()]
+        (h["action"], h["alias"], h["version"], h["previous"], h["at"]) for h in old.history()
+    ]
     assert new.rollback() == "1"  # the production stack came along: 1 under 2
     new.promote("2")
 
@@ -97,4 +105,7 @@ def test_import_into_a_registry_with_its_own_models_renumbers_and_keeps_its_prod
 def test_import_from_a_folder_without_an_index_is_one_line(tmp_path):
     done = cli("registry", "import", "--from", str(tmp_path / "nothing"), "--lake", str(tmp_path / "lake"))
     assert done.returncode == 2
-    assert done.stderr.strip() == f"training: error: no index.json registry in {tmp_path / 'nothing'}: pass the folder that holds the old index.json with --from"
+    assert (
+        done.stderr.strip()
+        == f"training: error: no index.json registry in {tmp_path / 'nothing'}: pass the folder that holds the old index.json with --from"
+    )

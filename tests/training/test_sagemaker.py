@@ -79,7 +79,7 @@ class TrainingService:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix):].lstrip("/") or Path(item["Key"]).name
+                relative = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
                 (target / relative).parent.mkdir(parents=True, exist_ok=True)
                 self.s3.download_file(bucket, item["Key"], str(target / relative))
 
@@ -89,17 +89,38 @@ class TrainingService:
             config = root / "input" / "config"
             config.mkdir(parents=True)
             for channel in job.input_data_config:
-                self._download(channel["DataSource"]["S3DataSource"]["S3Uri"], root / "input" / "data" / channel["ChannelName"])
+                self._download(
+                    channel["DataSource"]["S3DataSource"]["S3Uri"], root / "input" / "data" / channel["ChannelName"]
+                )
             (config / "hyperparameters.json").write_text(json.dumps(job.hyper_parameters))
-            (config / "inputdataconfig.json").write_text(json.dumps(
-                {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"), "ContentType": c.get("ContentType")}
-                 for c in job.input_data_config}))
+            (config / "inputdataconfig.json").write_text(
+                json.dumps(
+                    {
+                        c["ChannelName"]: {
+                            "TrainingInputMode": c.get("InputMode", "File"),
+                            "ContentType": c.get("ContentType"),
+                        }
+                        for c in job.input_data_config
+                    }
+                )
+            )
             (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
             job.secondary_status = "Training"
-            env = {**os.environ, "PYTHONPATH": str(REPO), "SM_INPUT_DIR": str(root / "input"),
-                   "SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DIR": str(root / "output")}
-            result = subprocess.run([sys.executable, "-m", "training", "train"], cwd=REPO, env=env,
-                                    capture_output=True, text=True, timeout=300)
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "SM_INPUT_DIR": str(root / "input"),
+                "SM_MODEL_DIR": str(root / "model"),
+                "SM_OUTPUT_DIR": str(root / "output"),
+            }
+            result = subprocess.run(
+                [sys.executable, "-m", "training", "train"],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if result.returncode != 0:
                 job.failure_reason = (root / "output" / "failure").read_text()[:1024].strip()
                 job.training_job_status, job.secondary_status = "Failed", "Failed"
@@ -132,15 +153,50 @@ def service(moto_url, training_data):
 def launch(url: str, lake: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPARKMAKER_AWS__ENDPOINT_URL": url, "SPARKMAKER_AWS__REGION": REGION}
     return subprocess.run(
-        [sys.executable, "-m", "training", "sagemaker", "--lake", str(lake), "--poll", "0.2", "--timeout", "240", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "sagemaker",
+            "--lake",
+            str(lake),
+            "--poll",
+            "0.2",
+            "--timeout",
+            "240",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, tmp_path):
-    result = launch(moto_url, tmp_path / "lake", "--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training",
-                    "--truth", "s3://data/truth/data.truth.parquet", "--output", "s3://data/models",
-                    "--instance-type", "ml.c5.xlarge", "--job-name", "sm-test-ok", "--hp", "max_depth=3", "--hp", "num_round=30")
+    result = launch(
+        moto_url,
+        tmp_path / "lake",
+        "--image-uri",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--train",
+        "s3://data/credit_risk/snapshots/r9/training",
+        "--truth",
+        "s3://data/truth/data.truth.parquet",
+        "--output",
+        "s3://data/models",
+        "--instance-type",
+        "ml.c5.xlarge",
+        "--job-name",
+        "sm-test-ok",
+        "--hp",
+        "max_depth=3",
+        "--hp",
+        "num_round=30",
+    )
     assert result.returncode == 0, result.stderr
     assert "training job sm-test-ok created (ml.c5.xlarge" in result.stdout
     assert "InProgress" in result.stdout and "Completed" in result.stdout
@@ -158,10 +214,17 @@ def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, t
     channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
     assert set(channels) == {"train", "truth"}
     assert channels["train"]["DataSource"]["S3DataSource"] == {
-        "S3DataType": "S3Prefix", "S3Uri": "s3://data/credit_risk/snapshots/r9/training", "S3DataDistributionType": "FullyReplicated"}
+        "S3DataType": "S3Prefix",
+        "S3Uri": "s3://data/credit_risk/snapshots/r9/training",
+        "S3DataDistributionType": "FullyReplicated",
+    }
     assert channels["train"]["InputMode"] == "File" and channels["train"]["ContentType"] == "application/x-parquet"
-    assert job["HyperParameters"] == {"max_depth": "3", "num_round": "30", "data_uri": "s3://data/credit_risk/snapshots/r9/training",
-                                      "data_run_id": "r9"}
+    assert job["HyperParameters"] == {
+        "max_depth": "3",
+        "num_round": "30",
+        "data_uri": "s3://data/credit_risk/snapshots/r9/training",
+        "data_run_id": "r9",
+    }
     assert all(isinstance(v, str) for v in job["HyperParameters"].values())
 
     # The registered model is the one the job trained, with its hyperparameters.
@@ -178,8 +241,20 @@ def test_a_job_is_created_as_asked_and_its_model_registered(moto_url, service, t
 
 
 def test_a_failed_job_reports_its_failure_reason(moto_url, service, tmp_path):
-    result = launch(moto_url, tmp_path / "lake", "--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/bad/training",
-                    "--output", "s3://data/models", "--job-name", "sm-test-bad")
+    result = launch(
+        moto_url,
+        tmp_path / "lake",
+        "--image-uri",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--train",
+        "s3://data/bad/training",
+        "--output",
+        "s3://data/models",
+        "--job-name",
+        "sm-test-bad",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "training: error: training job sm-test-bad failed: channel 'train' lacks the column age: "
@@ -196,26 +271,69 @@ def test_completed_without_a_model_file(moto_url, service, settings_for, tmp_pat
     from training.sagemaker_job import JobRequest, train_on_sagemaker
 
     service.stop()  # moto's default from here: jobs are Completed at once, with no artifact uploaded
-    request = JobRequest(image_uri=IMAGE, role_arn=ROLE, train="s3://data/credit_risk/snapshots/r9/training", output="s3://data/empty",
-                         instance_type="ml.m5.large", job_name="sm-test-nothing")
+    request = JobRequest(
+        image_uri=IMAGE,
+        role_arn=ROLE,
+        train="s3://data/credit_risk/snapshots/r9/training",
+        output="s3://data/empty",
+        instance_type="ml.m5.large",
+        job_name="sm-test-nothing",
+    )
     with pytest.raises(UserError, match=r"cannot download s3://data/empty/sm-test-nothing/output/model.tar.gz: 404"):
-        train_on_sagemaker(settings_for(endpoint_url=moto_url), MlflowRegistry(tmp_path / "reg"), request, promote=False,
-                           poll_seconds=0.1, timeout_seconds=30, echo=lambda line: None)
+        train_on_sagemaker(
+            settings_for(endpoint_url=moto_url),
+            MlflowRegistry(tmp_path / "reg"),
+            request,
+            promote=False,
+            poll_seconds=0.1,
+            timeout_seconds=30,
+            echo=lambda line: None,
+        )
 
 
 @pytest.mark.parametrize(
     "args, sentence",
     [
-        (["--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m"],
-         "training: error: no training image: pass --image-uri or set training.image_uri (an ECR image URI)"),
-        (["--image-uri", IMAGE, "--role", "sparkmaker", "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m"],
-         "training: error: --role 'sparkmaker' is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
-        (["--image-uri", IMAGE, "--role", ROLE, "--train", "/local/path", "--output", "s3://data/m"],
-         "training: error: --train '/local/path' is not an s3:// URI: SageMaker reads channels from and writes models to S3"),
-        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training"],
-         "training: error: no output location: pass --output s3://bucket/prefix or set aws.s3_bucket"),
-        (["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m", "--hp", "eta=quick"],
-         "training: error: hyperparameter eta='quick' is invalid: not a finite number"),
+        (
+            ["--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training", "--output", "s3://data/m"],
+            "training: error: no training image: pass --image-uri or set training.image_uri (an ECR image URI)",
+        ),
+        (
+            [
+                "--image-uri",
+                IMAGE,
+                "--role",
+                "sparkmaker",
+                "--train",
+                "s3://data/credit_risk/snapshots/r9/training",
+                "--output",
+                "s3://data/m",
+            ],
+            "training: error: --role 'sparkmaker' is not a role ARN (arn:aws:iam::<account>:role/<name>)",
+        ),
+        (
+            ["--image-uri", IMAGE, "--role", ROLE, "--train", "/local/path", "--output", "s3://data/m"],
+            "training: error: --train '/local/path' is not an s3:// URI: SageMaker reads channels from and writes models to S3",
+        ),
+        (
+            ["--image-uri", IMAGE, "--role", ROLE, "--train", "s3://data/credit_risk/snapshots/r9/training"],
+            "training: error: no output location: pass --output s3://bucket/prefix or set aws.s3_bucket",
+        ),
+        (
+            [
+                "--image-uri",
+                IMAGE,
+                "--role",
+                ROLE,
+                "--train",
+                "s3://data/credit_risk/snapshots/r9/training",
+                "--output",
+                "s3://data/m",
+                "--hp",
+                "eta=quick",
+            ],
+            "training: error: hyperparameter eta='quick' is invalid: not a finite number",
+        ),
     ],
 )
 def test_bad_requests_are_refused_before_any_job_is_created(moto_url, tmp_path, args, sentence):

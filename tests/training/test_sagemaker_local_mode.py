@@ -46,7 +46,9 @@ def test_the_sdk_runs_the_image_and_the_model_verifies(on_engine, image, tmp_pat
 
     table, _ = synthetic(rows=3000, seed=8)
     parts_writer(table, tmp_path / "train")
-    result = run_local_mode(image, {"train": tmp_path / "train"}, {"num_round": "30", "max_depth": "3"}, tmp_path / "root")
+    result = run_local_mode(
+        image, {"train": tmp_path / "train"}, {"num_round": "30", "max_depth": "3"}, tmp_path / "root"
+    )
     assert result.metadata["hyperparameters"]["max_depth"] == 3
     unpacked = artifact.unpack(result.tar, tmp_path / "model")
     assert artifact.load_booster(tmp_path / "model").num_boosted_rounds() >= 1
@@ -66,11 +68,38 @@ def test_a_failing_job_reports_its_failure_file(on_engine, image, tmp_path, synt
 def test_the_cli_trains_under_local_mode_and_registers(on_engine, image, tmp_path, synthetic, parts_writer):  # noqa: F811
     table, _ = synthetic(rows=2000, seed=3)
     parts_writer(table, tmp_path / "train")
-    env = {**on_engine, "SPARKMAKER_PATHS__LAKE": str(tmp_path / "lake"), "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "-m", "training", "sagemaker", "--local", "--image-uri", image,
-                           "--train", str(tmp_path / "train"), "--hp", "num_round=20"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **on_engine,
+        "SPARKMAKER_PATHS__LAKE": str(tmp_path / "lake"),
+        "SPARKMAKER_PATHS__STATE_DIR": str(tmp_path / "state"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "sagemaker",
+            "--local",
+            "--image-uri",
+            image,
+            "--train",
+            str(tmp_path / "train"),
+            "--hp",
+            "num_round=20",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    models = subprocess.run([sys.executable, "-m", "training", "models"], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    models = subprocess.run(
+        [sys.executable, "-m", "training", "models"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert models.returncode == 0 and "production" in models.stdout, models.stdout + models.stderr

@@ -14,8 +14,11 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sparkmaker-serving:test"
 def _settings(tmp_path, moto_url, mirror: bool = True, bucket: str = "models"):
     from configuration.settings import load_settings
 
-    return load_settings(paths={"lake": str(tmp_path / "lake")}, aws={"endpoint_url": moto_url, "region": "us-east-1", "s3_bucket": bucket},
-                         mlflow={"sagemaker_mirror": mirror, "sagemaker_group": "credit-risk-test", "sagemaker_image_uri": IMAGE})
+    return load_settings(
+        paths={"lake": str(tmp_path / "lake")},
+        aws={"endpoint_url": moto_url, "region": "us-east-1", "s3_bucket": bucket},
+        mlflow={"sagemaker_mirror": mirror, "sagemaker_group": "credit-risk-test", "sagemaker_image_uri": IMAGE},
+    )
 
 
 def _statuses(sagemaker) -> dict[str, str]:
@@ -39,7 +42,10 @@ def test_versions_are_mirrored_and_follow_promotion_and_rollback(tmp_path, moto_
     registry.register(tar2, meta2)
     assert _statuses(sagemaker) == {"1": "PendingManualApproval", "2": "PendingManualApproval"}
     described = sagemaker.describe_model_package(
-        ModelPackageName=sagemaker.list_model_packages(ModelPackageGroupName="credit-risk-test")["ModelPackageSummaryList"][0]["ModelPackageArn"])
+        ModelPackageName=sagemaker.list_model_packages(ModelPackageGroupName="credit-risk-test")[
+            "ModelPackageSummaryList"
+        ][0]["ModelPackageArn"]
+    )
     container = described["InferenceSpecification"]["Containers"][0]
     assert container["Image"] == IMAGE
     bucket, _, key = container["ModelDataUrl"].removeprefix("s3://").partition("/")
@@ -71,7 +77,9 @@ def test_the_mirror_needs_a_bucket(tmp_path, moto_url):
 def test_a_failing_mirror_says_mlflow_holds_the_change(tmp_path, moto_url, model_tar):
     registry = open_registry(_settings(tmp_path, moto_url, bucket="no-such-bucket"))
     tar, meta = model_tar()
-    with pytest.raises(MirrorError, match="register of version 1 is done in MLflow, but the SageMaker mirror failed: cannot ") as caught:
+    with pytest.raises(
+        MirrorError, match="register of version 1 is done in MLflow, but the SageMaker mirror failed: cannot "
+    ) as caught:
         registry.register(tar, meta)
     assert "\n" not in str(caught.value)
     assert [v.version for v in registry.versions()] == ["1"]
