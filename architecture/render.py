@@ -67,18 +67,20 @@ def local_stack() -> None:
     from diagrams.programming.language import Python
 
     csv = Storage("raw CSV\n(--input, or generated\nsample data)")
-    with Cluster("one-shot stages", graph_attr=CLUSTER):
+    with Cluster("the lifecycle: python -m pipeline (start.sh, the Airflow DAG)", graph_attr=CLUSTER):
         job = Spark("feature job\npython -m features\n(Spark, local[2])")
-        train = Python("training\npython -m training local\n(SageMaker contract)")
+        train = Python("challenger, gate, promotion\npython -m training local\n(SageMaker contract)")
     with Cluster("lake/ (a local folder)", graph_attr=CLUSTER):
         snapshots = Storage("credit_risk/snapshots/\ntraining, latest, rejects\n(Parquet), manifest;\nCURRENT.json")
         online = SQL("online/\nonline store (SQLite)")
-        registry = Storage("registry/\nmodel versions,\nproduction alias")
+        registry = Storage("registry/\nMLflow store (SQLite),\nmodel copies, production alias")
     metastore = Hive("Hive metastore service\nthrift :9083 (Derby DB\nin lake/_metastore)")
     with Cluster("services (PIDs and logs in .state/)", graph_attr=CLUSTER):
         thrift = Spark("Spark Thrift server\nHiveServer2 :10000")
         api = Fastapi("prediction API :8000\nGET /predict/{id}")
         model = Python("model server :8080\n(SageMaker container\nand runtime API)")
+        mlflow = Python("MLflow server :5000\nruns, versions, aliases")
+        airflow = Python("Airflow :8090\nDAG credit_risk_lifecycle")
     sql = Users("SQL client\n(beeline, PyHive, JDBC)")
     http = Users("HTTP client\n(curl, Bearer key)")
     log = SQL("prediction log\n(SQLite, .state/)")
@@ -98,6 +100,8 @@ def local_stack() -> None:
     thrift - _edge("jdbc:hive2://", reverse=True, **CALL) - sql
     api - _edge("GET /predict/{id}", reverse=True, **CALL) - http
     api >> _edge("log", **DATA) >> log
+    registry - _edge("browse", reverse=True, **DATA) - mlflow
+    airflow >> _edge("pipeline steps", constraint="false", **ORDER) >> job
 
 
 def compose_cluster() -> None:
@@ -122,17 +126,20 @@ def compose_cluster() -> None:
         # Numbered rather than chained: "then" edges would pull the stages into three columns.
         with Cluster("one-shot stages, run in order", graph_attr=CLUSTER):
             features = Spark("1. features\nsample data, feature job,\nonline store")
-            training = Python("2. training\ntrain + promote when\nnone is in production")
+            training = Python("2. training\nthe pipeline: challenger,\ngate, promotion")
             publish = Python("3. publish\nsnapshots to S3,\nmodel to SageMaker API")
         with Cluster("Spark standalone", graph_attr=CLUSTER):
             master = Spark("spark-master :7077\nUI :8080 (published)")
-            worker = Spark("spark-worker")
+            worker = Spark("spark-worker-1\n1 core")
+            worker2 = Spark("spark-worker-2\n1 core")
         lake = Storage("volume lake\nsnapshots (Parquet),\nmodel registry")
         metastore = Hive("metastore\nHive metastore :9083")
         postgres = Postgresql("postgres\nmetastore DB,\nprediction log")
         redis = Redis("redis\nonline store")
         moto = General("moto\nS3 + SageMaker API\n(AWS emulator)")
         model = Docker("model-server\nserving image :8080")
+        mlflow = Python("mlflow :5000\ntracking + registry\n(PostgreSQL, S3)")
+        airflow = Python("airflow :8090\nDAG credit_risk_lifecycle")
         with Cluster("published on 127.0.0.1", graph_attr=CLUSTER):
             api = Fastapi("api :8000\nGET /predict/{id}")
             thrift = Spark("thrift-server :10000\nHiveServer2")
@@ -142,7 +149,13 @@ def compose_cluster() -> None:
     data >> _edge("CSV", **DATA) >> features
     features >> _edge("submit", **CALL) >> master
     master >> _edge(constraint="false", **CALL) >> worker
+    master >> _edge(constraint="false", **CALL) >> worker2
     worker >> _edge("Parquet", constraint="false", **DATA) >> lake
+    worker2 >> _edge("Parquet", constraint="false", **DATA) >> lake
+    training >> _edge("runs, versions, aliases", **CALL) >> mlflow
+    mlflow >> _edge("store, artifacts", constraint="false", **DATA) >> postgres
+    airflow >> _edge("pipeline steps", **CALL) >> master
+    airflow >> _edge("decisions", constraint="false", **CALL) >> mlflow
     features >> _edge("register tables", **CALL) >> metastore
     metastore >> _edge("JDBC", constraint="false", **DATA) >> postgres
     features >> _edge("materialize", **DATA) >> redis
