@@ -7,6 +7,8 @@ feeds them from a background thread so the API never waits for them.
 
 from __future__ import annotations
 
+import json
+
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +35,23 @@ class LogEntry:
     snapshot_as_of: str  # ISO date
     latency_ms: float  # from the request's arrival to the answer
     reasons: list[dict[str, Any]] | None = None  # explained answers only (features.reasons.reasons_for); NULL otherwise
+
+    def row(self) -> tuple[Any, ...]:
+        """The entry as a table row, in COLUMNS order (features and reasons as JSON text)."""
+        return (
+            self.ts,
+            self.request_id,
+            self.customer_id,
+            json.dumps(self.features),
+            self.probability,
+            self.label,
+            self.threshold,
+            self.model_version,
+            self.snapshot_run_id,
+            self.snapshot_as_of,
+            self.latency_ms,
+            None if self.reasons is None else json.dumps(self.reasons),
+        )
 
 
 COLUMNS: tuple[str, ...] = (

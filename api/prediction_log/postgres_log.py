@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Sequence
 
@@ -114,22 +113,7 @@ class PostgresPredictionLog(PredictionLog):
         def write(conn) -> None:
             with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
                 for e in entries:
-                    copy.write_row(
-                        (
-                            e.ts,
-                            e.request_id,
-                            e.customer_id,
-                            json.dumps(e.features),
-                            e.probability,
-                            e.label,
-                            e.threshold,
-                            e.model_version,
-                            e.snapshot_run_id,
-                            e.snapshot_as_of,
-                            e.latency_ms,
-                            None if e.reasons is None else json.dumps(e.reasons),
-                        )
-                    )
+                    copy.write_row(e.row())
 
         self._run(write)
 

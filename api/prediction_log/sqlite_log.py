@@ -69,23 +69,7 @@ class SqlitePredictionLog(PredictionLog):
         if not entries:
             return
         conn = self._connect()
-        rows = [
-            (
-                e.ts,
-                e.request_id,
-                e.customer_id,
-                json.dumps(e.features),
-                e.probability,
-                e.label,
-                e.threshold,
-                e.model_version,
-                e.snapshot_run_id,
-                e.snapshot_as_of,
-                e.latency_ms,
-                None if e.reasons is None else json.dumps(e.reasons),
-            )
-            for e in entries
-        ]
+        rows = [e.row() for e in entries]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -24,6 +23,7 @@ from features.contract import FEATURE_COLUMNS
 from features.sample_data import generate
 from monitoring import drift_step, latest, report_html
 from monitoring.store import result_uri
+from tests.browser import chromium
 from tests.api.conftest import make_model_dir
 from tests.monitoring.conftest import own_settings, run_features, shifted
 
@@ -174,27 +174,8 @@ def test_report_holds_each_section_and_no_outside_resource(world):
     assert json.dumps(world["outcome"].reason)[1:-1].split(";")[0] in page
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
-
-
 @pytest.mark.timeout(180)
 def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install -y chromium; scripts/ensure_system_packages.sh does it as root)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the Python package playwright is not installed (pip install -r requirements.txt)")
     out = tmp_path / "report.html"
     result = subprocess.run(
         [sys.executable, "-m", "monitoring", "report", "--snapshot", world["second"]["run_id"], "--out", str(out)],
@@ -212,31 +193,27 @@ def test_report_opens_in_a_headless_browser_with_every_section(world, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"snapshot {world['second']['run_id']}: feature drift 4 alert, 6 ok" in result.stdout  # the one-line summary
     requests: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(out.as_uri())
-            for section, heading in (
-                ("summary", "Monitoring report"),
-                ("problems", "What could not be measured"),
-                ("feature-drift", "Feature drift"),
-                ("prediction-drift", "Prediction drift"),
-                ("realized-quality", "Realized quality"),
-            ):
-                assert page.locator(f"#{section}").is_visible(), section
-                assert heading in page.locator(f"#{section}").inner_text()
-            assert "ALERT" in page.locator("#summary .banner").inner_text()
-            images = page.locator("#feature-drift img")
-            assert images.count() == 2 * len(FEATURE_COLUMNS)
-            # Every plot decoded: an image that failed to load has no natural width.
-            assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-            alert_rows = page.locator("#feature-drift td.alert").count()
-            assert alert_rows == 4  # age and avg_amount_loans_previous in both comparisons
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(out.as_uri())
+        for section, heading in (
+            ("summary", "Monitoring report"),
+            ("problems", "What could not be measured"),
+            ("feature-drift", "Feature drift"),
+            ("prediction-drift", "Prediction drift"),
+            ("realized-quality", "Realized quality"),
+        ):
+            assert page.locator(f"#{section}").is_visible(), section
+            assert heading in page.locator(f"#{section}").inner_text()
+        assert "ALERT" in page.locator("#summary .banner").inner_text()
+        images = page.locator("#feature-drift img")
+        assert images.count() == 2 * len(FEATURE_COLUMNS)
+        # Every plot decoded: an image that failed to load has no natural width.
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        alert_rows = page.locator("#feature-drift td.alert").count()
+        assert alert_rows == 4  # age and avg_amount_loans_previous in both comparisons
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert all(url.startswith(("file://", "data:")) for url in requests), requests  # nothing fetched from outside
 
 
