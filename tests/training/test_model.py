@@ -14,6 +14,9 @@ from training.hyperparameters import parse_hyperparameters
 from training.model import DataError, _correct_prior, fit, split_by_time, time_cutoff
 
 
+NAMES = list(FEATURE_COLUMNS)
+
+
 def _frame(rows=3000, seed=0, rate=0.1):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, len(FEATURE_COLUMNS))).astype(np.float32)
@@ -85,13 +88,49 @@ def test_weighted_and_corrected_probabilities_are_calibrated_on_average():
     assert p.mean() == pytest.approx(frame.label.mean(), rel=0.3)
 
 
+def _best_round_by_hand(aucs: list[float], patience: int) -> int:
+    """Early stopping as its definition says: the round with the highest AUC so far, stopped once
+    `patience` rounds have passed without a strictly higher one (1-based round count)."""
+    best, best_round = -1.0, 0
+    for round_number, auc in enumerate(aucs, start=1):
+        if auc > best:
+            best, best_round = auc, round_number
+        elif round_number - best_round >= patience:
+            break
+    return best_round
+
+
 def test_early_stopping_watches_the_latest_training_rows():
+    """The number of rounds is recomputed here without XGBoost's early stopping: a full-length
+    booster trained on the older rows only, scikit-learn's AUC of each prefix on the latest
+    10 % of training rows by date, and the patience rule applied by hand."""
+    from sklearn.metrics import roc_auc_score
+
     frame = _frame(rows=4000)
-    hps = parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3", "refit": "true"})
-    result = fit(frame, hps, nthread=1)
-    assert result.rounds < 400
-    assert result.booster.num_boosted_rounds() == result.rounds
-    assert "on training rows dated >=" in result.early_stopping and "refit" in result.early_stopping
-    no_refit = fit(frame, parse_hyperparameters({"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3"}), 1)
-    assert no_refit.booster.num_boosted_rounds() == no_refit.rounds == result.rounds
-    assert "refit" not in no_refit.early_stopping
+    given = {"num_round": "400", "early_stopping_rounds": "10", "eta": "0.3"}
+    hps = parse_hyperparameters(given)
+    # The watched slice, from the dates: the latest days holding at least 10 % of the rows.
+    days = np.sort(frame.loan_date)
+    cutoff = days[len(days) - int(math.ceil(0.1 * len(days)))]
+    watch = frame.loan_date >= cutoff
+    assert 0.09 * len(frame) <= watch.sum() <= 0.2 * len(frame)
+    older = xgboost.DMatrix(frame.features[~watch], label=frame.label[~watch], missing=np.nan, feature_names=NAMES)
+    full = xgboost.train({**hps.learner_params(1), "scale_pos_weight": 1.0}, older, num_boost_round=400)
+    latest = xgboost.DMatrix(frame.features[watch], missing=np.nan, feature_names=NAMES)
+    aucs = [roc_auc_score(frame.label[watch], full.predict(latest, iteration_range=(0, n))) for n in range(1, 401)]
+    expected = _best_round_by_hand(aucs, patience=10)
+    assert 1 < expected < 400  # the case exercises stopping, not the cap
+
+    no_refit = fit(frame, hps, nthread=1)
+    assert no_refit.rounds == expected
+    assert no_refit.booster.num_boosted_rounds() == expected
+    assert f"dated >= {str(cutoff)[:10]}" in no_refit.early_stopping and "refit" not in no_refit.early_stopping
+    # Without refit the model is the older rows' booster cut at the best round: its scores on the
+    # latest rows are the ones scikit-learn ranked best.
+    assert roc_auc_score(frame.label[watch], no_refit.booster.predict(latest)) == pytest.approx(aucs[expected - 1])
+
+    refit = fit(frame, parse_hyperparameters({**given, "refit": "true"}), nthread=1)
+    assert refit.rounds == expected and "refit" in refit.early_stopping
+    everything = xgboost.DMatrix(frame.features, label=frame.label, missing=np.nan, feature_names=NAMES)
+    by_hand = xgboost.train({**hps.learner_params(1), "scale_pos_weight": 1.0}, everything, num_boost_round=expected)
+    np.testing.assert_allclose(refit.booster.predict(everything), by_hand.predict(everything), rtol=1e-6)
