@@ -31,10 +31,12 @@ async def open_loop(
     queue: asyncio.Queue = asyncio.Queue()
     latencies: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
+    unavailable_without_retry_after = 0  # a 503 must say when to come back
     loop = asyncio.get_running_loop()
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, unavailable_without_retry_after
         reader, writer = await asyncio.open_connection(host, port)
         while True:
             scheduled = await queue.get()
@@ -44,12 +46,20 @@ async def open_loop(
             writer.write(make_request())
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
+            retry_after = False
             for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
+                lowered = line.lower()
+                if lowered.startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
+                elif lowered.startswith(b"retry-after:"):
+                    retry_after = True
             await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+            if status != 200:
                 errors += 1
+                if status == 503 and not retry_after:
+                    unavailable_without_retry_after += 1
             latencies.append(loop.time() - scheduled)
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
@@ -79,6 +89,8 @@ async def open_loop(
         "max_ms": latencies[-1] * 1000,
         "errors": errors,
         "requests": len(latencies),
+        "statuses": statuses,
+        "unavailable_without_retry_after": unavailable_without_retry_after,
     }
 
 
