@@ -59,9 +59,10 @@ def say(text: str) -> None:
 
 
 class Soak:
-    def __init__(self, folder: Path, rows: int) -> None:
+    def __init__(self, folder: Path, rows: int, airflow: bool) -> None:
         self.folder = folder
         self.rows = rows
+        self.airflow = airflow
         self.ports = {name: free_port() for name in ("api", "serving", "metastore", "thrift", "mlflow", "airflow")}
         self.env = {
             **os.environ,
@@ -120,7 +121,8 @@ class Soak:
         )
         started = time.monotonic()
         # `python -m stack`, what ./start.sh runs, without its venv check: the soak already runs in the venv.
-        out = self.run([sys.executable, "-m", "stack", "start", "--input", str(self.csv)], "start", env=self.env)
+        start = [sys.executable, "-m", "stack", "start", "--input", str(self.csv)]
+        out = self.run(start + (["--no-scheduler"] if not self.airflow else []), "start", env=self.env)
         say(f"stack started in {time.monotonic() - started:.0f} s")
         self.key = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("API key: "))
         self.run([sys.executable, "-m", "training", "local", "--no-truth"], "training a second model")
@@ -200,7 +202,8 @@ class Soak:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
         say(f"outage: model server (pid {pid}) killed, down for {seconds:g} s")
         time.sleep(seconds)
-        self.run([sys.executable, "-m", "stack", "start"], "stack start after the outage", env=self.env)
+        again = [sys.executable, "-m", "stack", "start"] + (["--no-scheduler"] if not self.airflow else [])
+        self.run(again, "stack start after the outage", env=self.env)
         self.outage = (killed, time.monotonic())
         took = self.outage[1] - killed
         self.events.append(
@@ -318,8 +321,11 @@ def memory_growth(memory: list[dict[str, float]]) -> dict[str, dict]:
     fifth = max(1, len(memory) // 5)
     verdicts = {}
     for name in SERVICES:
-        first = statistics.median(m[name] for m in memory[:fifth])
-        last = statistics.median(m[name] for m in memory[-fifth:])
+        if all(m[name] != m[name] for m in memory):  # NaN throughout: not started (Airflow with --no-airflow)
+            continue
+        # A sample taken while a service was down (the outage) is NaN: the medians skip it.
+        first = statistics.median(m[name] for m in memory[:fifth] if m[name] == m[name])
+        last = statistics.median(m[name] for m in memory[-fifth:] if m[name] == m[name])
         verdicts[name] = {
             "first_mb": round(first, 1),
             "last_mb": round(last, 1),
@@ -344,12 +350,17 @@ def main() -> int:
     parser.add_argument(
         "--outage-seconds", type=float, default=30.0, help="how long it stays down (default 30; 0: no outage)"
     )
+    parser.add_argument(
+        "--no-airflow",
+        action="store_true",
+        help="start the stack without Airflow (start.sh --no-scheduler): on a loaded machine its 300 s health wait can fail",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (and leave the stack running)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="sparkmaker-soak-"))
     os.chmod(folder, 0o755)  # the SQL server's unprivileged user reads the lake
-    soak = Soak(folder, args.rows)
+    soak = Soak(folder, args.rows, airflow=not args.no_airflow)
     say(f"scratch folder {folder}, ports {soak.ports}; load {load_line(args)}")
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
