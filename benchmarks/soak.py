@@ -161,6 +161,9 @@ class Soak:
         figures = {}
         for name in SERVICES:
             pid = self.pid_of(name)
+            if pid is None:  # not started: psutil.Process(None) would be this very process
+                figures[name] = float("nan")
+                continue
             try:
                 process = psutil.Process(pid)
                 figures[name] = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
