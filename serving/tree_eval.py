@@ -65,7 +65,7 @@ ROWS_LIMIT = 32
 
 @dataclass(frozen=True)
 class CompiledTrees:
-    leaves: Callable[..., tuple[float, ...]]  # leaves(x0, x1, ...): the base margin, then each tree's leaf for one row
+    leaves: Callable[..., bytes]  # leaves(x0, x1, ...): the base margin, then each tree's leaf for one row, as float32
     base_margin: float  # float32, as XGBoost computes it from the base score
     num_features: int
     num_trees: int
@@ -75,11 +75,11 @@ class CompiledTrees:
 
     def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
         """Probabilities of rows of float32 values (NaN is missing): XGBoost's float32 answers, as Python floats."""
-        leaves = self.leaves
-        pack = _float32_struct(self.num_trees + 1).pack  # the values are float32 already: packing is exact
-        terms = np.frombuffer(b"".join([pack(*leaves(*row)) for row in rows]), dtype=np.float32)
-        margins = np.add.accumulate(terms.reshape(len(rows), self.num_trees + 1), axis=1)[:, -1]
-        return sigmoid_float32(margins.tolist())
+        leaves = self.leaves  # each row's base margin and leaves, packed as float32 (exact: they are float32)
+        if len(rows) == 1:  # the common request: one numpy call, no reshaping (~3 µs less than the general case)
+            return [_sigmoid(_accumulate(_frombuffer(leaves(*rows[0]), _FLOAT32)).item(-1))]
+        terms = _frombuffer(b"".join([leaves(*row) for row in rows]), _FLOAT32).reshape(len(rows), self.num_trees + 1)
+        return [_sigmoid(margin) for margin in _accumulate(terms, axis=1)[:, -1].tolist()]
 
 
 def _libm_function(name: str) -> Callable[[float], float] | None:
@@ -98,6 +98,13 @@ _EXP_LIMIT = float(np.float32(88.7))  # XGBoost's guard against expf overflow
 _BASE_SCORE_EPS = float(np.float32(1e-6))  # XGBoost's kRtEps
 
 
+_F32 = struct.Struct("f")
+_F32_PACK, _F32_UNPACK = _F32.pack, _F32.unpack
+_FLOAT32 = np.dtype(np.float32)
+_accumulate = np.add.accumulate  # a sequential prefix sum (not pairwise): XGBoost's order of additions
+_frombuffer = np.frombuffer
+
+
 @functools.lru_cache(maxsize=256)
 def _float32_struct(count: int) -> struct.Struct:
     return struct.Struct(f"{count}f")
@@ -110,14 +117,21 @@ def _round_float32(values: list[float]) -> list[float]:
     return list(rounder.unpack(rounder.pack(*values)))
 
 
+def _sigmoid(margin: float) -> float:
+    # One row's float32 sigmoid (below) with no list: a ctypes call and two float32 roundings.
+    return _F32_UNPACK(_F32_PACK(1.0 / _F32_UNPACK(_F32_PACK(_expf(min(-margin, _EXP_LIMIT)) + 1.0))[0]))[0]  # type: ignore[misc]
+
+
 def sigmoid_float32(margins: Sequence[float]) -> list[float]:
     """XGBoost's common::Sigmoid(float) of float32 margins: 1 / ((expf(min(-m, 88.7)) + 1) + 1e-16), in float32.
 
     The + 1e-16 is left out: added to a float32 of at least 1 it is below half a unit in
-    the last place, so it never changes the sum.
+    the last place, so it never changes the sum. Each result is rounded to float32 as in
+    _round_float32. numpy's float32 `exp` is not libm's
+    `expf`: it differed on 39 % of 2 M sampled inputs here (AVX-512 loops), so each row
+    costs one ctypes call (~0.6 µs).
     """
-    powers = [_expf(min(-margin, _EXP_LIMIT)) for margin in margins]  # type: ignore[misc]
-    return _round_float32([1.0 / denominator for denominator in _round_float32([power + 1.0 for power in powers])])
+    return [_sigmoid(margin) for margin in margins]
 
 
 def base_margin_float32(base_score: float) -> float:
@@ -132,9 +146,6 @@ def base_margin_float32(base_score: float) -> float:
 def _parse_base_score(text: str) -> float:
     # XGBoost 3 writes "[1.995E-1]" (a vector for multi-target), older versions "1.995E-1".
     return float(str(text).strip("[] "))
-
-
-_F32 = struct.Struct("f")
 
 
 def _float32(value: float) -> float:
@@ -316,8 +327,8 @@ def compile_trees(model_json: bytes | str) -> CompiledTrees | None:
         source.add_sum([(tree, 0) for tree in trees], 1)
         base_margin = base_margin_float32(base_score)
         result = ", ".join(f"l{tree.index}" for tree in trees)
-        lines = [f"def leaves({arguments}):", *source.lines, f"    return ({base_margin!r}, {result})"]
-        namespace: dict = {}
+        lines = [f"def leaves({arguments}):", *source.lines, f"    return _pack({base_margin!r}, {result})"]
+        namespace: dict = {"_pack": _float32_struct(len(trees) + 1).pack}
         exec(compile("\n".join(lines), "<compiled trees>", "exec"), namespace)  # source built only from numbers above
     except (KeyError, TypeError, ValueError, IndexError, RecursionError, SyntaxError, MemoryError):
         return None
