@@ -52,7 +52,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -82,7 +82,7 @@ class CompiledTrees:
     max_rows: int  # requests of at most this many rows are cheaper here than in XGBoost
     tables: int = 0  # groups of trees answered by table look-ups (below); 0: the generated `if`s answer
     # With tables, leaves() packs the trees group by group: order[i] is where tree i-1's leaf is (0: the base margin).
-    order: np.ndarray | None = None
+    order: np.ndarray | None = field(default=None, compare=False)  # an array: kept out of == and hash
 
     def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
         """Probabilities of rows of float32 values (NaN is missing): XGBoost's float32 answers, as Python floats."""
