@@ -137,10 +137,14 @@ async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
             raise PayloadTooLarge(
                 f"the body is {size} bytes, over the {limit} bytes (6 MB) SageMaker accepts: send fewer rows per request"
             )
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")
+        if len(body) <= limit:
+            return body  # the usual small request: its whole body in one message, no list to join
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")
@@ -153,7 +157,8 @@ async def _receive_body(receive, declared: bytes | None, limit: int) -> bytes:
             )
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
+        message = await receive()
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,18 +210,14 @@ async def _predict_explained(
     return explain.clarify_body(encode(probabilities, answer_type), answer_type, model.feature_names, contribs), JSON
 
 
+@functools.lru_cache(maxsize=16)
+def _content_type(media_type: str) -> tuple[bytes, bytes]:
+    return (b"content-type", media_type.encode("latin-1"))
+
+
 async def _send(send, status: int, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", media_type.encode("latin-1")),
-                (b"content-length", str(len(body)).encode("latin-1")),
-                *extra,
-            ],
-        }
-    )
+    headers = [_content_type(media_type), (b"content-length", b"%d" % len(body)), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

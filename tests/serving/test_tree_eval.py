@@ -27,6 +27,16 @@ def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Boo
     return xgboost.train({"nthread": 1, "seed": seed, **params}, xgboost.DMatrix(x, label=y), rounds)
 
 
+@pytest.fixture(params=["ifs", "tables"])
+def evaluator(request, monkeypatch):
+    """Either way of finding the leaves: generated `if`s only, or tables wherever they fit (serving.tree_eval)."""
+    if request.param == "ifs":
+        monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", 0)
+    else:
+        monkeypatch.setattr(tree_eval, "TREES_PER_TABLE", 0)
+    return request.param
+
+
 @pytest.mark.parametrize(
     "params, rounds",
     [
@@ -39,12 +49,16 @@ def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Boo
         ({"objective": "binary:logistic", "max_depth": 0, "grow_policy": "lossguide", "max_leaves": 31}, 30),
         ({"objective": "reg:logistic", "max_depth": 4}, 10),
         ({"objective": "binary:logistic", "max_depth": 4, "tree_method": "exact"}, 10),
+        # Trees that are a single leaf (no split pays for itself).
+        ({"objective": "binary:logistic", "max_depth": 3, "gamma": 1e6}, 5),
     ],
 )
-def test_fast_path_matches_xgboost(params, rounds):
+def test_fast_path_matches_xgboost(params, rounds, evaluator):
     booster = _train(params, rounds)
     compiled = compile_trees(bytes(booster.save_raw("json")))
     assert compiled is not None
+    if evaluator == "ifs":
+        assert compiled.tables == 0
     # Random rows, missing values, and values exactly on and beside every split threshold.
     for matrix in (synthetic_features(500, seed=9), probe_rows(booster, 5)):
         expected = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
@@ -96,7 +110,8 @@ def test_garbage_is_declined():
     assert compile_trees(b"not json") is None
 
 
-def test_trees_sharing_splits_are_merged_without_changing_the_answer():
+def test_trees_sharing_splits_are_merged_without_changing_the_answer(monkeypatch):
+    monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", 0)  # the generated `if`s, not tables
     # Depth-2 trees over few histogram bins: many trees share their splits.
     x = synthetic_features(2000, 3)
     y = ((np.nan_to_num(x[:, 4]) > 0) ^ (np.nan_to_num(x[:, 0]) > 2)).astype(int)
@@ -127,13 +142,37 @@ def test_trees_sharing_splits_are_merged_without_changing_the_answer():
     np.testing.assert_array_equal(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)))
 
 
-def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost():
+def test_many_thresholds_on_a_feature_become_a_search_that_still_matches_xgboost(monkeypatch):
+    monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", 0)  # the generated `if`s, not tables
     booster = _train({"objective": "binary:logistic", "max_depth": 2, "eta": 0.05}, 240, seed=3)
     compiled = compile_trees(bytes(booster.save_raw("json")))
     assert compiled.searches > 0
     # Values on, just below and just above every threshold, and missing values.
     matrix = np.concatenate([probe_rows(booster, 5, rows=2000), synthetic_features(500, seed=8)])
     np.testing.assert_array_equal(_predict(compiled, matrix), booster.predict(xgboost.DMatrix(matrix, missing=np.nan)))
+
+
+@pytest.mark.parametrize("entries_limit", [None, 40])
+def test_many_shallow_trees_are_answered_by_tables_that_match_xgboost(monkeypatch, entries_limit):
+    # The shape training's defaults give; with a small limit, groups are halved until their tables fit.
+    if entries_limit is not None:
+        monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", entries_limit)
+        monkeypatch.setattr(tree_eval, "TREES_PER_TABLE", 1)  # halved groups are many: take them anyway
+    booster = _train({"objective": "binary:logistic", "max_depth": 2, "eta": 0.05}, 240, seed=3)
+    compiled = compile_trees(bytes(booster.save_raw("json")))
+    trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]["trees"]
+    feature_sets = {
+        frozenset(f for f, left in zip(t["split_indices"], t["left_children"]) if left != -1) for t in trees
+    }
+    assert compiled.searches == 0
+    if entries_limit is None:
+        assert compiled.tables == len(feature_sets)  # one group per set of features split on
+    else:
+        assert compiled.tables > len(feature_sets)
+    matrix = np.concatenate([probe_rows(booster, 5, rows=2000), synthetic_features(500, seed=8)])
+    expected = booster.predict(xgboost.DMatrix(matrix, missing=np.nan))
+    for rows in (matrix[:1], matrix[:32], matrix):
+        np.testing.assert_array_equal(_predict(compiled, rows), expected[: len(rows)])
 
 
 def test_requests_it_answers_shrink_as_the_model_grows():
@@ -152,6 +191,7 @@ def test_models_too_large_or_too_deep_are_left_to_xgboost(monkeypatch):
     monkeypatch.setattr(tree_eval, "MAX_NODES", 50)
     assert compile_trees(raw) is None
     monkeypatch.undo()
+    monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", 0)
     monkeypatch.setattr(tree_eval, "NESTING_LIMIT", 3)
     assert compile_trees(raw) is None
 
