@@ -617,6 +617,116 @@ def memory_run(api, model, port: int, rate: float, seconds: float, ids_file: Pat
     }
 
 
+def profile(args, work: Path) -> None:
+    """The API's own CPU per request, in process: the ASGI app driven directly (no HTTP server in
+    front, so uvicorn's parsing, the same in the floor, is left out), against the real model server,
+    SQLite store and SQLite log; then the same requests under cProfile, the top functions printed."""
+    import cProfile
+    import pstats
+
+    ids = make_lake(work / "lake")
+    model_dir = make_model(work / "model")
+    logs = open(work / "servers.log", "ab")
+    model_port = free_port()
+    model = start(
+        [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(model_port), "--workers", "1"],
+        logs,
+        clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"),
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{model_port}/ping", model)
+        config = write_config(work / "sqlite.toml", work, "sqlite", f"http://127.0.0.1:{model_port}", "unused")
+        materialize_into(config)
+        for name in [k for k in os.environ if k.startswith(("SPARKMAKER_", "SAGEMAKER_"))]:
+            del os.environ[name]
+        os.environ["SPARKMAKER_CONFIG"] = str(config)
+        from api.main import create_app
+        from api.observability import configure_logging
+        from configuration.settings import load_settings
+
+        stderr, sys.stderr = (
+            sys.stderr,
+            open(work / "api.log", "w"),
+        )  # the access log goes to a file, as under the bench
+        try:
+            configure_logging()
+            app = create_app(load_settings())
+            import uvloop
+
+            uvloop.run(_drive(app, ids, args.profile, args.profile_concurrency, cProfile, pstats, stderr))
+        finally:
+            sys.stderr.close()
+            sys.stderr = stderr
+    finally:
+        stop(model)
+        logs.close()
+
+
+async def _drive(app, ids: list[int], requests: int, concurrency: int, cProfile, pstats, out) -> None:
+    startup: asyncio.Queue = asyncio.Queue()
+    sent: asyncio.Queue = asyncio.Queue()
+    await startup.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, sent.put)
+    )
+    assert (await sent.get())["type"] == "lifespan.startup.complete"
+    rng = random.Random(1)
+    auth = (b"authorization", f"Bearer {API_KEY}".encode())
+    statuses: dict[int, int] = {}
+
+    async def one() -> None:
+        path = f"/predict/{rng.choice(ids)}"
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1:8000"), auth],
+            "state": {},
+        }
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        await app(scope, receive, send)
+
+    async def run(n: int) -> float:
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await one()
+
+        began = time.process_time()
+        await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+        return (time.process_time() - began) / (n // concurrency * concurrency) * 1e6
+
+    await run(max(200, requests // 10))  # warm-up
+    cpu = [round(await run(requests)) for _ in range(3)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await run(requests)
+    profiler.disable()
+    await startup.put({"type": "lifespan.shutdown"})
+    await lifespan
+    print(
+        f"API in process, {concurrency} concurrent, {requests} requests x 3: CPU us/request {cpu}; statuses {statuses}",
+        file=out,
+    )
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(35)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -727,7 +837,19 @@ def main() -> None:
         default=",".join(FLOOR_CLIENTS),
         help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the run: the API's CPU per request in process over N requests, and a cProfile of them",
+    )
+    parser.add_argument("--profile-concurrency", type=int, default=8, help="requests in flight while profiling")
     args = parser.parse_args()
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="api-profile-") as tmp:
+            profile(args, Path(tmp))
+        return
     args.levels = [int(x) for x in args.levels.split(",")]
     args.floor_clients = [c for c in args.floor_clients.split(",") if c]
     if not args.floor_clients or set(args.floor_clients) - set(FLOOR_CLIENTS):
