@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configuration.network import free_port  # noqa: E402
-from loadgen import open_loop, pinned, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from loadgen import open_loop, pinned, uvicorn_command, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 CUSTOMERS = 36_500
@@ -216,30 +216,8 @@ def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None,
     raise SystemExit(f"{url} not ready after {timeout} s")
 
 
-def start(command: list[str], log, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(pinned(SERVER_CPU, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def uvicorn_command(app: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(Path(__file__).parent),
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+def start(command: list[str], log, env: dict[str, str], cpus: str = SERVER_CPU) -> subprocess.Popen:
+    return subprocess.Popen(pinned(cpus, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -441,8 +419,12 @@ def redis_up() -> bool:
 def cpu_seconds(pids: list[int]) -> list[float]:
     import psutil
 
-    times = [psutil.Process(pid).cpu_times() for pid in pids]
-    return [t.user + t.system for t in times]
+    def total(pid: int) -> float:  # a server and its worker processes (uvicorn --workers N)
+        process = psutil.Process(pid)
+        times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
+        return sum(t.user + t.system for t in times)
+
+    return [total(pid) for pid in pids]
 
 
 def sweep(url: str, levels: list[int], duration: int, script: Path, pids: list[int]) -> list[dict]:
@@ -581,6 +563,55 @@ def bench(args, work: Path) -> dict:
                         f"redis-cli -n 15 --scan --pattern '{prefix}:*' | xargs -r -n 1000 redis-cli -n 15 unlink > /dev/null",
                     ]
                 )
+        for workers in [w for w in args.workers if w > 1]:
+            # API against API: the same sweep with `workers` API processes and as many model-server
+            # workers (so the back hop is not what stops it), all servers on CPUs 0..workers-1; wrk stays
+            # on CPU 1, which the second worker shares. The floor is not run this way: the question is how
+            # the API scales with its workers, and the 1-worker run above is the reference.
+            store = args.stores[0]
+            cpus = f"0-{workers - 1}"
+            wide_model_port = free_port()
+            wide_model = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "serving",
+                    "--model-dir",
+                    str(model_dir),
+                    "--port",
+                    str(wide_model_port),
+                    "--workers",
+                    str(workers),
+                ],
+                logs,
+                clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"),
+                cpus,
+            )
+            processes.append(wide_model)
+            wait_ready(f"http://127.0.0.1:{wide_model_port}/ping", wide_model)
+            prefix = f"apibench-{os.getpid()}-w{workers}"
+            config = write_config(
+                work / f"{store}-w{workers}.toml", work, store, f"http://127.0.0.1:{wide_model_port}", prefix
+            )
+            if store == "redis":
+                materialize_into(config)
+            api_port = free_port()
+            api = start(
+                [sys.executable, "-m", "api", "--port", str(api_port), "--workers", str(workers)],
+                logs,
+                clean_env(SPARKMAKER_CONFIG=str(config)),
+                cpus,
+            )
+            processes.append(api)
+            wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
+            print(f"API, {store} store, {workers} workers on CPUs {cpus} ...", flush=True)
+            results["runs"][f"api-{store}-{workers}w"] = sweep(
+                f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, wide_model.pid]
+            )
+            results["loadavg"][f"api-{store}-{workers}w"] = os.getloadavg()
+            for process in (api, wide_model):
+                stop(process)
+                processes.remove(process)
     finally:
         for process in processes:
             stop(process)
@@ -773,6 +804,14 @@ def report(results: dict) -> None:
         if not name.startswith("floor"):
             best = max(r["rps"] for r in results["runs"][name])
             print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
+    for name in names:
+        if name.endswith("w") and name.rsplit("-", 1)[0] in results["runs"]:
+            one = results["runs"][name.rsplit("-", 1)[0]]
+            for wide, narrow in zip(results["runs"][name], one):
+                print(
+                    f"{name} against 1 worker at c={wide['connections']}: {wide['rps']:.0f} / {narrow['rps']:.0f} req/s = "
+                    f"{wide['rps'] / narrow['rps']:.2f}x"
+                )
     for key, label in (("open_loop_half_max", "API"), ("open_loop_floor_same_rate", "floor")):
         if key in results:
             o = results[key]
@@ -838,6 +877,11 @@ def main() -> None:
         help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})",
     )
     parser.add_argument(
+        "--workers",
+        default="1",
+        help="API worker counts (default 1); each count over 1 is an extra sweep, servers on CPUs 0..N-1",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -851,6 +895,7 @@ def main() -> None:
             profile(args, Path(tmp))
         return
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.workers = [int(x) for x in args.workers.split(",") if x]
     args.floor_clients = [c for c in args.floor_clients.split(",") if c]
     if not args.floor_clients or set(args.floor_clients) - set(FLOOR_CLIENTS):
         raise SystemExit(f"--floor-clients: choose among {', '.join(FLOOR_CLIENTS)}")

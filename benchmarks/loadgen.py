@@ -16,7 +16,40 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+
+def uvicorn_command(
+    app: str, port: int, workers: int = 1, proxy_headers: bool = True, server_header: bool = True
+) -> list[str]:
+    """A bare ASGI app of benchmarks/ (`module:app`) under uvicorn on 127.0.0.1:port, with the options the
+    project's servers run with (httptools, uvloop, no access log); proxy and server headers as the
+    server the floor stands beside has them (the model server turns both off, the API neither)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *([] if proxy_headers else ["--no-proxy-headers"]),
+        *([] if server_header else ["--no-server-header"]),
+    ]
 
 
 def pinned(cpu: str, command: list[str]) -> list[str]:
