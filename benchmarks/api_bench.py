@@ -616,6 +616,9 @@ def bench(args, work: Path) -> dict:
         for process in processes:
             stop(process)
         logs.close()
+        kept = ROOT / "benchmarks" / "results" / f"api-{time.strftime('%Y%m%dT%H%M%S')}-servers.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "servers.log", kept)  # the servers' own lines, for a run that went wrong
     return results
 
 

@@ -66,21 +66,33 @@ async def open_loop(
     errors = 0
     loop = asyncio.get_running_loop()
 
+    closed = 0
+
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, closed
         reader, writer = await asyncio.open_connection(host, port)
         while True:
             scheduled = await queue.get()
             if scheduled is None:
                 writer.close()
                 return
-            writer.write(make_request())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            try:
+                writer.write(make_request())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed the connection (e.g. its keep-alive timeout fired while it was
+                # starved of CPU): an error, counted; the request's time still counts, on a new connection.
+                errors += 1
+                closed += 1
+                latencies.append(loop.time() - scheduled)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
             if not head.startswith(b"HTTP/1.1 200"):
                 errors += 1
             latencies.append(loop.time() - scheduled)
@@ -111,6 +123,7 @@ async def open_loop(
         "p999_ms": percentile(99.9),
         "max_ms": latencies[-1] * 1000,
         "errors": errors,
+        "closed_connections": closed,
         "requests": len(latencies),
     }
 
