@@ -106,9 +106,20 @@ class _StreamsClient:
         self.idle: list = []
 
     async def post(self) -> bytes:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        reused = bool(self.idle)
+        reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
         writer.write(self.request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # The backend closed it while idle (uvicorn's 5 s keep-alive): once more on a new one,
+            # as any keep-alive client must (the API's does the same).
+            writer.close()
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -200,7 +211,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None, timeout: float = 90) -> None:
+def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None, timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -442,7 +453,8 @@ def sweep(url: str, levels: list[int], duration: int, script: Path, pids: list[i
     return runs
 
 
-def bench(args, work: Path) -> dict:
+def bench(args, work: Path, results: dict) -> dict:
+    """The whole run; `results` is filled as it goes (what was measured is kept if a later phase fails)."""
     import psutil
 
     ids = make_lake(work / "lake")
@@ -450,14 +462,16 @@ def bench(args, work: Path) -> dict:
     ids_file.write_text(json.dumps(ids))
     model_dir = make_model(work / "model")
     logs = open(work / "servers.log", "ab")
-    results: dict = {
-        "machine": machine(),
-        "levels": args.levels,
-        "duration_s": args.duration,
-        "runs": {},
-        "materialize": {},
-        "loadavg": {"start": os.getloadavg()},
-    }
+    results.update(
+        {
+            "machine": machine(),
+            "levels": args.levels,
+            "duration_s": args.duration,
+            "runs": {},
+            "materialize": {},
+            "loadavg": {"start": os.getloadavg()},
+        }
+    )
     processes: list[subprocess.Popen] = []
     try:
         # The floor: the same bare backend, the front hop with each client; the fastest is the floor.
@@ -905,14 +919,17 @@ def main() -> None:
     args.stores = [s for s in args.stores.split(",") if s]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
-        results = bench(args, Path(tmp))
-    report(results)
+    results: dict = {}
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"api-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {path}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
+            bench(args, Path(tmp), results)
+        report(results)
+    finally:
+        path.write_text(json.dumps(results, indent=2))
+        print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":
