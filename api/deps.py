@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from api.model_endpoint import ModelEndpoint, RegistryThresholds
 from api.observability import Metrics
@@ -49,3 +50,15 @@ async def require_api_key(
 ) -> None:
     address = request.client.host if request.client else "unknown"
     request.app.state.keys.check(address, credentials.credentials if credentials else None)
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header as `bearer` (HTTPBearer, auto_error off) reads it, or None.
+
+    For the raw GET /predict/{id} (api.routes.predict_raw), which has no FastAPI dependencies:
+    the same function of FastAPI's parses the header, so both paths take and refuse the same headers.
+    """
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return credentials

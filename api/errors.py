@@ -111,48 +111,42 @@ def failure_answer(exc: Exception, timeout_seconds: float) -> tuple[int, str] | 
     return None
 
 
+# The backends' failures: (type, the metric's cause, what the log line says, whether a Retry-After goes with it).
+# One table for the exception handlers below and the raw GET /predict/{id} (api.routes.predict_raw);
+# subclasses before their base (StoreUnavailable is a StoreError).
+BACKEND_FAILURES: tuple[tuple[type[Exception], str, str, bool], ...] = (
+    (StoreUnavailable, "store_unavailable", "feature store unavailable", True),
+    (StoreError, "store_error", "feature store error", True),
+    (ModelUnavailable, "model_unavailable", "model endpoint unavailable", True),
+    (ModelTimeout, "model_timeout", "model endpoint timed out", False),
+    (ModelFailed, "model_failed", "model endpoint failed", False),
+)
+
+
+def backend_failure(exc: Exception, metrics, retry_after_seconds: int, timeout_seconds: float) -> JSONResponse | None:
+    """The answer to a backend failure, logged (with its reason, for operators) and counted; None for anything else."""
+    for kind, cause, what, retry in BACKEND_FAILURES:
+        if isinstance(exc, kind):
+            log.error("%s: %s", what, exc, extra={"cause": cause})
+            metrics.errors.labels(cause).inc()
+            status, message = failure_answer(exc, timeout_seconds) or (500, "internal error")
+            return error_response(status, message, {"Retry-After": str(retry_after_seconds)} if retry else None)
+    return None
+
+
 def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> None:
-    retry = {"Retry-After": str(retry_after_seconds)}
-
-    def known(exc: Exception) -> tuple[int, str]:
-        return failure_answer(exc, timeout_seconds) or (
-            500,
-            "internal error: the operators have the details in the log",
-        )
-
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status_code, exc.detail, exc.headers)
 
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        log.error("feature store unavailable: %s", exc, extra={"cause": "store_unavailable"})
-        app.state.metrics.errors.labels("store_unavailable").inc()
-        return error_response(*known(exc), retry)
+    async def backend(request: Request, exc: Exception) -> JSONResponse:
+        answer = backend_failure(exc, app.state.metrics, retry_after_seconds, timeout_seconds)
+        if answer is None:  # only registered for the table's types
+            raise exc
+        return answer
 
-    @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("feature store error: %s", exc, extra={"cause": "store_error"})
-        app.state.metrics.errors.labels("store_error").inc()
-        return error_response(*known(exc), retry)
-
-    @app.exception_handler(ModelUnavailable)
-    async def model_unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
-        log.error("model endpoint unavailable: %s", exc.reason, extra={"cause": "model_unavailable"})
-        app.state.metrics.errors.labels("model_unavailable").inc()
-        return error_response(*known(exc), retry)
-
-    @app.exception_handler(ModelTimeout)
-    async def model_timeout(request: Request, exc: ModelTimeout) -> JSONResponse:
-        log.error("model endpoint timed out: %s", exc.reason, extra={"cause": "model_timeout"})
-        app.state.metrics.errors.labels("model_timeout").inc()
-        return error_response(*known(exc))
-
-    @app.exception_handler(ModelFailed)
-    async def model_failed(request: Request, exc: ModelFailed) -> JSONResponse:
-        log.error("model endpoint failed: %s", exc.reason, extra={"cause": "model_failed"})
-        app.state.metrics.errors.labels("model_failed").inc()
-        return error_response(*known(exc))
+    for kind, *_ in BACKEND_FAILURES:
+        app.add_exception_handler(kind, backend)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

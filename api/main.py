@@ -24,6 +24,7 @@ from api.model_endpoint import RegistryThresholds, open_model_endpoint
 from api.observability import Metrics, MonitoringCollector, RequestMiddleware, configure_logging
 from api.prediction_log import LogWriter, open_prediction_log
 from api.routes import health, metrics, predict
+from api.routes.predict_raw import RawPredictOne
 from api.service import settings_summary
 from configuration.errors import UserError
 from configuration.settings import Settings, load_settings
@@ -118,6 +119,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         console.install(app, settings)
     errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
+    # The plain GET /predict/{id} answered in front of the router (api.routes.predict_raw); the rest goes on to it.
+    app.add_middleware(RawPredictOne, api=app)
     # Bodies over api.max_body_bytes are 413 before they are read whole (inside RequestMiddleware: the 413 has a request id).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=app_metrics)

@@ -10,6 +10,7 @@ its own requests: scrape them one by one, or run one worker per container.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from starlette.datastructures import MutableHeaders
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_HEADER_RAW = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -52,12 +54,26 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 }
 
 
+_STANDARD = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)  # attributes every record has, first
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, and any `extra` fields."""
+    """One JSON object per line: time, level, logger, message, request id, and any `extra` fields.
+
+    It runs for every request (the access line): the time's seconds are formatted once per
+    second, and only the attributes after the standard ones (`extra`, which makeRecord adds
+    last, in order) are looked at.
+    """
+
+    _second = -1
+    _second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -65,15 +81,24 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id:
             entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
+        for key, value in itertools.islice(record.__dict__.items(), _STANDARD, None):
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)  # to the log only, never to a client
-        return json.dumps(entry, default=str)
+        return _dump_line(entry)
+
+
+_dump_line = json.JSONEncoder(default=str).encode  # json.dumps(entry, default=str), its encoder made once
 
 
 def configure_logging(level: str = "INFO") -> None:
+    # The logging HOWTO's optimizations: the formatter prints none of the caller's file and line,
+    # thread or process, and finding them costs more than the rest of a request's access line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -151,6 +176,21 @@ class RequestMiddleware:
         self.app = app
         self.metrics = metrics
         self.log = logging.getLogger(logger_name)
+        self._children: dict[tuple[str, str, int], tuple] = {}  # (route, method, status) -> the labelled metrics
+
+    def _observe(self, template: str, method: str, status: int, seconds: float) -> None:
+        # Labelled children looked up once per label set (prometheus_client locks and hashes on every labels()).
+        key = (template, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(template, method, str(status)),
+                self.metrics.latency.labels(template),
+            )
+            if len(self._children) < 10_000:  # bounded, whatever the label sets
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -167,12 +207,17 @@ class RequestMiddleware:
         started = time.perf_counter()
         token = CURRENT.set(RequestContext(request_id, started))
         status = 500  # what the client gets if the app fails before answering
+        header = (REQUEST_ID_HEADER_RAW, request_id.encode("latin-1"))
 
         async def send_with_id(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = message.get("headers") or []
+                if any(name.lower() == REQUEST_ID_HEADER_RAW for name, _ in headers):
+                    MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                else:  # the usual case: appended, without building a MutableHeaders
+                    message["headers"] = [*headers, header]
             await send(message)
 
         try:
@@ -181,16 +226,16 @@ class RequestMiddleware:
             seconds = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"  # the template, never the raw path: bounded labels
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template).observe(seconds)
+            method = scope["method"]
+            self._observe(template, method, status, seconds)
             if self.log.isEnabledFor(logging.INFO):
                 self.log.info(
                     "%s %s %d",
-                    scope["method"],
+                    method,
                     scope["path"],
                     status,
                     extra={
-                        "method": scope["method"],
+                        "method": method,
                         "path": scope["path"],
                         "route": template,
                         "status": status,

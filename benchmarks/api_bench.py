@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configuration.network import free_port  # noqa: E402
-from loadgen import open_loop, pinned, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from loadgen import open_loop, pinned, uvicorn_command, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 CUSTOMERS = 36_500
@@ -106,9 +106,20 @@ class _StreamsClient:
         self.idle: list = []
 
     async def post(self) -> bytes:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        reused = bool(self.idle)
+        reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
         writer.write(self.request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # The backend closed it while idle (uvicorn's 5 s keep-alive): once more on a new one,
+            # as any keep-alive client must (the API's does the same).
+            writer.close()
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -200,7 +211,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None, timeout: float = 90) -> None:
+def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None, timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -216,30 +227,8 @@ def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None,
     raise SystemExit(f"{url} not ready after {timeout} s")
 
 
-def start(command: list[str], log, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(pinned(SERVER_CPU, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def uvicorn_command(app: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(Path(__file__).parent),
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+def start(command: list[str], log, env: dict[str, str], cpus: str = SERVER_CPU) -> subprocess.Popen:
+    return subprocess.Popen(pinned(cpus, command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -441,8 +430,12 @@ def redis_up() -> bool:
 def cpu_seconds(pids: list[int]) -> list[float]:
     import psutil
 
-    times = [psutil.Process(pid).cpu_times() for pid in pids]
-    return [t.user + t.system for t in times]
+    def total(pid: int) -> float:  # a server and its worker processes (uvicorn --workers N)
+        process = psutil.Process(pid)
+        times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
+        return sum(t.user + t.system for t in times)
+
+    return [total(pid) for pid in pids]
 
 
 def sweep(url: str, levels: list[int], duration: int, script: Path, pids: list[int]) -> list[dict]:
@@ -460,7 +453,8 @@ def sweep(url: str, levels: list[int], duration: int, script: Path, pids: list[i
     return runs
 
 
-def bench(args, work: Path) -> dict:
+def bench(args, work: Path, results: dict) -> dict:
+    """The whole run; `results` is filled as it goes (what was measured is kept if a later phase fails)."""
     import psutil
 
     ids = make_lake(work / "lake")
@@ -468,14 +462,16 @@ def bench(args, work: Path) -> dict:
     ids_file.write_text(json.dumps(ids))
     model_dir = make_model(work / "model")
     logs = open(work / "servers.log", "ab")
-    results: dict = {
-        "machine": machine(),
-        "levels": args.levels,
-        "duration_s": args.duration,
-        "runs": {},
-        "materialize": {},
-        "loadavg": {"start": os.getloadavg()},
-    }
+    results.update(
+        {
+            "machine": machine(),
+            "levels": args.levels,
+            "duration_s": args.duration,
+            "runs": {},
+            "materialize": {},
+            "loadavg": {"start": os.getloadavg()},
+        }
+    )
     processes: list[subprocess.Popen] = []
     try:
         # The floor: the same bare backend, the front hop with each client; the fastest is the floor.
@@ -581,10 +577,62 @@ def bench(args, work: Path) -> dict:
                         f"redis-cli -n 15 --scan --pattern '{prefix}:*' | xargs -r -n 1000 redis-cli -n 15 unlink > /dev/null",
                     ]
                 )
+        for workers in [w for w in args.workers if w > 1]:
+            # API against API: the same sweep with `workers` API processes and as many model-server
+            # workers (so the back hop is not what stops it), all servers on CPUs 0..workers-1; wrk stays
+            # on CPU 1, which the second worker shares. The floor is not run this way: the question is how
+            # the API scales with its workers, and the 1-worker run above is the reference.
+            store = args.stores[0]
+            cpus = f"0-{workers - 1}"
+            wide_model_port = free_port()
+            wide_model = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "serving",
+                    "--model-dir",
+                    str(model_dir),
+                    "--port",
+                    str(wide_model_port),
+                    "--workers",
+                    str(workers),
+                ],
+                logs,
+                clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"),
+                cpus,
+            )
+            processes.append(wide_model)
+            wait_ready(f"http://127.0.0.1:{wide_model_port}/ping", wide_model)
+            prefix = f"apibench-{os.getpid()}-w{workers}"
+            config = write_config(
+                work / f"{store}-w{workers}.toml", work, store, f"http://127.0.0.1:{wide_model_port}", prefix
+            )
+            if store == "redis":
+                materialize_into(config)
+            api_port = free_port()
+            api = start(
+                [sys.executable, "-m", "api", "--port", str(api_port), "--workers", str(workers)],
+                logs,
+                clean_env(SPARKMAKER_CONFIG=str(config)),
+                cpus,
+            )
+            processes.append(api)
+            wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
+            print(f"API, {store} store, {workers} workers on CPUs {cpus} ...", flush=True)
+            results["runs"][f"api-{store}-{workers}w"] = sweep(
+                f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, wide_model.pid]
+            )
+            results["loadavg"][f"api-{store}-{workers}w"] = os.getloadavg()
+            for process in (api, wide_model):
+                stop(process)
+                processes.remove(process)
     finally:
         for process in processes:
             stop(process)
         logs.close()
+        kept = ROOT / "benchmarks" / "results" / f"api-{time.strftime('%Y%m%dT%H%M%S')}-servers.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "servers.log", kept)  # the servers' own lines, for a run that went wrong
     return results
 
 
@@ -615,6 +663,116 @@ def memory_run(api, model, port: int, rate: float, seconds: float, ids_file: Pat
         "api_rss_max_mb": max(api_rss),
         "api_rss_growth_after_warmup_mb": settled[-1] - settled[0] if settled else 0.0,
     }
+
+
+def profile(args, work: Path) -> None:
+    """The API's own CPU per request, in process: the ASGI app driven directly (no HTTP server in
+    front, so uvicorn's parsing, the same in the floor, is left out), against the real model server,
+    SQLite store and SQLite log; then the same requests under cProfile, the top functions printed."""
+    import cProfile
+    import pstats
+
+    ids = make_lake(work / "lake")
+    model_dir = make_model(work / "model")
+    logs = open(work / "servers.log", "ab")
+    model_port = free_port()
+    model = start(
+        [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(model_port), "--workers", "1"],
+        logs,
+        clean_env(SPARKMAKER_PATHS__STATE_DIR=str(work / "state"), SPARKMAKER_SERVING__MODEL_VERSION="bench"),
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{model_port}/ping", model)
+        config = write_config(work / "sqlite.toml", work, "sqlite", f"http://127.0.0.1:{model_port}", "unused")
+        materialize_into(config)
+        for name in [k for k in os.environ if k.startswith(("SPARKMAKER_", "SAGEMAKER_"))]:
+            del os.environ[name]
+        os.environ["SPARKMAKER_CONFIG"] = str(config)
+        from api.main import create_app
+        from api.observability import configure_logging
+        from configuration.settings import load_settings
+
+        stderr, sys.stderr = (
+            sys.stderr,
+            open(work / "api.log", "w"),
+        )  # the access log goes to a file, as under the bench
+        try:
+            configure_logging()
+            app = create_app(load_settings())
+            import uvloop
+
+            uvloop.run(_drive(app, ids, args.profile, args.profile_concurrency, cProfile, pstats, stderr))
+        finally:
+            sys.stderr.close()
+            sys.stderr = stderr
+    finally:
+        stop(model)
+        logs.close()
+
+
+async def _drive(app, ids: list[int], requests: int, concurrency: int, cProfile, pstats, out) -> None:
+    startup: asyncio.Queue = asyncio.Queue()
+    sent: asyncio.Queue = asyncio.Queue()
+    await startup.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, sent.put)
+    )
+    assert (await sent.get())["type"] == "lifespan.startup.complete"
+    rng = random.Random(1)
+    auth = (b"authorization", f"Bearer {API_KEY}".encode())
+    statuses: dict[int, int] = {}
+
+    async def one() -> None:
+        path = f"/predict/{rng.choice(ids)}"
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1:8000"), auth],
+            "state": {},
+        }
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        await app(scope, receive, send)
+
+    async def run(n: int) -> float:
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await one()
+
+        began = time.process_time()
+        await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+        return (time.process_time() - began) / (n // concurrency * concurrency) * 1e6
+
+    await run(max(200, requests // 10))  # warm-up
+    cpu = [round(await run(requests)) for _ in range(3)]
+    profiler = cProfile.Profile(time.process_time)  # CPU time: an await costs nothing while it waits
+    profiler.enable()
+    await run(requests)
+    profiler.disable()
+    await startup.put({"type": "lifespan.shutdown"})
+    await lifespan
+    print(
+        f"API in process, {concurrency} concurrent, {requests} requests x 3: CPU us/request {cpu}; statuses {statuses}",
+        file=out,
+    )
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(35)
 
 
 def machine() -> str:
@@ -663,6 +821,14 @@ def report(results: dict) -> None:
         if not name.startswith("floor"):
             best = max(r["rps"] for r in results["runs"][name])
             print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
+    for name in names:
+        if name.endswith("w") and name.rsplit("-", 1)[0] in results["runs"]:
+            one = results["runs"][name.rsplit("-", 1)[0]]
+            for wide, narrow in zip(results["runs"][name], one):
+                print(
+                    f"{name} against 1 worker at c={wide['connections']}: {wide['rps']:.0f} / {narrow['rps']:.0f} req/s = "
+                    f"{wide['rps'] / narrow['rps']:.2f}x"
+                )
     for key, label in (("open_loop_half_max", "API"), ("open_loop_floor_same_rate", "floor")):
         if key in results:
             o = results[key]
@@ -727,22 +893,43 @@ def main() -> None:
         default=",".join(FLOOR_CLIENTS),
         help=f"clients of the floor's front hop, the fastest is the floor (default {','.join(FLOOR_CLIENTS)})",
     )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="API worker counts (default 1); each count over 1 is an extra sweep, servers on CPUs 0..N-1",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the run: the API's CPU per request in process over N requests, and a cProfile of them",
+    )
+    parser.add_argument("--profile-concurrency", type=int, default=8, help="requests in flight while profiling")
     args = parser.parse_args()
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="api-profile-") as tmp:
+            profile(args, Path(tmp))
+        return
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.workers = [int(x) for x in args.workers.split(",") if x]
     args.floor_clients = [c for c in args.floor_clients.split(",") if c]
     if not args.floor_clients or set(args.floor_clients) - set(FLOOR_CLIENTS):
         raise SystemExit(f"--floor-clients: choose among {', '.join(FLOOR_CLIENTS)}")
     args.stores = [s for s in args.stores.split(",") if s]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
-        results = bench(args, Path(tmp))
-    report(results)
+    results: dict = {}
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"api-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {path}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
+            bench(args, Path(tmp), results)
+        report(results)
+    finally:
+        path.write_text(json.dumps(results, indent=2))
+        print(f"\nwritten to {path}")
 
 
 if __name__ == "__main__":

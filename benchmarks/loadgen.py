@@ -16,7 +16,40 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+
+def uvicorn_command(
+    app: str, port: int, workers: int = 1, proxy_headers: bool = True, server_header: bool = True
+) -> list[str]:
+    """A bare ASGI app of benchmarks/ (`module:app`) under uvicorn on 127.0.0.1:port, with the options the
+    project's servers run with (httptools, uvloop, no access log); proxy and server headers as the
+    server the floor stands beside has them (the model server turns both off, the API neither)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *([] if proxy_headers else ["--no-proxy-headers"]),
+        *([] if server_header else ["--no-server-header"]),
+    ]
 
 
 def pinned(cpu: str, command: list[str]) -> list[str]:
@@ -35,25 +68,37 @@ async def open_loop(
     unavailable_without_retry_after = 0  # a 503 must say when to come back
     loop = asyncio.get_running_loop()
 
+    closed = 0
+
     async def worker() -> None:
-        nonlocal errors, unavailable_without_retry_after
+        nonlocal errors, closed, unavailable_without_retry_after
         reader, writer = await asyncio.open_connection(host, port)
         while True:
             scheduled = await queue.get()
             if scheduled is None:
                 writer.close()
                 return
-            writer.write(make_request())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            retry_after = False
-            for line in head.split(b"\r\n"):
-                lowered = line.lower()
-                if lowered.startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-                elif lowered.startswith(b"retry-after:"):
-                    retry_after = True
-            await reader.readexactly(length)
+            try:
+                writer.write(make_request())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                retry_after = False
+                for line in head.split(b"\r\n"):
+                    lowered = line.lower()
+                    if lowered.startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                    elif lowered.startswith(b"retry-after:"):
+                        retry_after = True
+                await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed the connection (e.g. its keep-alive timeout fired while it was
+                # starved of CPU): an error, counted; the request's time still counts, on a new connection.
+                errors += 1
+                closed += 1
+                latencies.append(loop.time() - scheduled)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
             status = int(head[9:12])
             statuses[status] = statuses.get(status, 0) + 1
             if status != 200:
@@ -88,6 +133,7 @@ async def open_loop(
         "p999_ms": percentile(99.9),
         "max_ms": latencies[-1] * 1000,
         "errors": errors,
+        "closed_connections": closed,
         "requests": len(latencies),
         "statuses": statuses,
         "unavailable_without_retry_after": unavailable_without_retry_after,

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configuration.network import free_port  # noqa: E402
-from loadgen import open_loop, pinned, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from loadgen import open_loop, pinned, uvicorn_command, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
 
 ROW = b"3,2500.5,41,7,1\n"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -83,27 +83,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None
 
 
 def start_floor(port: int, log) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(Path(__file__).parent),
-        "serving_bench:floor_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--no-proxy-headers",
-        "--no-server-header",
-    ]
+    command = uvicorn_command("serving_bench:floor_app", port, proxy_headers=False, server_header=False)
     return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
 
 
