@@ -35,6 +35,7 @@ from stack.security import (
     ensure_service_users,
     ensure_sql_password,
     metastore_conf_dir,
+    python_for,
     readable_conf,
     sql_server_environment,
     writable_folders,
@@ -95,6 +96,7 @@ class Stack:
         api_url = f"http://{s.api.host}:{s.api.port}"
         user = self.users().service if prepare else None
         grants = (lambda name: tuple(writable_folders(s, name))) if user else (lambda name: ())
+        python = python_for(user)
         return [
             self.metastore_service(prepare),
             self.mlflow_service(),
@@ -102,7 +104,7 @@ class Stack:
                 "model-server",
                 "Model server",
                 s.serving.port,
-                [PYTHON, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
+                [python, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
                 model_url,
                 lambda: http_ok(f"{model_url}/ping"),
                 60,
@@ -113,7 +115,7 @@ class Stack:
                 "api",
                 "API",
                 s.api.port,
-                [PYTHON, "-m", "api", "serve"],
+                [python, "-m", "api", "serve"],
                 api_url,
                 lambda: http_ok(f"{api_url}/health"),
                 60,

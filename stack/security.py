@@ -38,11 +38,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import secrets
+import shutil
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +54,7 @@ from configuration.files import private_dir
 from configuration.settings import Settings
 
 SERVICE_HOMES = Path("/var/lib")  # a service user's home is /var/lib/<name>, 0755
+BRIDGES = Path("/var/lib/sparkmaker-python")  # root's: interpreters for the service users (python_for)
 
 
 def ensure_sql_password(state: Path) -> str:
@@ -143,6 +147,61 @@ def require_readable_lake(lake: Path, user: ServiceUser, label: str) -> None:
             f"the {label} runs as user {user.name}, who cannot read the lake {lake}: allow others to enter its "
             'parent folders (chmod o+x) or set stack.service_user and stack.sql_service_user = "" to run as root'
         )
+
+
+def runnable_by_others(path: Path) -> bool:
+    """Whether a user with no relation to the owner can run `path` (x on it and on every parent), links resolved."""
+    path = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+def python_for(user: ServiceUser | None, python: str = sys.executable) -> str:
+    """The interpreter a Python service runs as `user`: this one when others may run it, else a bridge venv.
+
+    A venv made by a Python under /root (pyenv, as on these machines) links its interpreter
+    there, and /root is 0700. The bridge is a venv of the system's Python of the same minor
+    version (a compatible ABI) whose one .pth adds this venv's site-packages (its own .pth
+    files too): the same packages, an interpreter others may run. Made once per venv, root's.
+    """
+    if user is None or runnable_by_others(Path(python)):
+        return python
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    system = next(
+        (c for c in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")) if c.is_file()), None
+    )
+    if system is None or not runnable_by_others(system):
+        raise UserError(
+            f"the services run as user {user.name}, who cannot run {python} (its folders are closed to others) and no "
+            f"system python{version} was found: install one (apt-get install python{version}) or set "
+            'stack.service_user = "" to run them as the starting user'
+        )
+    site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
+    key = hashlib.sha256(f"{site}\n{system}".encode()).hexdigest()[:12]
+    bridge = BRIDGES / key
+    interpreter = bridge / "bin" / "python"
+    if not interpreter.exists():
+        staging = BRIDGES / f".{key}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        BRIDGES.mkdir(parents=True, exist_ok=True)
+        os.chmod(BRIDGES, 0o755)
+        proc = subprocess.run(
+            [str(system), "-m", "venv", "--without-pip", str(staging)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise UserError(f"cannot make a Python for user {user.name} with {system}: {last_words(proc.stderr)}")
+        (staging / "lib" / f"python{version}" / "site-packages" / "sparkmaker-venv.pth").write_text(
+            f"import site; site.addsitedir({str(site)!r})\n"
+        )
+        try:
+            os.rename(staging, bridge)
+        except OSError:  # another start made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(interpreter)
+
+
+def last_words(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no message"
 
 
 # --- what each service may write --------------------------------------------------------

@@ -194,16 +194,20 @@ class Supervisor:
             cwd = service.user.home
             as_user = {"user": service.user.uid, "group": service.user.gid, "extra_groups": []}
         with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                service.command,
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                **as_user,
-            )
+            try:
+                proc = subprocess.Popen(
+                    service.command,
+                    cwd=cwd,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    **as_user,
+                )
+            except OSError as exc:
+                who = f" as user {service.user.name}" if service.user else ""
+                raise UserError(f"cannot start the {service.label}{who}: {exc.strerror}: {exc.filename}") from None
         created = psutil.Process(proc.pid).create_time()
         private_file(self.pid_file(service.name)).write_text(
             json.dumps({"pid": proc.pid, "created": created, "command": service.command})
