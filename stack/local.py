@@ -307,6 +307,7 @@ def take_start_lock(stack: Stack):
 
 def start(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
+    stack.users()  # first: the lock's secure_state keeps the state folder open to the running services' group
     lock = take_start_lock(stack)  # noqa: F841 (held while this process runs)
     services = {s.name: s for s in stack.services(prepare=True)}
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
