@@ -204,6 +204,16 @@ def last_words(text: str) -> str:
     return lines[-1][:200] if lines else "no message"
 
 
+def require_reachable_state(state: Path, user: ServiceUser, label: str) -> None:
+    """The folders above the state folder must let others pass (x), or the service never reaches its folder in it."""
+    closed = next((p for p in Path(os.path.abspath(state)).parents if not p.stat().st_mode & stat.S_IXOTH), None)
+    if closed is not None:
+        raise UserError(
+            f"the {label} runs as user {user.name}, who cannot pass {closed} to reach its folder in the state folder "
+            f'{state}: allow others to enter it (chmod o+x) or set stack.service_user = "" to run as root'
+        )
+
+
 # --- what each service may write --------------------------------------------------------
 
 

@@ -29,7 +29,14 @@ from configuration.errors import UserError
 from configuration.files import private_dir, private_file
 from configuration.settings import REPO_ROOT, Settings
 from pipeline.child import last_line
-from stack.security import Grant, ServiceUser, give, open_state_to, require_readable_lake
+from stack.security import (
+    Grant,
+    ServiceUser,
+    give,
+    open_state_to,
+    require_reachable_state,
+    require_readable_lake,
+)
 
 __all__ = [
     "Service",
@@ -184,6 +191,8 @@ class Supervisor:
         if service.user is not None:
             if self.lake is not None:
                 require_readable_lake(self.lake, service.user, service.label)
+            if service.grants:
+                require_reachable_state(self.state, service.user, service.label)
             roots = [self.state, *([self.lake] if self.lake else [])]
             for grant in service.grants:
                 give(grant, service.user, roots, service.label)

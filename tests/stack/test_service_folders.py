@@ -100,3 +100,27 @@ def test_the_service_users_python_runs_as_that_user_with_the_venvs_packages():
     )
     assert ran.returncode == 0, ran.stderr
     assert int(ran.stdout) == pwd.getpwnam("sparkmaker").pw_uid
+
+
+@root_only
+def test_a_state_folder_behind_a_closed_folder_is_one_line():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from stack.security import require_reachable_state
+
+    user = ensure_service_user("sparkmaker")
+    assert user is not None
+    top = Path(tempfile.mkdtemp(prefix="state_reach_"))  # under /tmp, open to others (pytest's tmp_path is not)
+    try:
+        os.chmod(top, 0o755)
+        closed = top / "closed"
+        (closed / "state").mkdir(parents=True)
+        os.chmod(closed, 0o700)
+        with pytest.raises(UserError, match=f"cannot pass {closed} to reach its folder"):
+            require_reachable_state(closed / "state", user, "API")
+        os.chmod(closed, 0o711)
+        require_reachable_state(closed / "state", user, "API")
+    finally:
+        shutil.rmtree(top)
