@@ -324,7 +324,14 @@ class StackSettings(Section):
     service_user: str = Field(
         "sparkmaker",
         pattern=r"^([a-z_][a-z0-9_-]*)?$",
-        description="Unprivileged system user the SQL server runs as when the stack is started as root (created if absent); empty: the starting user.",
+        description="Unprivileged system user the Hive metastore, the model server and the API run as when the stack "
+        "is started as root (created if absent); empty: the starting user.",
+    )
+    sql_service_user: str = Field(
+        "sparkmaker-sql",
+        pattern=r"^([a-z_][a-z0-9_-]*)?$",
+        description="Unprivileged system user the SQL server runs as when the stack is started as root (created if "
+        "absent; another user than service_user, so that it cannot reach the API's files); empty: the starting user.",
     )
 
 

@@ -30,7 +30,16 @@ from configuration.errors import UserError, run_cli
 from configuration.files import private_file
 from configuration.settings import Settings, load_settings
 from stack.supervisor import Service, Supervisor, ensure_api_key, http_ok, port_open, thrift_server_command
-from stack.security import ensure_service_user, ensure_sql_password
+from stack.security import (
+    ServiceUsers,
+    ensure_service_users,
+    ensure_sql_password,
+    metastore_conf_dir,
+    python_for,
+    readable_conf,
+    sql_server_environment,
+    writable_folders,
+)
 
 PYTHON = sys.executable
 
@@ -39,8 +48,20 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = Path(settings.paths.state_dir)
-        self.supervisor = Supervisor(self.state, self.env, lake=settings.local_lake_path())
+        self.supervisor = Supervisor(
+            self.state, self.env, lake=settings.local_lake_path(), private_globs=private_globs(settings)
+        )
         self.logs = self.supervisor.logs
+        self._users: ServiceUsers | None = None
+
+    def users(self) -> ServiceUsers:
+        """Who runs the services (created once if absent); the service user's group may enter the state folder."""
+        if self._users is None:
+            stack = self.settings.stack
+            self._users = ensure_service_users(stack.service_user, stack.sql_service_user)
+            if self._users.service is not None:
+                self.supervisor.state_group = self._users.service.gid
+        return self._users
 
     # --- shared environment of every process the stack starts -------------------------
     @property
@@ -69,43 +90,82 @@ class Stack:
 
     # --- services --------------------------------------------------------------------
     def services(self, prepare: bool = False) -> list[Service]:
-        """The services; `prepare` also makes what starting needs (the SQL server's classes, password, user)."""
+        """The services; `prepare` also makes what starting needs (the SQL server's classes, password, users)."""
         s = self.settings
         model_url = f"http://{s.serving.host}:{s.serving.port}"
-        metastore_port = s.stack.metastore_port
         api_url = f"http://{s.api.host}:{s.api.port}"
+        user = self.users().service if prepare else None
+        grants = (lambda name: tuple(writable_folders(s, name))) if user else (lambda name: ())
+        python = python_for(user)
         return [
-            Service(
-                "metastore",
-                "Hive metastore",
-                metastore_port,
-                [PYTHON, "-m", "features", "metastore", "--port", str(metastore_port)],
-                self.metastore_uri,
-                lambda: port_open(metastore_port),
-                120,
-            ),
+            self.metastore_service(prepare),
             self.mlflow_service(),
             Service(
                 "model-server",
                 "Model server",
                 s.serving.port,
-                [PYTHON, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
+                [python, "-m", "serving", "--host", s.serving.host, "--port", str(s.serving.port)],
                 model_url,
                 lambda: http_ok(f"{model_url}/ping"),
                 60,
+                user=user,
+                grants=grants("model-server"),
             ),
             Service(
                 "api",
                 "API",
                 s.api.port,
-                [PYTHON, "-m", "api", "serve"],
+                [python, "-m", "api", "serve"],
                 api_url,
                 lambda: http_ok(f"{api_url}/health"),
                 60,
+                env=self.api_secrets_env() if user else {},
+                user=user,
+                grants=grants("api"),
             ),
             self.thrift_server(prepare),
             self.airflow_service(),
         ]
+
+    def metastore_service(self, prepare: bool) -> Service:
+        """The Hive metastore service (java, sparkmaker.BoundMetaStore); `prepare` writes its hive-site.xml.
+
+        The command is made here, by the starting user, so that the service user needs to write
+        neither the configuration nor the compiled classes (features.metastore.service_command).
+        """
+        from features.metastore import service_command
+
+        port = self.settings.stack.metastore_port
+        user = self.users().service if prepare else None
+        command: list[str] = []
+        if prepare:
+            conf = metastore_conf_dir(self.settings)
+            command = service_command(self.pipeline_settings(), port, conf)
+            if user:
+                readable_conf(conf, user)
+        return Service(
+            "metastore",
+            "Hive metastore",
+            port,
+            command,
+            self.metastore_uri,
+            lambda: port_open(port),
+            120,
+            user=user,
+            grants=tuple(writable_folders(self.settings, "metastore")) if user else (),
+        )
+
+    def api_secrets_env(self) -> dict[str, str]:
+        """What the API reads of root's, given in its environment (its owner's and root's to read): the console key.
+
+        The key stays in <state_dir>/console-session.key (0600, root's); the API signs with a
+        key derived from it (api.console.session hashes a configured secret).
+        """
+        if not self.settings.console.enabled or self.settings.console.session_secret.get_secret_value():
+            return {}
+        from api.console.session import session_secret
+
+        return {"SPARKMAKER_CONSOLE__SESSION_SECRET": session_secret(self.settings).hex()}
 
     def thrift_server(self, prepare: bool = True) -> Service:
         """The SQL server; `prepare` makes what starting it needs (its classes, the password, the service user)."""
@@ -133,7 +193,8 @@ class Stack:
             lambda: port_open(port),
             180,
             env=self.sql_credentials_env() if prepare else {},
-            user=ensure_service_user(s.stack.service_user) if prepare else None,
+            user=self.users().sql if prepare else None,
+            env_filter=sql_server_environment,  # nothing of the API's (key digest, console key) reaches it
         )
 
     def sql_credentials_env(self) -> dict[str, str]:
@@ -191,6 +252,28 @@ class Stack:
         return self.supervisor.stop(self.services(), timeout)
 
 
+def private_globs(settings: Settings) -> tuple[str, ...]:
+    """Files under the state folder that hold customer data, as globs relative to it (made 0600 at each start)."""
+    from api.prediction_log import sqlite_log_path
+
+    log = sqlite_log_path(settings)
+    state = Path(settings.paths.state_dir)
+    return (f"{log.relative_to(state)}*",) if log.is_relative_to(state) else ()
+
+
+def move_old_prediction_log(settings: Settings) -> None:
+    """A prediction log at the old default <state_dir>/predictions.sqlite moved into <state_dir>/api/, once."""
+    from api.prediction_log import sqlite_log_path
+
+    old, new = Path(settings.paths.state_dir) / "predictions.sqlite", sqlite_log_path(settings)
+    if settings.api.prediction_log_sqlite or not old.is_file() or new.exists():
+        return
+    new.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{old}{suffix}").exists():
+            os.replace(f"{old}{suffix}", f"{new}{suffix}")
+
+
 # --- commands ---------------------------------------------------------------------------
 
 
@@ -224,6 +307,7 @@ def take_start_lock(stack: Stack):
 
 def start(settings: Settings, args: argparse.Namespace) -> int:
     stack = Stack(settings)
+    stack.users()  # first: the lock's secure_state keeps the state folder open to the running services' group
     lock = take_start_lock(stack)  # noqa: F841 (held while this process runs)
     services = {s.name: s for s in stack.services(prepare=True)}
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
@@ -232,6 +316,7 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     csv = run_lifecycle(stack, args)  # the input this start used: the Airflow DAG's default input
 
     key, digest = ensure_api_key(stack.state)
+    move_old_prediction_log(settings)
     os.environ["SPARKMAKER_API__API_KEY_HASHES"] = json.dumps([digest])
     for name in ("mlflow", "model-server", "api", "thrift-server"):
         service = services[name]

@@ -29,7 +29,14 @@ from configuration.errors import UserError
 from configuration.files import private_dir, private_file
 from configuration.settings import REPO_ROOT, Settings
 from pipeline.child import last_line
-from stack.security import ServiceUser, require_readable_lake
+from stack.security import (
+    Grant,
+    ServiceUser,
+    give,
+    open_state_to,
+    require_reachable_state,
+    require_readable_lake,
+)
 
 __all__ = [
     "Service",
@@ -55,6 +62,8 @@ class Service:
     start_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
     user: ServiceUser | None = None  # run as this unprivileged user (see stack/security.py)
+    grants: tuple[Grant, ...] = ()  # folders that user is given before each start (security.writable_folders)
+    env_filter: Callable[[dict[str, str]], dict[str, str]] | None = None  # what of the environment it may see
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -109,12 +118,20 @@ def stop_group(pid: int, timeout: float) -> None:
 class Supervisor:
     """Starts services as children of their own sessions, remembers them in PID files, stops them."""
 
-    def __init__(self, state_dir: Path, env: Callable[[], dict[str, str]], lake: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        env: Callable[[], dict[str, str]],
+        lake: Path | None = None,
+        private_globs: tuple[str, ...] = (),
+    ) -> None:
         self.state = Path(state_dir)
         self.lake = lake  # a local lake that services run as another user must be able to read
         self.logs = self.state / "logs"
         self.pids = self.state / "pids"
         self.env = env
+        self.private_globs = private_globs  # files under the state folder that hold customer data: 0600
+        self.state_group: int | None = None  # the service user's group, which may enter (not list) the state folder
 
     def pid_file(self, name: str) -> Path:
         return self.pids / f"{name}.pid"
@@ -156,31 +173,50 @@ class Supervisor:
             for path in folder.iterdir():
                 if path.is_file():
                     os.chmod(path, 0o600)
-        for path in self.state.glob("predictions.sqlite*"):
-            os.chmod(path, 0o600)
+        for pattern in self.private_globs:
+            for path in self.state.glob(pattern):
+                if path.is_file() and not path.is_symlink():
+                    os.chmod(path, 0o600)
+        if self.state_group is not None:
+            open_state_to(self.state, self.state_group)
 
     def launch(self, service: Service) -> None:
         self.secure_state()
         log = private_file(self.log_file(service.name))
         env: dict[str, str] = {**self.env(), **service.env}
+        if service.env_filter is not None:
+            env = service.env_filter(env)
         cwd: Path = REPO_ROOT
         as_user: dict[str, Any] = {}  # Popen's user, group and extra_groups
         if service.user is not None:
-            require_readable_lake(self.lake or self.state, service.user)
+            if self.lake is not None:
+                require_readable_lake(self.lake, service.user, service.label)
+            if service.grants:
+                require_reachable_state(self.state, service.user, service.label)
+            roots = [self.state, *([self.lake] if self.lake else [])]
+            for grant in service.grants:
+                give(grant, service.user, roots, service.label)
             env.update(HOME=str(service.user.home), USER=service.user.name, LOGNAME=service.user.name)
+            # Its home is the working folder (nothing of root's); Python services find the code by PYTHONPATH.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+            env["PYTHONDONTWRITEBYTECODE"] = "1"  # the repository is root's: no __pycache__ attempts
             cwd = service.user.home
             as_user = {"user": service.user.uid, "group": service.user.gid, "extra_groups": []}
         with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                service.command,
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                **as_user,
-            )
+            try:
+                proc = subprocess.Popen(
+                    service.command,
+                    cwd=cwd,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    **as_user,
+                )
+            except OSError as exc:
+                who = f" as user {service.user.name}" if service.user else ""
+                raise UserError(f"cannot start the {service.label}{who}: {exc.strerror}: {exc.filename}") from None
         created = psutil.Process(proc.pid).create_time()
         private_file(self.pid_file(service.name)).write_text(
             json.dumps({"pid": proc.pid, "created": created, "command": service.command})

@@ -12,11 +12,16 @@ __all__ = ["LogEntry", "LogUnavailable", "LogWriter", "PredictionLog", "open_pre
 
 
 def sqlite_log_path(settings: Settings) -> Path:
+    """api.prediction_log_sqlite, else <state_dir>/api/predictions.sqlite.
+
+    A folder of its own: the local stack gives it to the unprivileged user the API runs as
+    (SQLite writes its -wal and -shm beside the file), and nothing else of the state folder.
+    """
     if settings.api.prediction_log_sqlite:
         from configuration.settings import resolve_path
 
         return Path(resolve_path(settings.api.prediction_log_sqlite))
-    return Path(settings.paths.state_dir) / "predictions.sqlite"
+    return Path(settings.paths.state_dir) / "api" / "predictions.sqlite"
 
 
 def open_prediction_log(settings: Settings) -> PredictionLog:

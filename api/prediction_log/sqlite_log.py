@@ -1,4 +1,4 @@
-"""The prediction log in a SQLite file (the default: <state_dir>/predictions.sqlite)."""
+"""The prediction log in a SQLite file (the default: <state_dir>/api/predictions.sqlite)."""
 
 from __future__ import annotations
 

@@ -25,8 +25,9 @@ def test_stages_write_private_logs_and_existing_files_are_fixed(tmp_path):
     os.chmod(state, 0o755)
     os.chmod(state / "logs", 0o755)
     os.chmod(old_log, 0o644)
-    (state / "predictions.sqlite").write_bytes(b"")
-    os.chmod(state / "predictions.sqlite", 0o644)
+    (state / "api").mkdir()
+    (state / "api" / "predictions.sqlite").write_bytes(b"")
+    os.chmod(state / "api" / "predictions.sqlite", 0o644)
 
     settings = load_settings(paths={"state_dir": str(state), "lake": str(tmp_path / "lake")})
     Stack(settings).supervisor.secure_state()  # what every launch does first
@@ -35,7 +36,7 @@ def test_stages_write_private_logs_and_existing_files_are_fixed(tmp_path):
     assert "January 2000" in (state / "logs" / "hello.log").read_text()
     for folder in (state, state / "logs", state / "pids"):
         assert mode(folder) == 0o700, folder
-    for file in (old_log, state / "logs" / "hello.log", state / "predictions.sqlite"):
+    for file in (old_log, state / "logs" / "hello.log", state / "api" / "predictions.sqlite"):
         assert mode(file) == 0o600, file
 
 
