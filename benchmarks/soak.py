@@ -172,7 +172,11 @@ class Soak:
         return figures
 
     def log_rows(self) -> int:
-        path = self.folder / "state" / "predictions.sqlite"
+        from api.prediction_log import sqlite_log_path
+        from configuration.settings import load_settings
+
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SPARKMAKER_")})
+        path = sqlite_log_path(load_settings())  # where the stack's API writes it
         if not path.exists():
             return 0
         with sqlite3.connect(path, timeout=10) as conn:
