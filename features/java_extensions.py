@@ -43,8 +43,11 @@ def sources_hash() -> str:
 
 
 def default_cache(state_dir: Path) -> Path:
-    """Where the classes go: beside the service user's home when run as root, else under the state folder."""
-    return Path("/var/lib/sparkmaker/java") if os.geteuid() == 0 else state_dir / "java"
+    """Where the classes go: a root-owned folder of their own when run as root, else under the state folder.
+
+    Not under a service user's home: the SQL server's user runs these classes, and no other
+    user (the API's and model server's `sparkmaker` included) may be able to replace them."""
+    return Path("/var/lib/sparkmaker-java") if os.geteuid() == 0 else state_dir / "java"
 
 
 def compiled_classes(cache: Path) -> Path:

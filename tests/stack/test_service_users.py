@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -173,6 +174,23 @@ def test_the_service_user_reads_nothing_of_roots_and_writes_only_its_folders(sta
         assert owner(path) == "root", path
         probe = path / "probe"
         assert as_user(SERVICE, "touch", str(probe)).returncode != 0 and not probe.exists(), path
+
+
+def test_no_service_user_can_replace_the_classes_the_sql_server_runs(stack):
+    started(stack)
+    # The class folders on the running SQL server's command line (its password check and guards).
+    processes = [psutil.Process(pid_of(stack, "thrift-server"))]
+    processes += processes[0].children(recursive=True)
+    entries = {e for p in processes for arg in p.cmdline() for e in arg.split(":") if "sparkmaker-java" in e}
+    folders = [Path(e) for e in entries if Path(e).is_dir()]
+    assert folders, "the SQL server runs no compiled classes of its own"
+    for folder in folders:
+        for path in (folder, *folder.rglob("*")):
+            assert owner(path) == "root", path
+        for user in (SERVICE, SQL):
+            for path in (folder.parent, folder, *[p for p in folder.rglob("*") if p.is_dir()]):
+                probe = path / "probe"
+                assert as_user(user, "touch", str(probe)).returncode != 0 and not probe.exists(), (user, path)
 
 
 def test_a_second_start_changes_nothing(stack):
