@@ -195,6 +195,7 @@ def run_batch(
     from serving.model import ModelSource, load_model
     from training.registry import open_registry
 
+    began = time.perf_counter()
     registry = open_registry(settings)
     version = version or registry.alias()
     if version is None:
@@ -218,10 +219,11 @@ def run_batch(
         output_uri = str(Path(output_uri).resolve())
     table_name = f"{settings.features.database}.{table or settings.serving.batch_table}"
 
+    timings = {"model": time.perf_counter() - began}  # registry, sha256 check, probe
     own_session = spark is None
     if own_session:
         spark = session.build_session(settings, "sparkmaker-batch-scoring")
-    started = time.perf_counter()
+    started = time.perf_counter()  # the JVM and session start are not counted
     try:
         from pyspark.errors import AnalysisException
         from pyspark.sql import Observation
@@ -236,6 +238,7 @@ def run_batch(
             raise UserError(f"cannot read the input {input_uri} as Parquet: {str(exc).splitlines()[0]}") from None
         model_bytes = (Path(model_dir) / "xgboost-model").read_bytes()
         plan = core_plan(spark, frame)
+        timings["read_and_plan"] = time.perf_counter() - started
         scored = score_frame(frame, model_bytes, loaded.feature_names, loaded.threshold, loaded.version, plan)
         counts = Observation("batch_scoring")
         observed = scored.observe(
@@ -252,9 +255,10 @@ def run_batch(
         finally:
             spark.conf.set(_ARROW_BATCH_CONF, previous_batch_rows)  # the caller's session as it was
         written = time.perf_counter()
+        timings["score_and_write"] = written - started - timings["read_and_plan"]
         hive.register(spark, settings.features.database, {table_name: output_uri})
         summary = counts.get
-        seconds = time.perf_counter() - started
+        timings["register"] = time.perf_counter() - written
     except UserError:
         raise
     except Exception as exc:
@@ -266,6 +270,7 @@ def run_batch(
         if own_session:
             spark.stop()
     rows = int(summary["rows"])
+    seconds = sum(timings.values())
     return {
         "input": input_uri,
         "output": output_uri,
@@ -276,8 +281,8 @@ def run_batch(
         "positives": int(summary["positives"]),
         "threads_per_task": plan.threads,
         "repartitioned_to": plan.spread_to,
-        # Everything after the session is up: read, score, write, register (the JVM start is not counted).
+        # Everything but the JVM and session start: model, read, score, write, register.
         "seconds": round(seconds, 2),
-        "register_seconds": round(seconds - (written - started), 2),
+        "timings": {name: round(value, 2) for name, value in timings.items()},
         "rows_per_second": round(rows / seconds) if seconds > 0 else None,
     }
