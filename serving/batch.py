@@ -102,6 +102,7 @@ def score_frame(
     features = len(feature_names)
     threads = plan.threads
     cache_name = _WORKER_CACHE
+    version_bytes = version.encode()
 
     def score(batches):
         # Runs in the Python worker: only pyarrow, numpy, xgboost and the standard library,
@@ -135,7 +136,12 @@ def score_frame(
                     *(batch.column(index) for index in range(len(keys))),
                     pa.array(probability, pa.float64()),
                     pa.array((probability >= threshold).astype(np.int32), pa.int32()),
-                    pa.array(np.full(rows, version, dtype=object), pa.string()),
+                    # The one version string for every row, built from its buffers (no Python objects per row).
+                    pa.StringArray.from_buffers(
+                        rows,
+                        pa.py_buffer(np.arange(rows + 1, dtype=np.int32) * len(version_bytes)),
+                        pa.py_buffer(version_bytes * rows),
+                    ),
                 ],
                 names=[*keys, "probability", "label", "model_version"],
             )
