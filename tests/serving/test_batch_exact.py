@@ -1,0 +1,108 @@
+"""Batch scoring gives, on every row, the probability XGBoost's own inplace_predict gives in pandas.
+
+The expected values are computed here without the module's code: pyarrow reads the same
+Parquet, pandas makes the float32 matrix, a Booster loaded from the model file predicts
+with all cores. Equality is exact (float32 semantics), whatever the plan of cores: one
+file of one row group (one busy task, given both cores) and several files (several tasks).
+Two models scored one after the other in the same session check that the Python workers'
+Booster cache keys on the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost
+
+from features.contract import FEATURE_COLUMNS
+from serving.batch import Plan, plan_cores, run_batch
+from tests.serving.conftest import registry_with
+from tests.serving.test_batch import _features_table
+
+
+@pytest.mark.parametrize(
+    ("local_master", "slots", "task_cpus", "busy", "expected"),
+    [
+        (True, 2, 1, 1, Plan(threads=2, spread_to=None)),  # one row group on local[2]: both cores, no shuffle
+        (True, 2, 1, 2, Plan(threads=1, spread_to=None)),
+        (True, 2, 1, 7, Plan(threads=1, spread_to=None)),
+        (True, 8, 1, 3, Plan(threads=2, spread_to=None)),  # 3 tasks x 2 threads on 8 cores
+        (True, 4, 2, 2, Plan(threads=2, spread_to=None)),  # spark.task.cpus = 2: each task already has 2
+        (True, 2, 1, 0, Plan(threads=1, spread_to=None)),  # an empty input
+        (False, 2, 1, 1, Plan(threads=1, spread_to=2)),  # a cluster: the idle cores are on other executors
+        (False, 4, 2, 1, Plan(threads=2, spread_to=2)),
+        (False, 4, 1, 4, Plan(threads=1, spread_to=None)),
+    ],
+)
+def test_the_core_plan(local_master, slots, task_cpus, busy, expected):
+    assert plan_cores(local_master=local_master, slots=slots, task_cpus=task_cpus, busy_partitions=busy) == expected
+
+
+def _independent(model_dir: Path, source: Path) -> dict[int, float]:
+    frame = pq.read_table(source).to_pandas()
+    matrix = frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32, na_value=np.nan)
+    booster = xgboost.Booster()
+    booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
+    return dict(zip(frame["id"].tolist(), booster.inplace_predict(matrix).astype(np.float64).tolist()))
+
+
+def _check(result: dict, model_dir: Path, source: Path, rows: int) -> None:
+    scored = pq.read_table(result["output"]).to_pandas()
+    expected = _independent(model_dir, source)
+    assert len(scored) == rows == len(expected) and scored["id"].is_unique
+    got = dict(zip(scored["id"].tolist(), scored["probability"].tolist()))
+    assert got.keys() == expected.keys()
+    differing = [key for key in expected if got[key] != expected[key]]
+    assert not differing, f"{len(differing)} rows differ, e.g. id {differing[0]}"
+    threshold = json.loads((model_dir / "model-metadata.json").read_text())["threshold"]
+    labels = [int(p >= threshold) for p in scored["probability"]]
+    assert scored["label"].tolist() == labels
+    assert result["rows"] == rows and result["positives"] == sum(labels) > 0
+
+
+def test_every_probability_equals_xgboost_in_pandas(spark, lake_settings, model_a, model_b, tmp_path):
+    registry_with(lake_settings.registry_dir(), model_a, model_b)
+    table = _features_table(120_000, seed=47, with_loans=False)  # two Arrow batches of the scoring
+    one_group = tmp_path / "one-row-group"
+    one_group.mkdir()
+    pq.write_table(table, one_group / "part-0.parquet", row_group_size=table.num_rows)
+    several = tmp_path / "several-files"
+    several.mkdir()
+    for index, (start, stop) in enumerate([(0, 5_000), (5_000, 61_000), (61_000, 62_000), (62_000, 120_000)]):
+        pq.write_table(table.slice(start, stop - start), several / f"part-{index}.parquet")
+
+    first = run_batch(
+        lake_settings, input_uri=str(one_group), output_uri=str(tmp_path / "a1"), version="1", spark=spark
+    )
+    assert (first["threads_per_task"], first["repartitioned_to"]) == (2, None)  # local[2], one busy task
+    _check(first, model_a, one_group, 120_000)
+
+    second = run_batch(lake_settings, input_uri=str(several), output_uri=str(tmp_path / "b2"), version="2", spark=spark)
+    assert second["threads_per_task"] == 1 and second["repartitioned_to"] is None
+    _check(second, model_b, several, 120_000)
+
+    # The same input with the other model, in the same (reused) Python workers.
+    third = run_batch(
+        lake_settings, input_uri=str(one_group), output_uri=str(tmp_path / "b1"), version="2", spark=spark
+    )
+    _check(third, model_b, one_group, 120_000)
+
+
+def test_an_empty_input_writes_an_empty_table(spark, lake_settings, model_a, tmp_path):
+    registry_with(lake_settings.registry_dir(), model_a)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(_features_table(1, seed=1, with_loans=True).slice(0, 0), empty / "part-0.parquet")
+
+    result = run_batch(lake_settings, input_uri=str(empty), output_uri=str(tmp_path / "out"), version="1", spark=spark)
+
+    assert (result["rows"], result["positives"]) == (0, 0)
+    written = pq.read_table(result["output"])
+    assert written.num_rows == 0
+    assert written.schema.names == ["id", "loan_id", "probability", "label", "model_version"]
+    assert written.schema.field("probability").type == pa.float64() and written.schema.field("label").type == pa.int32()
