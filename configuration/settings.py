@@ -237,7 +237,8 @@ class ApiSettings(Section):
     auth_enabled: bool = Field(True, description="Require Authorization: Bearer <key>.")
     prediction_log: Literal["sqlite", "postgres"] = Field("sqlite", description="Backend of the prediction log.")
     prediction_log_sqlite: str | None = Field(
-        None, description="SQLite file of the log; default <state_dir>/api/predictions.sqlite (a folder the API alone writes)."
+        None,
+        description="SQLite file of the log; default <state_dir>/api/predictions.sqlite (a folder the API alone writes).",
     )
     prediction_log_dsn: str = Field(
         "postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN of the log."
