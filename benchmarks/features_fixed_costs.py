@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     wall, cpu = time.time(), cpu_seconds()
     import pyspark.sql  # noqa: F401
 
-    from features import hive, job, lake, session
+    from features import hive, input_check, job, lake, session
 
     clock.mark("import pyspark.sql + features.job", wall, cpu)
 
@@ -94,7 +94,7 @@ def child(args: argparse.Namespace) -> None:
     spark.sql = clock.timed(lambda q: f"sql: {q.split(' LOCATION')[0][:60]}", spark.sql)
     spark.table = clock.timed(lambda t: f"hive: table({t}).schema", spark.table)
     job.code_version = clock.timed("git rev-parse (code_version)", job.code_version)
-    job.describe_input = clock.timed("size + sha256 of the input", job.describe_input)
+    input_check.InputCheck.result = clock.timed("input check result (sha256, header)", input_check.InputCheck.result)  # type: ignore[method-assign]
     lake.read_current = clock.timed("read CURRENT (previous snapshot)", lake.read_current)
     hive.register = clock.timed("hive.register (all tables)", hive.register)
     original_write = lake.LocalLake.write_text_atomic
@@ -105,6 +105,8 @@ def child(args: argparse.Namespace) -> None:
     wall, cpu = time.time(), cpu_seconds()
     manifest = job.run(spark, settings, params)
     clock.mark("job.run (all stages)", wall, cpu)
+    tracker = spark.sparkContext.statusTracker()
+    spark_jobs = len(tracker.getJobIdsForGroup(manifest["run_id"])) + len(tracker.getJobIdsForGroup(None))
     wall, cpu = time.time(), cpu_seconds()
     spark.stop()
     clock.mark("spark.stop()", wall, cpu)
@@ -112,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     for name, seconds, cpu_s, at in clock.rows:
         print(f"{name:<62} {seconds:7.2f} {cpu_s:7.2f} {at:7.2f}")
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in manifest["stage_seconds"].items()))
-    print(f"total from process start: {time.time() - clock.start:.2f} s, cpu {cpu_seconds():.2f} s")
+    print(f"total from process start: {time.time() - clock.start:.2f} s, cpu {cpu_seconds():.2f} s, Spark jobs {spark_jobs}")
 
 
 def main() -> None:
