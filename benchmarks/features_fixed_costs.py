@@ -114,7 +114,9 @@ def child(args: argparse.Namespace) -> None:
     for name, seconds, cpu_s, at in clock.rows:
         print(f"{name:<62} {seconds:7.2f} {cpu_s:7.2f} {at:7.2f}")
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in manifest["stage_seconds"].items()))
-    print(f"total from process start: {time.time() - clock.start:.2f} s, cpu {cpu_seconds():.2f} s, Spark jobs {spark_jobs}")
+    print(
+        f"total from process start: {time.time() - clock.start:.2f} s, cpu {cpu_seconds():.2f} s, Spark jobs {spark_jobs}"
+    )
 
 
 def main() -> None:
