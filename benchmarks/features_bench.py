@@ -1,14 +1,21 @@
 """Feature job benchmark: Spark (the real job) against DuckDB computing the same contract, same CSV, same run.
 
-    .venv/bin/python benchmarks/features_bench.py [--scales 1 10] [--rows 777715] [--keep DIR]
+    .venv/bin/python benchmarks/features_bench.py [--scales 1 10 30] [--modes local,standalone]
+        [--rows 777715] [--work /tmp/featbench] [--keep] [--duckdb-memory 8GB]
 
-For each scale it writes the CSV (scale 10 = ten copies of the base file with shifted
-customer and loan ids), then runs, each in its own process so peak memory is its own:
-  spark   python -m features (check, classify, count, write, publish: everything the job does)
+For each scale it writes the CSV under --work (scale 10 = ten copies of the base file with
+shifted customer and loan ids; 30x is ~23 M rows, ~4 GB), then runs, each in its own
+process so peak memory is its own:
+  spark   python -m features (check, classify, count, write, publish: everything the job
+          does), once per mode: `local` (local[2]) and `standalone` (a master and two
+          one-core workers of stack.spark_cluster, started and stopped by this script on
+          ports 24077-24082; peak memory then includes the executors)
   duckdb  the contract's validation, duplicate rule, training and latest features in SQL,
-          written as Parquet (2 threads, like local[2])
-and prints wall time, rows/s, peak RSS of the process tree and the Spark/DuckDB ratio.
+          written as Parquet (2 threads, like local[2]; memory_limit --duckdb-memory with a
+          temp_directory under --work, so it spills instead of exhausting memory at 30x)
+and prints wall time, rows/s, µs/row, peak RSS and the Spark/DuckDB ratio per mode.
 The two engines' outputs are compared (row counts and column sums) so the race is fair.
+Generated CSVs are deleted at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -34,6 +42,8 @@ AS_OF = "2021-09-18"
 
 DUCKDB_SQL = """
 SET threads = 2;
+SET memory_limit = '{memory}';
+SET temp_directory = '{tmp}';
 CREATE TEMP TABLE raw AS SELECT * FROM read_csv('{csv}', header = true, all_varchar = true, quote = '"', escape = '"');
 CREATE TEMP TABLE parsed AS
 SELECT *,
@@ -80,8 +90,10 @@ COPY (SELECT {columns}, coalesce(reason, 'duplicate_loan_id') AS reason FROM cla
 """
 
 
-def run_measured(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) of the process and all its children, and stdout."""
+def run_measured(
+    command: list[str], env: dict | None = None, also: Callable[[], list[psutil.Process]] = list
+) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) of the process, all its children and the processes `also` names, and stdout."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -94,7 +106,7 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, fl
         parent = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
-                tree = [parent, *parent.children(recursive=True)]
+                tree = [parent, *parent.children(recursive=True), *also()]
                 peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
             except psutil.Error:
                 pass
@@ -102,7 +114,12 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, fl
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate()
+    except BaseException:  # Ctrl-C: do not leave the job running behind us
+        proc.kill()
+        proc.wait()
+        raise
     stop.set()
     sampler.join()
     elapsed = time.perf_counter() - started
@@ -153,82 +170,194 @@ def summarize(folder: Path) -> dict:
     return out
 
 
+# The standalone cluster's ports, in this benchmark's block (24000-24999): master 24077 (UI 24080),
+# workers 24078 and 24079 (UIs 24081 and 24082).
+CLUSTER_PORTS = {"master_port": 24077, "worker_port": 24078, "master_ui_port": 24080, "worker_ui_port": 24081}
+# The driver's own RPC and block manager ports (Spark tries the next 16 when one is taken).
+DRIVER_CONF = '{"spark.driver.port": "24100", "spark.blockManager.port": "24120"}'
+
+
+class Cluster:
+    """stack.spark_cluster's master and two one-core workers, with a state folder of their own."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from configuration.settings import load_settings
+
+        s = load_settings()
+        self.settings = s.model_copy(
+            update={
+                "paths": s.paths.model_copy(update={"state_dir": str(state_dir)}),
+                "spark_cluster": s.spark_cluster.model_copy(update={**CLUSTER_PORTS, "workers": 2, "worker_cores": 1}),
+            }
+        )
+        self.started = False
+
+    def start(self) -> str:
+        from stack import spark_cluster
+
+        if not self.started:
+            for line in spark_cluster.start(self.settings, workers=2):
+                print(f"  {line}", flush=True)
+            self.started = True
+        return spark_cluster.master_url(self.settings)
+
+    def executors(self) -> list[psutil.Process]:
+        """The executor JVMs: children of the two worker processes."""
+        from stack.local import Stack
+
+        stack = Stack(self.settings)
+        found = []
+        for index in (1, 2):
+            pid = stack.running_pid(f"spark-worker-{index}")
+            if pid is not None:
+                try:
+                    found += psutil.Process(pid).children(recursive=True)
+                except psutil.Error:
+                    pass
+        return found
+
+    def stop(self) -> None:
+        from stack import spark_cluster
+
+        if self.started:
+            for line in spark_cluster.stop(self.settings):
+                print(f"  {line}", flush=True)
+            self.started = False
+
+
+def run_spark(csv: Path, lake: Path, manifest: Path, master: str | None, extra_env: dict, also) -> tuple[float, float]:
+    command = [sys.executable, "-m", "features", "--input", str(csv), "--lake", str(lake), "--as-of", AS_OF]
+    command += ["--manifest", str(manifest)] + (["--master", master] if master else [])
+    seconds, peak, _ = run_measured(command, extra_env, also)
+    return seconds, peak
+
+
+def run_duckdb(csv: Path, out: Path, work: Path, memory: str) -> tuple[float, float]:
+    out.mkdir(parents=True)
+    spill = work / "duckdb-tmp"
+    spill.mkdir(exist_ok=True)
+    script = work / "duck.sql"
+    header = open(csv, encoding="utf-8").readline().strip().split(",")
+    script.write_text(
+        DUCKDB_SQL.format(csv=csv, out=out, as_of=AS_OF, columns=", ".join(header), memory=memory, tmp=spill)
+    )
+    seconds, peak, _ = run_measured(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect().execute(open({str(script)!r}).read())"]
+    )
+    shutil.rmtree(spill, ignore_errors=True)
+    return seconds, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--modes", default="local", help="comma-separated: local, standalone (default: local)")
     parser.add_argument("--rows", type=int, default=777_715)
-    parser.add_argument("--keep", type=Path, help="folder to keep generated CSVs in between runs")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/featbench"), help="folder of the CSVs and lakes")
+    parser.add_argument("--keep", action="store_true", help="keep the generated CSVs in --work for the next run")
+    parser.add_argument("--duckdb-memory", default="8GB", help="DuckDB memory_limit (it spills beyond it)")
+    parser.add_argument("--no-duckdb", action="store_true", help="Spark only (no reference, no output check)")
     parser.add_argument("--shuffle-partitions", type=int, help="override spark.shuffle_partitions")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - {"local", "standalone"})
+    if unknown:
+        raise SystemExit(f"--modes: unknown mode {', '.join(unknown)} (choose local, standalone)")
 
-    work = Path(tempfile.mkdtemp(prefix="features-bench-"))
-    data = args.keep or work
-    data.mkdir(parents=True, exist_ok=True)
-    base = data / f"loans_{args.rows}.csv"
+    args.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
+    base = args.work / f"loans_{args.rows}.csv"
+    made: list[Path] = [] if base.exists() else [base, base.with_suffix(".truth.parquet")]
+    cluster = Cluster(work / "cluster-state") if "standalone" in modes else None
+    env = {"SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_FEATURES__MATERIALIZE": "false"}
+    env["SPARKMAKER_SPARK__EXTRA_CONF"] = DRIVER_CONF
+    if args.shuffle_partitions:
+        env["SPARKMAKER_SPARK__SHUFFLE_PARTITIONS"] = str(args.shuffle_partitions)
     results = []
     try:
         for scale in args.scales:
-            csv = make_csv(base, scale, args.rows, data)
+            print(f"x{scale}: writing the CSV ...", flush=True)
+            csv = make_csv(base, scale, args.rows, args.work)
+            if scale != 1 and csv not in made:
+                made.append(csv)
             rows = sum(1 for _ in open(csv, "rb")) - 1
-            lake = work / f"lake_x{scale}"
-            env = {"SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_FEATURES__MATERIALIZE": "false"}
-            if args.shuffle_partitions:
-                env["SPARKMAKER_SPARK__SHUFFLE_PARTITIONS"] = str(args.shuffle_partitions)
-            spark_s, spark_mb, _ = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "features",
-                    "--input",
-                    str(csv),
-                    "--lake",
-                    str(lake),
-                    "--as-of",
-                    AS_OF,
-                    "--manifest",
-                    str(work / "manifest.json"),
-                ],
-                env,
-            )
-            manifest = json.loads((work / "manifest.json").read_text())
-            duck_out = work / f"duck_x{scale}"
-            duck_out.mkdir()
-            script = work / "duck.sql"
-            header = open(csv, encoding="utf-8").readline().strip().split(",")
-            script.write_text(DUCKDB_SQL.format(csv=csv, out=duck_out, as_of=AS_OF, columns=", ".join(header)))
-            duck_s, duck_mb, _ = run_measured(
-                [sys.executable, "-c", f"import duckdb; duckdb.connect().execute(open({str(script)!r}).read())"]
-            )
-            spark_summary = summarize(Path(manifest["outputs"]["training"]["uri"]).parent)
-            duck_summary = summarize(duck_out)
-            same = spark_summary == duck_summary
-            results.append((scale, rows, spark_s, spark_mb, duck_s, duck_mb, same, manifest["stage_seconds"]))
-            print(f"x{scale}: spark {spark_s:.1f} s, duckdb {duck_s:.1f} s, outputs equal: {same}", flush=True)
-            if not same:
-                print(f"  spark  {spark_summary}\n  duckdb {duck_summary}")
-            shutil.rmtree(lake, ignore_errors=True)
-            shutil.rmtree(duck_out, ignore_errors=True)
+            print(f"x{scale}: {rows:,} rows, {csv.stat().st_size / 1e9:.2f} GB; load {os.getloadavg()}", flush=True)
+            duck = None
+            if not args.no_duckdb:
+                duck_out = work / f"duck_x{scale}"
+                duck = run_duckdb(csv, duck_out, work, args.duckdb_memory)
+                duck_summary = summarize(duck_out)
+                shutil.rmtree(duck_out, ignore_errors=True)
+                print(f"x{scale}: duckdb {duck[0]:.1f} s, peak {duck[1]:,.0f} MB", flush=True)
+            for mode in modes:
+                lake = work / f"lake_x{scale}_{mode}"
+                manifest_path = work / "manifest.json"
+                master = cluster.start() if cluster and mode == "standalone" else None
+                also = cluster.executors if cluster and mode == "standalone" else list
+                load = os.getloadavg()
+                spark_s, spark_mb = run_spark(csv, lake, manifest_path, master, env, also)
+                manifest = json.loads(manifest_path.read_text())
+                same = None
+                if duck is not None:
+                    spark_summary = summarize(Path(manifest["outputs"]["training"]["uri"]).parent)
+                    same = spark_summary == duck_summary
+                    if not same:
+                        print(f"  spark  {spark_summary}\n  duckdb {duck_summary}")
+                results.append(
+                    {
+                        "scale": scale,
+                        "mode": mode,
+                        "rows": rows,
+                        "spark_s": spark_s,
+                        "spark_mb": spark_mb,
+                        "duck": duck,
+                        "same": same,
+                        "stages": manifest["stage_seconds"],
+                        "load": load,
+                    }
+                )
+                print(
+                    f"x{scale} {mode}: spark {spark_s:.1f} s ({spark_s / rows * 1e6:.2f} µs/row), peak {spark_mb:,.0f} MB, "
+                    f"outputs equal: {same}; stages "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
+                    flush=True,
+                )
+                shutil.rmtree(lake, ignore_errors=True)
+            if not args.keep and scale != 1:
+                csv.unlink(missing_ok=True)
     finally:
+        if cluster:
+            cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            for path in made:
+                path.unlink(missing_ok=True)
 
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}; DuckDB memory_limit {args.duckdb_memory}"
     )
-    print(
-        "| rows | Spark s | Spark rows/s | Spark peak MB | DuckDB s | DuckDB rows/s | DuckDB peak MB | Spark/DuckDB | same outputs |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    for _, rows, spark_s, spark_mb, duck_s, duck_mb, same, _ in results:
+    for mode in modes:
+        print(f"\n{mode}:")
         print(
-            f"| {rows:,} | {spark_s:.1f} | {rows / spark_s:,.0f} | {spark_mb:,.0f} | {duck_s:.1f} | {rows / duck_s:,.0f} "
-            f"| {duck_mb:,.0f} | {spark_s / duck_s:.2f}x | {'yes' if same else 'NO'} |"
+            "| rows | Spark s | Spark rows/s | Spark µs/row | Spark peak MB | DuckDB s | DuckDB µs/row | DuckDB peak MB "
+            "| Spark/DuckDB | same outputs | load at start |"
         )
-    for scale, *_, stages in results:
-        print(f"Spark stages at x{scale}: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
-    if len(results) >= 2:
-        (_, r1, t1, *_), (_, r2, t2, *_) = results[0], results[-1]
-        print(f"Spark time grows {t2 / t1:.2f}x for {r2 / r1:.1f}x the rows")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|")
+        for r in (r for r in results if r["mode"] == mode):
+            rows, spark_s, duck = r["rows"], r["spark_s"], r["duck"]
+            duck_cells = (
+                f"{duck[0]:.1f} | {duck[0] / rows * 1e6:.2f} | {duck[1]:,.0f} | {spark_s / duck[0]:.2f}x"
+                if duck
+                else "- | - | - | -"
+            )
+            same = {True: "yes", False: "NO", None: "-"}[r["same"]]
+            print(
+                f"| {rows:,} | {spark_s:.1f} | {rows / spark_s:,.0f} | {spark_s / rows * 1e6:.2f} | {r['spark_mb']:,.0f} "
+                f"| {duck_cells} | {same} | {' '.join(f'{x:.1f}' for x in r['load'])} |"
+            )
+        for r in (r for r in results if r["mode"] == mode):
+            print(f"Spark stages at x{r['scale']}: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items()))
 
 
 if __name__ == "__main__":

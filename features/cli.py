@@ -128,13 +128,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from features import session
 
+    input_check = None
+    if args.command == "run":
+        from features.input_check import InputCheck
+
+        session.require_java()
+        # A wrong input fails here, before any JVM starts; a local file's sha256 runs beside the start.
+        input_check = InputCheck(_input_uri(args.input))
     spark = session.build_session(settings, f"sparkmaker-features-{args.command}", master=args.master)
     try:
         if args.command == "sql":
             return run_sql(spark, settings, args.query)
         if args.command == "materialize":
             return run_materialize(settings, args.snapshot, spark)
-        return run_job(spark, settings, args)
+        return run_job(spark, settings, args, input_check)
     except UserError:
         raise
     except Exception as exc:
@@ -165,14 +172,18 @@ def run_snapshots(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(spark, settings: Settings, args: argparse.Namespace) -> int:
+def _input_uri(text: str) -> str:
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def run_job(spark, settings: Settings, args: argparse.Namespace, input_check=None) -> int:
     from features import job
 
-    input_uri = args.input if "://" in args.input else str(Path(args.input).resolve())
     params = job.JobParams(
-        input_uri=input_uri,
+        input_uri=_input_uri(args.input),
         as_of=args.as_of or dt.datetime.now(dt.timezone.utc).date(),
         manifest_path=args.manifest.resolve() if args.manifest else None,
+        input_check=input_check,
     )
     manifest = job.run(spark, settings, params)
     outputs = manifest["outputs"]

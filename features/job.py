@@ -26,6 +26,7 @@ from pyspark.sql import SparkSession
 from configuration.errors import UserError
 from configuration.settings import REPO_ROOT, Settings
 from features import hive, lake, read, session, transform, validate
+from features.input_check import InputCheck
 from features.contract import REJECT_REASONS
 from features.progress import Progress
 
@@ -37,6 +38,9 @@ class JobParams:
     input_uri: str
     as_of: dt.date
     manifest_path: Path | None = None
+    # Started before the SparkSession (cli): the input's header checked and its sha256 under way.
+    # None: the check stage starts it.
+    input_check: InputCheck | None = None
 
 
 def new_run_id(now: dt.datetime) -> str:
@@ -54,39 +58,6 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def describe_input(spark: SparkSession, uri: str) -> dict:
-    """Size and sha256 of the input file (or of a folder's files, in name order), through Hadoop's FileSystem."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session (this process built it) has its gateway
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(path):
-        raise UserError(f"the input {uri} does not exist: check the --input path")
-    status = fs.getFileStatus(path)
-    if status.isDirectory():
-        files = sorted(
-            (s for s in fs.listStatus(path) if s.isFile() and not s.getPath().getName().startswith(("_", "."))),
-            key=lambda s: s.getPath().getName(),
-        )
-    else:
-        files = [status]
-    if not files:
-        raise UserError(f"the input folder {uri} holds no files")
-    digests = []
-    for file_status in files:
-        stream = fs.open(file_status.getPath())
-        try:
-            digests.append(jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream))
-        finally:
-            stream.close()
-    sha256 = (
-        digests[0]
-        if len(digests) == 1
-        else jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex("\n".join(digests))
-    )
-    return {"uri": uri, "size_bytes": int(sum(s.getLen() for s in files)), "sha256": sha256, "files": len(files)}
 
 
 def run(spark: SparkSession, settings: Settings, params: JobParams, progress: Progress | None = None) -> dict:
@@ -107,16 +78,18 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
     store = lake.lake_for(snapshot, spark)
     previous = lake.read_current(settings, spark)
     tables = {name: f"{settings.features.database}.{table}" for name, table in TABLES.items()}
+    warmup = hive.Warmup(spark, settings.features.database, tables.values())
     published = False
     try:
         with progress.stage("check") as note:
             spark.sparkContext.setJobGroup(run_id, f"features {run_id}")
             session.require_filesystem(spark, params.input_uri)
             session.require_filesystem(spark, settings.paths.lake)
-            input_meta = describe_input(spark, params.input_uri)
-            columns = read.read_header(spark, params.input_uri)
+            check = params.input_check or InputCheck(params.input_uri)
+            input_meta, columns = check.result(spark)
             note(f"{input_meta['size_bytes'] / 1e6:.1f} MB, {len(columns)} columns, run {run_id}, as of {params.as_of}")
 
+        warmup.check()
         staged_uri = lake.join(snapshot, "classified.staging")
         with progress.stage("classify") as note:
             raw = read.read_raw(spark, params.input_uri, columns)
@@ -126,6 +99,7 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
             verdicts = validate.duplicate_verdicts(staged, columns).cache()
             classified = validate.apply_duplicate_verdicts(staged, verdicts)
 
+        warmup.check()
         with progress.stage("count") as note:
             counts = count_rows(classified)
             note(
@@ -153,7 +127,7 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
             for name, frame in frames.items():
                 uri = lake.join(snapshot, name)
                 frame.write.mode("errorifexists").parquet(uri)
-                outputs[name] = {"uri": uri, "rows": spark.read.parquet(uri).count(), "table": tables[name]}
+                outputs[name] = {"uri": uri, "rows": lake.parquet_rows(uri, spark), "table": tables[name]}
             note(", ".join(f"{name} {o['rows']:,} rows" for name, o in outputs.items()))
             verdicts.unpersist()
             store.delete(staged_uri)
@@ -174,6 +148,7 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
             }
             manifest_uri = lake.join(snapshot, "manifest.json")
             store.write_text_atomic(manifest_uri, json.dumps(manifest, indent=2))
+            warmup.wait()
             hive.register(spark, settings.features.database, {o["table"]: o["uri"] for o in outputs.values()})
             pointer = {"run_id": run_id, "as_of": manifest["as_of"], "manifest": manifest_uri}
             store.write_text_atomic(lake.current_pointer_uri(settings), json.dumps(pointer, indent=2))

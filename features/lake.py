@@ -115,6 +115,20 @@ def lake_for(uri: str, spark=None) -> Lake:
     return HadoopLake(spark)
 
 
+def parquet_rows(uri: str, spark=None) -> int:
+    """Rows of a Parquet folder the job wrote: the sum of its files' footers on a local lake (no Spark
+    jobs: counting through Spark costs a schema inference and a count job per folder), Spark's count
+    elsewhere. Spark's own rule for what is data: names starting with `_` or `.` are not."""
+    if is_local(uri):
+        import pyarrow.parquet as pq
+
+        files = sorted(p for p in local_path(uri).iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if spark is None:
+        raise UserError(f"{uri} is not a local path: counting its rows needs Spark")
+    return int(spark.read.parquet(uri).count())
+
+
 # Where things are, for every component.
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
@@ -58,7 +59,50 @@ def parse_header(line: str) -> list[str]:
     return columns
 
 
+# Files Spark's text reader would decompress (Hadoop picks the codec by the name's ending): their
+# header goes through Spark. Any other single local file is read here, without a Spark job.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".zstd", ".xz", ".br")
+# A header longer than this is not a header; reading further would only fill memory (a binary file).
+MAX_HEADER_BYTES = 16 * 2**20
+
+
+def local_plain_file(uri: str) -> Path | None:
+    """The path of a single, uncompressed local file (a plain path or file://), else None."""
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    path = Path(uri.removeprefix("file://"))
+    if path.suffix.lower() in COMPRESSED_SUFFIXES or not path.is_file():
+        return None
+    return path
+
+
+def first_line(path: Path) -> str | None:
+    """The first line as Spark's text reader returns it: UTF-8 with U+FFFD for bad bytes, any of \\n, \\r\\n, \\r
+    ending it; None for an empty file."""
+    # utf-8-sig: a byte order mark opening the file is dropped, as Hadoop's line reader drops it.
+    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as handle:
+        line = handle.readline(MAX_HEADER_BYTES)
+    if not line:
+        return None
+    return line.rstrip("\n")
+
+
+def local_header(path: Path, uri: str) -> list[str]:
+    """read_header of a local plain file, without Spark."""
+    try:
+        line = first_line(path)
+    except OSError as exc:
+        raise UserError(f"cannot read the input {uri}: {exc.strerror}") from None
+    if line is None:
+        raise UserError(f"the input {uri} is empty: it needs a header line and rows")
+    return parse_header(line)
+
+
 def read_header(spark: SparkSession, uri: str) -> list[str]:
+    """The input's column names (parse_header), from its first line."""
+    path = local_plain_file(uri)
+    if path is not None:
+        return local_header(path, uri)
     try:
         first = spark.read.text(uri).head()
     except Exception as exc:
