@@ -249,7 +249,13 @@ class Stack:
         return self.supervisor.ensure_running(service)
 
     def stop(self, timeout: float = 20.0) -> list[str]:
-        return self.supervisor.stop(self.services(), timeout)
+        """Stop the services, and a standalone Spark cluster started from this state folder (stop.sh, reset.sh)."""
+        from stack import spark_cluster  # it builds on Stack
+
+        done = self.supervisor.stop(self.services(), timeout)
+        if self.running_pid(spark_cluster.MASTER) is not None or spark_cluster.recorded_workers(self):
+            done += spark_cluster.stop(self.settings, timeout)
+        return done
 
 
 def private_globs(settings: Settings) -> tuple[str, ...]:

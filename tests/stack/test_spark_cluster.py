@@ -58,13 +58,31 @@ def cluster(tmp_path_factory):
             "workers": 2,
         },
     )
+    stopped = None
     try:
         lines = spark_cluster.start(settings)
         assert all(line.endswith("started") for line in lines), lines
         assert len(spark_cluster.alive_worker_ports(settings)) == 2
         yield settings
+        # What a person runs at the end of the day: ./stop.sh stops the cluster with the stack.
+        sc = settings.spark_cluster
+        env = {
+            **_env(root),
+            "SPARKMAKER_PATHS__LAKE": str(root / "lake"),
+            "SPARKMAKER_SPARK_CLUSTER__MASTER_PORT": str(sc.master_port),
+            "SPARKMAKER_SPARK_CLUSTER__MASTER_UI_PORT": str(sc.master_ui_port),
+            "SPARKMAKER_SPARK_CLUSTER__WORKER_PORT": str(sc.worker_port),
+            "SPARKMAKER_SPARK_CLUSTER__WORKER_UI_PORT": str(sc.worker_ui_port),
+        }
+        stopped = subprocess.run(
+            [sys.executable, "-m", "stack", "stop"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
     finally:
-        print("\n".join(spark_cluster.stop(settings)))
+        print("\n".join(spark_cluster.stop(settings)))  # whatever the CLI left (nothing, when it works)
+    assert stopped is not None and stopped.returncode == 0, stopped
+    assert "stopped spark-master" in stopped.stdout and stopped.stdout.count("stopped spark-worker-") == 2, (
+        stopped.stdout
+    )
     assert spark_cluster.cluster_state(settings) is None  # stopped: nothing answers
 
 
