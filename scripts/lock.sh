@@ -35,8 +35,9 @@ if [ $# -gt 0 ]; then
   echo "lock: unknown argument $1 (usage: scripts/lock.sh [--upgrade])" >&2
   exit 2
 fi
-# What only the test suite and the diagrams use: not in the cluster's images.
-RUNTIME_ONLY='^(pytest|pytest-timeout|schemathesis|nbmake|diagrams|moto)\b'
+# What only the test suite, the diagrams and the guard rails use (lint, types, the lock, the
+# browser tests): not in the cluster's images.
+RUNTIME_ONLY='^(pytest|pytest-timeout|schemathesis|nbmake|diagrams|moto|uv|ruff|mypy|playwright)\b'
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

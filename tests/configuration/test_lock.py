@@ -55,7 +55,18 @@ IMAGE_LOCKS = {
     "training/requirements.lock": ("training/requirements.txt", "requirements.lock"),
     "scripts/pip.lock": ("scripts/pip.txt", None),
 }
-TEST_TOOLS = {"pytest", "pytest-timeout", "schemathesis", "nbmake", "diagrams", "moto"}
+TEST_TOOLS = {
+    "pytest",
+    "pytest-timeout",
+    "schemathesis",
+    "nbmake",
+    "diagrams",
+    "moto",
+    "uv",
+    "ruff",
+    "mypy",
+    "playwright",
+}
 
 
 def locked(path) -> dict[str, tuple[str, frozenset[str]]]:
