@@ -400,8 +400,9 @@ class RegistryThresholds:
     Read from the files the registry keeps beside its models, as the model server does: the
     production alias's one-line mirror (`<registry>/aliases/production`) and that version's local
     model directory (`model-metadata.json`, sha256-checked by `registry.model_dir`). So the API
-    needs no MLflow client and no store query (the API image has no mlflow: ~300 MB more). Only a
-    version whose model directory is not on this machine asks the store, and that needs mlflow.
+    needs no MLflow client and no store query: the API image has no mlflow, which would add 59
+    packages (~0.8 GB installed) to a 0.35 GB image. Only a version whose model directory is not
+    on this machine asks the store, and that needs mlflow.
     Cached by the alias file's modification, so a promotion is seen without a restart.
     """
 
