@@ -107,8 +107,10 @@ explain_failure() {
     read -r state code < <(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$id" 2>/dev/null || echo "unknown 0")
     if { [ "$state" = "exited" ] && [ "$code" != "0" ]; } || [ "$(health_of "$id")" = "unhealthy" ]; then
       local last
-      last="$(dc logs --no-color --tail 40 "$service" 2>/dev/null | grep -iE 'error|exception|failed' | grep -v 'its own message is above' | tail -n 1 | sed 's/^[^|]*| //')"
-      [ -n "$last" ] || last="$(dc logs --no-color --tail 1 "$service" 2>/dev/null | sed 's/^[^|]*| //')"
+      # `|| true`: a log without an error line (a service that is only slow) must not end this
+      # script silently under pipefail; its last line is said instead.
+      last="$(dc logs --no-color --tail 40 "$service" 2>/dev/null | grep -iE 'error|exception|failed' | grep -v 'its own message is above' | tail -n 1 | sed 's/^[^|]*| //' || true)"
+      [ -n "$last" ] || last="$(dc logs --no-color --tail 1 "$service" 2>/dev/null | sed 's/^[^|]*| //' || true)"
       die "$service ${state/exited/exited with code $code}: ${last:-no output} (full log: compose/compose.sh logs $service)"
     fi
   done
