@@ -385,8 +385,13 @@ class SageMakerModelEndpoint(ModelEndpoint):
 class RegistryThresholds:
     """The decision threshold (and version) of the registry's production model, for endpoints that report neither.
 
-    Read lazily and cached by the production alias file's modification, so a promotion
-    is seen without a restart. Needs the registry on this machine (settings.registry_dir()).
+    Read from the files the registry keeps beside its models, as the model server does: the
+    production alias's one-line mirror (`<registry>/aliases/production`) and that version's local
+    model directory (`model-metadata.json`, sha256-checked by `registry.model_dir`). So the API
+    needs no MLflow client and no store query: the API image has no mlflow, which would add 59
+    packages (~0.8 GB installed) to a 0.35 GB image. Only a version whose model directory is not
+    on this machine asks the store, and that needs mlflow.
+    Cached by the alias file's modification, so a promotion is seen without a restart.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -395,19 +400,22 @@ class RegistryThresholds:
 
     def lookup(self) -> tuple[str, float] | None:
         try:
+            from training import artifact
             from training.registry import PRODUCTION, open_registry
         except ImportError:
             return None
-        registry = open_registry(self.settings)
         try:
-            alias_path = registry.alias_path(PRODUCTION)  # type: ignore[attr-defined]  # LocalRegistry's (the MLflow registry branch changes this)
+            registry = open_registry(self.settings)
+            alias_path = registry.alias_path(PRODUCTION)  # type: ignore[attr-defined]  # both registries keep the mirror
             stamp = alias_path.stat().st_mtime_ns if alias_path.exists() else None
+            if stamp is None:
+                return None  # nothing promoted yet
             if self._cache and self._cache[0] == stamp:
                 return self._cache[1], self._cache[2]
-            version = registry.alias(PRODUCTION)
-            if version is None:
+            version = alias_path.read_text(encoding="utf-8").strip()
+            if not version:
                 return None
-            threshold = float(registry.metadata(version)["threshold"])
+            threshold = float(artifact.read_metadata(registry.model_dir(version))["threshold"])
         except Exception as exc:  # a registry problem must not become a 500: the caller answers 502
             log.warning("cannot read the production model's threshold from the registry: %s", exc)
             return None

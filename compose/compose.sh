@@ -16,7 +16,7 @@ env_file="${SPARKMAKER_COMPOSE_ENV_FILE:-$root/.env}"
 key_file="${SPARKMAKER_COMPOSE_KEY_FILE:-$root/.state/compose/api-key}"
 timeout="${SPARKMAKER_COMPOSE_TIMEOUT:-900}"
 log_dir="$(dirname "$key_file")"
-long_running=(postgres redis moto spark-master spark-worker-1 spark-worker-2 metastore mlflow thrift-server model-server api jupyter)
+long_running=(postgres redis moto spark-master spark-worker-1 spark-worker-2 metastore mlflow thrift-server model-server api jupyter airflow)
 one_shots=(features training publish)
 
 say() { printf '%s\n' "$*"; }
@@ -85,7 +85,7 @@ container_of() { dc ps -q "$1" 2>/dev/null | head -n 1; }
 # The host ports of the published services, each checked unless our own container holds it.
 check_ports() {
   local spec service variable default port
-  for spec in "api API_PORT 8000" "jupyter JUPYTER_PORT 8888" "spark-master SPARK_UI_PORT 8080" "thrift-server THRIFT_PORT 10000" "mlflow MLFLOW_PORT 5000"; do
+  for spec in "api API_PORT 8000" "jupyter JUPYTER_PORT 8888" "spark-master SPARK_UI_PORT 8080" "thrift-server THRIFT_PORT 10000" "mlflow MLFLOW_PORT 5000" "airflow AIRFLOW_PORT 8090"; do
     read -r service variable default <<< "$spec"
     port="$(conf "$variable" "$default")"
     local id; id="$(container_of "$service")"
@@ -107,8 +107,10 @@ explain_failure() {
     read -r state code < <(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$id" 2>/dev/null || echo "unknown 0")
     if { [ "$state" = "exited" ] && [ "$code" != "0" ]; } || [ "$(health_of "$id")" = "unhealthy" ]; then
       local last
-      last="$(dc logs --no-color --tail 40 "$service" 2>/dev/null | grep -iE 'error|exception|failed' | grep -v 'its own message is above' | tail -n 1 | sed 's/^[^|]*| //')"
-      [ -n "$last" ] || last="$(dc logs --no-color --tail 1 "$service" 2>/dev/null | sed 's/^[^|]*| //')"
+      # `|| true`: a log without an error line (a service that is only slow) must not end this
+      # script silently under pipefail; its last line is said instead.
+      last="$(dc logs --no-color --tail 40 "$service" 2>/dev/null | grep -iE 'error|exception|failed' | grep -v 'its own message is above' | tail -n 1 | sed 's/^[^|]*| //' || true)"
+      [ -n "$last" ] || last="$(dc logs --no-color --tail 1 "$service" 2>/dev/null | sed 's/^[^|]*| //' || true)"
       die "$service ${state/exited/exited with code $code}: ${last:-no output} (full log: compose/compose.sh logs $service)"
     fi
   done
@@ -203,6 +205,7 @@ print(pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column
   say "Spark master UI: http://127.0.0.1:$ui_port"
   say "SQL (HiveServer2): jdbc:hive2://127.0.0.1:$thrift_port/credit_risk"
   say "MLflow: http://127.0.0.1:$(conf MLFLOW_PORT 5000)"
+  say "Airflow: http://127.0.0.1:$(conf AIRFLOW_PORT 8090)  (user admin, password: docker-compose exec airflow cat /lake/.state/airflow/passwords.json; DAG credit_risk_lifecycle)"
   say "SQL user: sparkmaker  password: $(conf SQL_PASSWORD)  (SQL_PASSWORD in $env_file)"
   if [ -n "$key" ]; then
     say "API key: $key"

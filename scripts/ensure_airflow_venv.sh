@@ -44,7 +44,11 @@ python="$(find_python)"
 echo "sparkmaker: creating .venv-airflow (Apache Airflow, about 300 MB; the first run takes a few minutes)" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
-if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" -c "$constraints" >&2; then
+# SPARKMAKER_AIRFLOW_LOCK: a hashed lock of the same two files (compose/airflow.lock, by scripts/lock.sh),
+# installed with --require-hashes instead; the images use it (compose/Dockerfile).
+install=(-r "$requirements" -c "$constraints")
+if [ -n "${SPARKMAKER_AIRFLOW_LOCK:-}" ]; then install=(--require-hashes -r "$SPARKMAKER_AIRFLOW_LOCK"); fi
+if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${install[@]}" >&2; then
   echo "sparkmaker: installing Airflow into .venv-airflow failed (see pip's message above); fix it and rerun, or regenerate the constraints with orchestration/freeze-constraints.sh" >&2
   rm -f "$stamp"
   exit 1

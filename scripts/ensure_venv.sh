@@ -41,7 +41,8 @@ fi
 echo "sparkmaker: creating .venv from requirements.lock (first run takes a few minutes)" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+# pip at the one version of scripts/pip.txt (hashed in scripts/pip.lock), as the images install it.
+"$venv/bin/python" -m pip install --quiet --require-hashes -r "$root/scripts/pip.lock" >&2
 if ! "$venv/bin/python" -m pip install --quiet --require-hashes -r "$root/requirements.lock" >&2; then
   echo "sparkmaker: installing requirements.lock failed (see pip's message above); fix it and rerun" >&2
   rm -f "$stamp"

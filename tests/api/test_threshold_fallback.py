@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -44,3 +47,30 @@ def test_threshold_and_version_come_from_the_registry_when_the_endpoint_is_silen
     finally:
         teardown_deployment(deployed)
         server.stop()
+
+
+def test_the_fallback_reads_the_registrys_files_without_mlflow(monkeypatch, tmp_path, model_dir):
+    """The API image has no mlflow: the threshold comes from the alias mirror and the model's own metadata file."""
+    from configuration.settings import REPO_ROOT, load_settings
+    from training import artifact
+    from training.registry import open_registry
+
+    monkeypatch.setenv("SPARKMAKER_PATHS__LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("SPARKMAKER_PATHS__STATE_DIR", str(tmp_path / "state"))
+    registry = open_registry(load_settings())
+    first = registry.register(artifact.pack(model_dir, tmp_path / "model.tar.gz"), artifact.read_metadata(model_dir))
+    second = registry.register(artifact.pack(model_dir, tmp_path / "again.tar.gz"), artifact.read_metadata(model_dir))
+    registry.promote(second)
+    threshold = json.loads((model_dir / "model-metadata.json").read_text())["threshold"]
+    # A child in which `import mlflow` fails, as in the API image.
+    script = (
+        "import sys; sys.modules['mlflow'] = None; "
+        "from configuration.settings import load_settings; from api.model_endpoint import RegistryThresholds; "
+        "print(RegistryThresholds(load_settings()).lookup())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [repr((second, threshold))], (done.stdout, done.stderr)
+    assert first != second

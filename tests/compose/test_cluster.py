@@ -49,6 +49,8 @@ class Cluster:
             "JUPYTER_PORT": free_port(),
             "SPARK_UI_PORT": free_port(),
             "THRIFT_PORT": free_port(),
+            "MLFLOW_PORT": free_port(),
+            "AIRFLOW_PORT": free_port(),
         }
         self.key = "smk_" + secrets.token_urlsafe(24)
         self.jupyter_token = secrets.token_urlsafe(16)
@@ -63,6 +65,9 @@ class Cluster:
             "SQL_PASSWORD": self.sql_password,
             "API_KEY_HASH": hashlib.sha256(self.key.encode()).hexdigest(),
             "SAMPLE_ROWS": str(ROWS),
+            # No scheduled run in the middle of the checks: the Airflow test triggers its own.
+            "AIRFLOW_SCHEDULE": "none",
+            "AIRFLOW_INPUT_URI": f"/data/sample-{ROWS}.csv",
             **{name: str(port) for name, port in self.ports.items()},
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -350,7 +355,7 @@ def test_jupyterlab_answers_with_the_token_and_sees_the_notebooks(cluster):
     assert on_disk <= listed
 
 
-def test_only_the_four_services_are_published_on_loopback(cluster):
+def test_only_the_six_services_are_published_on_loopback(cluster):
     published = {}
     for service in cluster.dc("ps", "--services").stdout.split():
         ids = cluster.dc("ps", "-q", service).stdout.split()
@@ -418,3 +423,123 @@ def test_the_sql_server_refuses_anonymous_clients_and_raw_files(cluster):
             cursor.execute("SELECT value FROM text.`/etc/passwd`")
         with pytest.raises(Exception, match="refused by the sparkmaker SQL server"):
             cursor.execute("INSERT OVERWRITE DIRECTORY '/tmp/written-by-sql' USING csv SELECT 1")
+
+
+def compose_file() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def raw_model_file(cluster: Cluster, version: str) -> bytes:
+    """The production model's file as the lake's registry keeps it (read in the Thrift server's container)."""
+    model_dir = (
+        cluster.dc(
+            "exec",
+            "-T",
+            "thrift-server",
+            "python3",
+            "-c",
+            "from configuration.settings import load_settings; from training.registry import open_registry; "
+            f"print(open_registry(load_settings()).model_dir('{version}'))",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    container = cluster.dc("ps", "-q", "thrift-server").stdout.strip()
+    return subprocess.run(
+        ["docker", "exec", "-i", container, "cat", f"{model_dir}/xgboost-model"],
+        env=cluster.docker_env(),
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def test_mlflow_holds_the_production_model_on_postgresql_with_its_files_on_s3(cluster):
+    """Through MLflow's published port: the production alias is the version the API serves, and its run's
+    model file, read back from moto's S3, is byte for byte the file the lake's registry holds."""
+    from configuration.settings import load_settings
+
+    name = load_settings().mlflow.model_name
+    with httpx.Client(base_url=cluster.url("MLFLOW_PORT"), timeout=20) as client:
+        alias = client.get("/api/2.0/mlflow/registered-models/alias", params={"name": name, "alias": "production"})
+        assert alias.status_code == 200, alias.text
+        version = alias.json()["model_version"]
+        run = client.get("/api/2.0/mlflow/runs/get", params={"run_id": version["run_id"]})
+        assert run.status_code == 200, run.text
+    with httpx.Client(base_url=cluster.url("API_PORT"), timeout=10) as client:
+        body = client.get(f"/predict/{customer_id(cluster)}", headers={"Authorization": f"Bearer {cluster.key}"}).json()
+    assert version["version"] == body["model_version"]
+    # The server proxies artifacts (mlflow-artifacts:/<path>) to its --artifacts-destination on S3.
+    artifact_uri = run.json()["run"]["info"]["artifact_uri"]
+    destination = compose_file()["services"]["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"]
+    assert artifact_uri.startswith(("mlflow-artifacts:/", destination)), artifact_uri
+    s3_uri = destination.rstrip("/") + "/" + artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
+    if artifact_uri.startswith(destination):
+        s3_uri = artifact_uri
+    bucket, _, prefix = s3_uri.removeprefix("s3://").partition("/")
+    script = (
+        "import boto3, hashlib; from configuration.settings import load_settings; s = load_settings(); "
+        "s3 = boto3.client('s3', endpoint_url=s.aws.endpoint_url, region_name=s.aws.region); "
+        f"print(hashlib.sha256(s3.get_object(Bucket='{bucket}', Key='{prefix}/model/xgboost-model')['Body'].read()).hexdigest())"
+    )
+    on_s3 = cluster.dc("exec", "-T", "jupyter", "python3", "-c", script).stdout.strip().splitlines()[-1]
+    assert on_s3 == hashlib.sha256(raw_model_file(cluster, body["model_version"])).hexdigest()
+    # The backend store is the cluster's PostgreSQL: the version is a row of its mlflow database.
+    rows = cluster.dc(
+        "exec",
+        "-T",
+        "postgres",
+        "psql",
+        "-U",
+        "sparkmaker",
+        "-d",
+        "mlflow",
+        "-tAc",
+        f"SELECT version FROM model_versions WHERE name = '{name}'",
+    ).stdout.split()
+    assert body["model_version"] in rows
+
+
+def airflow_call(cluster: Cluster, path: str, token: str | None = None, body: dict | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=cluster.url("AIRFLOW_PORT"), timeout=30) as client:
+        response = (
+            client.post(path, json=body, headers=headers) if body is not None else client.get(path, headers=headers)
+        )
+    return response.status_code, (response.json() if response.content else {})
+
+
+def test_airflow_runs_the_lifecycle_dag_to_the_end_on_the_cluster(cluster):
+    """Last (it may train and promote): log in with the generated password, trigger credit_risk_lifecycle,
+    and every task succeeds, each a step of the pipeline run as a client of the cluster."""
+    login = json.loads(
+        cluster.dc("exec", "-T", "airflow", "cat", "/lake/.state/airflow/passwords.json")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert airflow_call(cluster, "/auth/token", body={"username": "admin", "password": "wrong"})[0] == 401
+    status, token = airflow_call(cluster, "/auth/token", body={"username": "admin", "password": login["admin"]})
+    assert status == 201, token
+    token = token["access_token"]
+    assert airflow_call(cluster, "/api/v2/dags/credit_risk_lifecycle")[0] == 401
+    deadline = time.monotonic() + 180  # the DAG processor parses the folder first
+    while (status := airflow_call(cluster, "/api/v2/dags/credit_risk_lifecycle", token)[0]) != 200:
+        assert time.monotonic() < deadline, f"the DAG was not loaded: {status}"
+        time.sleep(3)
+    status, run = airflow_call(
+        cluster,
+        "/api/v2/dags/credit_risk_lifecycle/dagRuns",
+        token,
+        {"logical_date": "2026-10-01T00:00:00Z", "conf": {}},
+    )
+    assert status == 200, run
+    run_path = f"/api/v2/dags/credit_risk_lifecycle/dagRuns/{run['dag_run_id']}"
+    deadline = time.monotonic() + 1500
+    while (state := airflow_call(cluster, run_path, token)[1].get("state")) not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"the DAG run is still {state}"
+        time.sleep(5)
+    tasks = airflow_call(cluster, f"{run_path}/taskInstances", token)[1]["task_instances"]
+    states = {task["task_id"]: task["state"] for task in tasks}
+    assert state == "success", (states, cluster.dc("logs", "--no-color", "--tail", "80", "airflow", check=False).stdout)
+    assert states and set(states.values()) <= {"success", "skipped"}, states

@@ -12,19 +12,8 @@ import subprocess
 import pytest
 
 from tests.compose.conftest import ONE_SHOTS, PUBLISHED, REPO_ROOT
-from tests.pins import pins
 
 COMPOSE_SH = REPO_ROOT / "compose" / "compose.sh"
-
-
-def test_constraints_hold_every_pin_of_requirements():
-    """The images install requirements.txt under constraints.txt: a pin that differs would fail the build."""
-    required = pins(REPO_ROOT / "requirements.txt")
-    constrained = pins(REPO_ROOT / "compose" / "constraints.txt")
-    stale = {
-        name: (version, constrained.get(name)) for name, version in required.items() if constrained.get(name) != version
-    }
-    assert not stale, f"run compose/freeze-constraints.sh: requirements.txt vs constraints.txt differ: {stale}"
 
 
 def test_only_five_services_are_published_and_only_on_loopback(compose):
@@ -158,7 +147,7 @@ def test_mlflow_runs_on_postgres_with_s3_artifacts_and_the_pipeline_roles_use_it
 def test_the_image_holds_the_pipeline_and_stack_packages_the_roles_import():
     dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
     ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
-    for package in ("pipeline", "stack"):
+    for package in ("pipeline", "stack", "monitoring"):
         assert f"COPY {package}/ {package}/" in dockerfile and f"!{package}/" in ignore
 
 
@@ -182,14 +171,32 @@ def test_airflow_runs_the_dag_on_the_clusters_postgresql(compose):
     assert "CREATE DATABASE airflow;" in init
 
 
-def test_the_airflow_image_installs_from_the_committed_constraints():
+def test_the_airflow_image_installs_its_venv_from_the_hashed_lock():
+    """The same script as the local venv, given compose/airflow.lock (tests/configuration/test_lock.py checks the lock)."""
     dockerfile = (REPO_ROOT / "compose" / "Dockerfile").read_text()
     stage = dockerfile.split("FROM base AS airflow", 1)[1]
-    assert "RUN --mount=type=cache,target=/root/.cache/pip scripts/ensure_airflow_venv.sh" in stage
-    for copied in ("orchestration/airflow-constraints.txt", "orchestration/"):
+    assert "SPARKMAKER_AIRFLOW_LOCK=/tmp/locks/airflow.lock scripts/ensure_airflow_venv.sh" in stage
+    # The stamp the script writes is of these two files: `orchestration serve` then finds the venv current.
+    for copied in ("orchestration/airflow-requirements.txt orchestration/airflow-constraints.txt", "orchestration/"):
         assert copied in stage
     allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
-    assert {"!orchestration/", "!scripts/ensure_airflow_venv.sh"} <= set(allowed)
+    assert {"!orchestration/", "!scripts/ensure_airflow_venv.sh", "!compose/airflow.lock"} <= set(allowed)
+
+
+def test_the_build_context_holds_every_file_the_dockerfiles_copy():
+    """The root .dockerignore is an allowlist: a COPY source it leaves out fails the build."""
+    import fnmatch
+
+    allowed = [line[1:] for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    for dockerfile in ("compose/Dockerfile", "api/Dockerfile", "serving/Dockerfile", "training/Dockerfile"):
+        for line in re.findall(r"(?m)^COPY (?!--from)(.+)$", (REPO_ROOT / dockerfile).read_text()):
+            for source in line.split()[:-1]:
+                ok = any(
+                    fnmatch.fnmatch(source, a) or source.startswith(a.rstrip("/") + "/") or source == a.rstrip("/")
+                    for a in allowed
+                )
+                assert ok, f"{dockerfile} copies {source}, which .dockerignore leaves out of the build context"
+                assert list(REPO_ROOT.glob(source.rstrip("/"))), f"{dockerfile} copies {source}, which does not exist"
 
 
 def test_the_sql_server_asks_for_a_password_kept_in_the_env_file(compose):
