@@ -22,7 +22,7 @@ from configuration.settings import Settings, load_settings
 from serving.app import default_control_dir
 from serving.environment import CONTAINER_MODEL_DIR, SageMakerEnvironment
 from serving.model import ModelSource, load_model
-from serving.swap import DESIRED_FILE
+from serving.swap import DESIRED_FILE, read_line
 
 log = logging.getLogger("serving")
 
@@ -69,10 +69,12 @@ def check_model(settings: Settings, server: ServerPlan) -> str:
             server.model_dir, ModelSource("dir", path=str(server.model_dir)), settings.serving.model_version
         )
         return f"version {loaded.version} from {server.model_dir}"
-    from training.registry import open_registry
+    from training.registry import PRODUCTION, open_registry
 
     registry = open_registry(settings)
-    version = registry.alias()
+    # The alias's one-line mirror, as the workers' watcher reads it: no store query, so the
+    # SageMaker hosting image (no mlflow) starts on the registry's files alone.
+    version = read_line(registry.alias_path(PRODUCTION)) if hasattr(registry, "alias_path") else registry.alias()
     if version is None:
         return f"no production model in {settings.registry_dir()} yet: waiting for a promotion (/ping answers 503 until then)"
     loaded = load_model(registry.model_dir(version), ModelSource("registry", version=version), version)

@@ -119,7 +119,7 @@ class Watcher:
         if self.base is not None:
             candidates.append((-1, self.base))
         if alias_path is not None and alias_sig is not None:
-            version = _read_line(alias_path)
+            version = read_line(alias_path)
             if version:
                 candidates.append((alias_sig.mtime_ns, ModelSource("registry", version=version)))
         if desired_sig is not None:
@@ -184,7 +184,8 @@ class Watcher:
             self._stop.wait(self.interval)
 
 
-def _read_line(path: Path) -> str | None:
+def read_line(path: Path) -> str | None:
+    """A one-line file (the production alias's mirror), None when absent or empty."""
     try:
         return path.read_text(encoding="utf-8").strip() or None
     except OSError:
