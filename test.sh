@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Run the whole test suite: ./test.sh [pytest arguments]
+# Run the test suite: ./test.sh [pytest arguments]
+# With no arguments: every test but the end-to-end ones marked `slow` (whole stacks, clusters,
+# containers, Airflow runs), which .ci/run runs after it (`./test.sh -m slow`); `./test.sh -m ""`
+# runs everything at once.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
@@ -13,5 +16,9 @@ if [ "${SPARKMAKER_LINT:-1}" != "0" ]; then
   .venv/bin/ruff check --quiet .
   .venv/bin/ruff format --check --quiet .
   .venv/bin/mypy
+fi
+if [ "$#" -eq 0 ]; then
+  echo "sparkmaker: the suite without the slow end-to-end tests (./test.sh -m slow runs those; .ci/run runs both)" >&2
+  set -- -m "not slow"
 fi
 exec .venv/bin/python -m pytest "$@"
