@@ -375,23 +375,19 @@ def test_only_the_six_services_are_published_on_loopback(cluster):
 
 
 def serving_state(cluster: Cluster) -> tuple[str, str, int]:
-    """(snapshot run id and model version the API serves, number of registered models)."""
+    """(snapshot run id and model version the API serves, number of registered models).
+
+    The models are counted by the cluster's registry itself, MLflow, through its published port:
+    a service container's own settings need not name the tracking server."""
+    from configuration.settings import load_settings
+
     with httpx.Client(base_url=cluster.url("API_PORT"), timeout=10) as client:
         body = client.get(f"/predict/{customer_id(cluster)}", headers={"Authorization": f"Bearer {cluster.key}"}).json()
-    models = (
-        cluster.dc(
-            "exec",
-            "-T",
-            "thrift-server",
-            "python3",
-            "-c",
-            "from configuration.settings import load_settings; from training.registry import open_registry; "
-            "print(len(open_registry(load_settings()).versions()))",
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    return body["feature_snapshot"]["run_id"], body["model_version"], int(models)
+    name = load_settings().mlflow.model_name
+    with httpx.Client(base_url=cluster.url("MLFLOW_PORT"), timeout=20) as client:
+        found = client.get("/api/2.0/mlflow/model-versions/search", params={"filter": f"name = '{name}'"})
+    assert found.status_code == 200, found.text
+    return body["feature_snapshot"]["run_id"], body["model_version"], len(found.json().get("model_versions", []))
 
 
 def test_a_second_start_changes_nothing_and_recomputes_nothing(cluster):
