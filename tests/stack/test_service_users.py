@@ -176,12 +176,19 @@ def test_the_service_user_reads_nothing_of_roots_and_writes_only_its_folders(sta
         assert as_user(SERVICE, "touch", str(probe)).returncode != 0 and not probe.exists(), path
 
 
+def command_line(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # a child that just exited (a zombie until reaped) runs nothing
+        return []
+
+
 def test_no_service_user_can_replace_the_classes_the_sql_server_runs(stack):
     started(stack)
     # The class folders on the running SQL server's command line (its password check and guards).
     processes = [psutil.Process(pid_of(stack, "thrift-server"))]
     processes += processes[0].children(recursive=True)
-    entries = {e for p in processes for arg in p.cmdline() for e in arg.split(":") if "sparkmaker-java" in e}
+    entries = {e for p in processes for arg in command_line(p) for e in arg.split(":") if "sparkmaker-java" in e}
     folders = [Path(e) for e in entries if Path(e).is_dir()]
     assert folders, "the SQL server runs no compiled classes of its own"
     for folder in folders:
