@@ -141,14 +141,19 @@ class Soak:
         two = versions[-2:]
         return sorted(two, key=lambda v: v != production)
 
+    def settings(self):
+        """The settings the soaked stack runs with (its scratch lake, state and ports)."""
+        from configuration.settings import load_settings
+
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SPARKMAKER_")})
+        return load_settings()
+
     def customer_ids(self) -> list[int]:
         import pyarrow.parquet as pq
 
-        from configuration.settings import load_settings
         from features import lake
 
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SPARKMAKER_")})
-        manifest = lake.read_manifest(load_settings())
+        manifest = lake.read_manifest(self.settings())
         return pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column("id").to_pylist()
 
     def pid_of(self, name: str) -> int | None:
@@ -173,10 +178,8 @@ class Soak:
 
     def log_rows(self) -> int:
         from api.prediction_log import sqlite_log_path
-        from configuration.settings import load_settings
 
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SPARKMAKER_")})
-        path = sqlite_log_path(load_settings())  # where the stack's API writes it
+        path = sqlite_log_path(self.settings())  # where the stack's API writes it
         if not path.exists():
             return 0
         with sqlite3.connect(path, timeout=10) as conn:
