@@ -1,7 +1,7 @@
 """Feature job benchmark: Spark (the real job) against DuckDB computing the same contract, same CSV, same run.
 
     .venv/bin/python benchmarks/features_bench.py [--scales 1 10 30] [--modes local,standalone]
-        [--rows 777715] [--work /tmp/featbench] [--keep] [--duckdb-memory 8GB]
+        [--rows 777715] [--work /tmp/featbench] [--keep] [--duckdb-memory 19GB] [--no-class-archive]
 
 For each scale it writes the CSV under --work (scale 10 = ten copies of the base file with
 shifted customer and loan ids; 30x is ~23 M rows, ~4 GB), then runs, each in its own
@@ -11,9 +11,11 @@ process so peak memory is its own:
           one-core workers of stack.spark_cluster, started and stopped by this script on
           ports 24077-24082; peak memory then includes the executors)
   duckdb  the contract's validation, duplicate rule, training and latest features in SQL,
-          written as Parquet (2 threads, like local[2]; memory_limit --duckdb-memory with a
-          temp_directory under --work, so it spills instead of exhausting memory at 30x)
-and prints wall time, rows/s, µs/row, peak RSS and the Spark/DuckDB ratio per mode.
+          written as Parquet (2 threads, like local[2]; memory_limit --duckdb-memory, by default
+          DuckDB's own 80 % of RAM, with a temp_directory under --work, so it spills at 30x)
+and prints wall time, rows/s, µs/row, peak RSS and the Spark/DuckDB ratio per mode. The
+driver JVM maps Spark's class archive (features/class_archive.py, built first if missing)
+unless --no-class-archive.
 The two engines' outputs are compared (row counts and column sums) so the race is fair.
 Generated CSVs are deleted at the end unless --keep.
 """
@@ -255,7 +257,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=777_715)
     parser.add_argument("--work", type=Path, default=Path("/tmp/featbench"), help="folder of the CSVs and lakes")
     parser.add_argument("--keep", action="store_true", help="keep the generated CSVs in --work for the next run")
-    parser.add_argument("--duckdb-memory", default="8GB", help="DuckDB memory_limit (it spills beyond it)")
+    parser.add_argument(
+        "--duckdb-memory",
+        default=f"{int(psutil.virtual_memory().total * 0.8 / 2**30)}GB",
+        help="DuckDB memory_limit (it spills beyond it); default DuckDB's own, 80%% of RAM",
+    )
+    parser.add_argument(
+        "--no-class-archive",
+        action="store_true",
+        help="Spark's driver without the class archive (default: built first if missing, as start.sh does)",
+    )
     parser.add_argument("--no-duckdb", action="store_true", help="Spark only (no reference, no output check)")
     parser.add_argument("--shuffle-partitions", type=int, help="override spark.shuffle_partitions")
     args = parser.parse_args()
@@ -271,6 +282,15 @@ def main() -> None:
     cluster = Cluster(work / "cluster-state") if "standalone" in modes else None
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "SPARKMAKER_FEATURES__MATERIALIZE": "false"}
     env["SPARKMAKER_SPARK__EXTRA_CONF"] = DRIVER_CONF
+    if args.no_class_archive:
+        env["SPARKMAKER_SPARK__CLASS_ARCHIVE"] = "false"
+    else:
+        from configuration.settings import load_settings
+        from features import class_archive
+        from features.java_extensions import default_cache
+
+        settings = load_settings()
+        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)))
     if args.shuffle_partitions:
         env["SPARKMAKER_SPARK__SHUFFLE_PARTITIONS"] = str(args.shuffle_partitions)
     results = []
@@ -335,7 +355,9 @@ def main() -> None:
 
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"Python {platform.python_version()}; DuckDB memory_limit {args.duckdb_memory}"
+        f"Python {platform.python_version()}; DuckDB memory_limit {args.duckdb_memory}; Spark driver JVM "
+        + ("without" if args.no_class_archive else "with")
+        + " the class archive"
     )
     for mode in modes:
         print(f"\n{mode}:")

@@ -63,6 +63,16 @@ class SparkSettings(Section):
     driver_memory: str = Field("2g", description="spark.driver.memory (only applies when Python starts the JVM).")
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field("WARN", description="Spark's own log level.")
     ui_enabled: bool = Field(False, description="Start the Spark web UI (port 4040).")
+    java_options: str = Field(
+        "-XX:+UseParallelGC",
+        description="Options of the driver and executor JVMs. The parallel collector: on 2 cores G1's concurrent "
+        "threads took ~2 of the feature job's ~37 s (benchmarks/README.md).",
+    )
+    class_archive: bool = Field(
+        True,
+        description="Start the driver JVMs that Python starts from the class-data-sharing archive of Spark's classes "
+        "when one exists for this Java and these jars (python -m features class-archive builds it; start.sh does).",
+    )
     extra_conf: dict[str, str] = Field(default_factory=dict, description="Any further spark.* settings, passed as is.")
 
 

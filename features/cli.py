@@ -5,6 +5,7 @@ python -m features sql [--lake URI] "SELECT ..."
 python -m features snapshots [--all | --prune [--keep N] [--yes]] [--lake URI]
 python -m features materialize [--snapshot RUN_ID] [--lake URI]
 python -m features metastore [--host 127.0.0.1] [--port 9083] [--lake URI]
+python -m features class-archive [--force]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from configuration.errors import UserError
 from configuration.settings import Settings, load_settings
 
-COMMANDS = ("run", "sql", "snapshots", "materialize", "metastore")
+COMMANDS = ("run", "sql", "snapshots", "materialize", "metastore", "class-archive")
 
 
 def _date(text: str) -> dt.date:
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn the raw loans CSV into validated, point-in-time features (Parquet + Hive tables).",
         epilog="Without a command, runs the feature job. Settings: configuration/sparkmaker.toml and SPARKMAKER_* variables.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots,materialize,metastore}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,sql,snapshots,materialize,metastore,class-archive}")
 
     run = commands.add_parser("run", help="run the feature job (the default command)")
     run.add_argument("--input", required=True, help="raw CSV: a file or folder path or URI")
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     metastore.add_argument("--lake", help="lake root (default: paths.lake setting)")
     metastore.add_argument("--port", type=int, default=9083, help="Thrift port (default 9083)")
     metastore.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+
+    archive = commands.add_parser(
+        "class-archive",
+        help="build the class-data-sharing archive that makes Spark's driver JVM start faster (once per Java and jars)",
+        description="Runs the feature job once on a small generated file with -XX:ArchiveClassesAtExit and keeps the "
+        "archive for this Java and these Spark jars; every SparkSession started from Python then maps it "
+        "(spark.class_archive). About a minute; nothing to do when it exists.",
+    )
+    archive.add_argument("--force", action="store_true", help="build it again even if it exists")
     return parser
 
 
@@ -114,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_snapshots(settings, args)
     if args.command == "materialize" and settings.lake_is_local:
         return run_materialize(settings, args.snapshot)  # pyarrow reads a local lake: no Spark to start
+
+    if args.command == "class-archive":
+        from features import class_archive
+        from features.java_extensions import default_cache
+
+        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)), force=args.force)
+        return 0
 
     if args.command == "metastore":
         import os

@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Observation, SparkSession
 
 from configuration.errors import UserError
 from configuration.settings import REPO_ROOT, Settings
@@ -93,7 +93,11 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
         staged_uri = lake.join(snapshot, "classified.staging")
         with progress.stage("classify") as note:
             raw = read.read_raw(spark, params.input_uri, columns)
-            validate.row_checked(raw).write.mode("errorifexists").parquet(staged_uri)
+            # The row-level counts ride on the staging write: no pass over the rows of their own.
+            observed = Observation()
+            checked = validate.row_checked(raw).observe(observed, *validate.row_level_counts())
+            checked.write.mode("errorifexists").parquet(staged_uri)
+            row_counts = observed.get
             staged = spark.read.parquet(staged_uri)
             # Small (repeated loan ids only) and used by every later stage: computed once.
             verdicts = validate.duplicate_verdicts(staged, columns).cache()
@@ -101,7 +105,7 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
 
         warmup.check()
         with progress.stage("count") as note:
-            counts = count_rows(classified)
+            counts = manifest_counts(row_counts, *validate.duplicate_counts(verdicts))
             note(
                 f"{counts['rows_in']:,} rows read, {counts['rows_accepted']:,} accepted, "
                 f"{sum(counts['rejects'].values()):,} rejected "
@@ -175,28 +179,19 @@ def _roll_back(spark: SparkSession, settings: Settings, store: lake.Lake, snapsh
         store.delete(snapshot)
 
 
-def count_rows(classified) -> dict:
+def manifest_counts(row_counts: dict, duplicates_rejected: int, copies_dropped: int) -> dict:
     """rows_in, rows_accepted, rejects per reason (every reason present, zeros included), exact copies dropped,
-    and rows with bytes that are not UTF-8."""
-    grouped = classified.groupBy(validate.REASON, validate.DROPPED_COPY, validate.UNDECODABLE).count().collect()
-    rejects = dict.fromkeys(REJECT_REASONS, 0)
-    accepted = dropped = undecodable = 0
-    for row in grouped:
-        if row[validate.UNDECODABLE]:
-            undecodable += row["count"]
-        if row[validate.REASON] is not None:
-            rejects[row[validate.REASON]] += row["count"]
-        elif row[validate.DROPPED_COPY]:
-            dropped += row["count"]
-        else:
-            accepted += row["count"]
+    and rows with bytes that are not UTF-8, from validate.row_level_counts and validate.duplicate_counts."""
+    rejects = {reason: int(row_counts.get(reason, 0)) for reason in REJECT_REASONS}
+    rejects[validate.DUPLICATE] = duplicates_rejected
+    rows_in = int(row_counts["rows_in"])
     return {
-        "rows_in": accepted + dropped + sum(rejects.values()),
-        "rows_accepted": accepted,
+        "rows_in": rows_in,
+        "rows_accepted": rows_in - sum(rejects.values()) - copies_dropped,
         "rejects": rejects,
-        "exact_duplicates_removed": dropped,
+        "exact_duplicates_removed": copies_dropped,
         # Rows holding a byte that is not UTF-8 (read as U+FFFD), wherever they ended up.
-        "undecodable_rows": undecodable,
+        "undecodable_rows": int(row_counts["undecodable_rows"]),
     }
 
 

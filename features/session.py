@@ -52,7 +52,6 @@ def metastore_conf(settings: Settings) -> dict[str, str]:
     """spark.* settings that point Spark's Hive catalog at the configured metastore."""
     ms = settings.metastore
     conf = {
-        "spark.driver.extraJavaOptions": LOG4J_OPTION,
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": warehouse_dir(settings),
         "spark.hadoop.hive.metastore.schema.verification": "false",
@@ -65,7 +64,7 @@ def metastore_conf(settings: Settings) -> dict[str, str]:
             f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true"
         )
         # derby.log goes beside the database instead of the working directory.
-        conf["spark.driver.extraJavaOptions"] = f"{LOG4J_OPTION} -Dderby.system.home={folder}"
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={folder}"
     elif ms.kind == "thrift":
         conf["spark.hadoop.hive.metastore.uris"] = ms.uris
     else:
@@ -93,9 +92,30 @@ def session_conf(settings: Settings) -> dict[str, str]:
         # Parquet timestamps and dates as every other reader (pyarrow, DuckDB, Hive) expects them.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
-    conf.update(metastore_conf(settings))
+    metastore = metastore_conf(settings)
+    driver_options = [LOG4J_OPTION, metastore.pop("spark.driver.extraJavaOptions", ""), sp.java_options]
+    conf["spark.driver.extraJavaOptions"] = " ".join(option for option in driver_options if option)
+    if sp.java_options:
+        conf["spark.executor.extraJavaOptions"] = sp.java_options
+    conf.update(metastore)
     conf.update(sp.extra_conf)
     return conf
+
+
+def with_class_archive(conf: dict[str, str], settings: Settings) -> dict[str, str]:
+    """conf with the driver JVM mapping the class archive (features.class_archive), when there is one to map.
+
+    Not with extra driver classpath entries (a JDBC metastore's driver jar): they go before
+    Spark's jars, and the JVM refuses an archive whose classpath is not a prefix of its own."""
+    if not settings.spark.class_archive or conf.get("spark.driver.extraClassPath"):
+        return conf
+    from features.class_archive import java_option
+    from features.java_extensions import default_cache
+
+    option = java_option(default_cache(Path(settings.paths.state_dir)))
+    if option is None:
+        return conf
+    return {**conf, "spark.driver.extraJavaOptions": f"{conf['spark.driver.extraJavaOptions']} {option}"}
 
 
 def build_session(settings: Settings, app_name: str, master: str | None = None):
@@ -116,7 +136,7 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     builder = SparkSession.builder.appName(app_name)
     if chosen_master:
         builder = builder.master(chosen_master)
-    for key, value in session_conf(settings).items():
+    for key, value in with_class_archive(session_conf(settings), settings).items():
         builder = builder.config(key, value)
     try:
         spark = builder.enableHiveSupport().getOrCreate()

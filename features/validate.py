@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 CORRUPT_COLUMN = "_corrupt_record"
 REASON = "reason"
 DROPPED_COPY = "_dropped_copy"
+DUPLICATE = "duplicate_loan_id"  # the one reason decided across rows (duplicate_verdicts), not row by row
 
 _INTEGER = r"^[+-]?[0-9]+$"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -85,7 +86,7 @@ def with_row_reason(parsed: DataFrame) -> DataFrame:
 
 def duplicate_verdicts(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
     """One row per loan_id repeated among the rows that passed the row-level rules:
-    `_loan_id`, `_kept_row` (the `_row_id` of the copy to keep) and `_differs`.
+    `_loan_id`, `_kept_row` (the `_row_id` of the copy to keep), `_copies` (its rows) and `_differs`.
 
     Most loan ids occur once, so the rows are never shuffled by loan_id: a count per
     loan_id (a shuffle of two longs per row) finds the repeated ones, and only their few
@@ -100,7 +101,7 @@ def duplicate_verdicts(rows: DataFrame, raw_columns: list[str]) -> DataFrame:
     as_read = F.struct(*[F.col(c) for c in raw_columns])
     return (
         passed.join(F.broadcast(repeated), "_loan_id")
-        .groupBy("_loan_id", "_kept_row")
+        .groupBy("_loan_id", "_kept_row", "_copies")
         .agg((~F.min(as_read).eqNullSafe(F.max(as_read))).alias("_differs"))
     )
 
@@ -111,9 +112,32 @@ def apply_duplicate_verdicts(rows: DataFrame, verdicts: DataFrame) -> DataFrame:
     in_group = F.col(REASON).isNull() & F.col("_differs").isNotNull()
     return joined.select(
         *[c for c in rows.columns if c != REASON],
-        F.when(in_group & F.col("_differs"), F.lit("duplicate_loan_id")).otherwise(F.col(REASON)).alias(REASON),
+        F.when(in_group & F.col("_differs"), F.lit(DUPLICATE)).otherwise(F.col(REASON)).alias(REASON),
         (in_group & ~F.col("_differs") & (F.col("_row_id") != F.col("_kept_row"))).alias(DROPPED_COPY),
     )
+
+
+def row_level_counts() -> list[Column]:
+    """Aggregates of the row-checked rows (row_checked): all rows, rows holding U+FFFD, and one count per
+    row-level reason. With duplicate_counts, they are every count of the manifest, without a pass of their own
+    over the rows: the job observes them on the write that stages the rows."""
+    from features.contract import REJECT_REASONS
+
+    return [
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count_if(F.col(UNDECODABLE)).alias("undecodable_rows"),
+        *[F.count_if(F.col(REASON) == reason).alias(reason) for reason in REJECT_REASONS if reason != DUPLICATE],
+    ]
+
+
+def duplicate_counts(verdicts: DataFrame) -> tuple[int, int]:
+    """(rows rejected as duplicate_loan_id, exact copies dropped) from duplicate_verdicts: every row of a loan_id
+    whose rows differ is rejected; of identical rows, all but the kept one are dropped."""
+    row = verdicts.agg(
+        F.sum(F.when(F.col("_differs"), F.col("_copies"))).alias("rejected"),
+        F.sum(F.when(~F.col("_differs"), F.col("_copies") - 1)).alias("dropped"),
+    ).first()
+    return int(row["rejected"] or 0), int(row["dropped"] or 0)
 
 
 def with_duplicate_resolution(rows: DataFrame, raw_columns: list[str]) -> DataFrame:

@@ -319,6 +319,7 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say(f"sparkmaker: state in {stack.state}, lake in {settings.paths.lake}")
 
     say(f"  metastore: {stack.ensure_running(services['metastore'])}")
+    ensure_class_archive(settings)
     csv = run_lifecycle(stack, args)  # the input this start used: the Airflow DAG's default input
 
     key, digest = ensure_api_key(stack.state)
@@ -354,6 +355,19 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     )
     say(f"Logs: {stack.logs}   Stop: ./stop.sh")
     return 0
+
+
+def ensure_class_archive(settings: Settings) -> None:
+    """Spark's class archive (features.class_archive), built once per Java and jars; the stack runs without one."""
+    if not settings.spark.class_archive:
+        return
+    from features import class_archive
+    from features.java_extensions import default_cache
+
+    try:
+        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)), say=lambda line: say(f"  {line}"))
+    except UserError as exc:
+        say(f"  {exc}")
 
 
 def run_lifecycle(stack: Stack, args: argparse.Namespace) -> Path:
