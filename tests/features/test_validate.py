@@ -131,3 +131,34 @@ def test_rejects_keep_the_original_strings(spark):
     odd = {**GOOD, "loan_amount": " -5,00 ", "status": "0"}
     rejected = validate.rejects(validate.classify(frame(spark, odd), COLUMNS), COLUMNS).first().asDict()
     assert rejected == {**odd, "raw_line": None, "reason": "bad_loan_amount"}
+
+
+DATE_TEXTS = [
+    "2019-05-01", " 2019-05-01 ", "2019-02-30", "2019-02-29", "2020-02-29", "1900-02-29", "2000-02-29",
+    "2019-13-01", "2019-00-10", "2019-01-00", "2019-04-31", "0001-01-01", "9999-12-31", "1582-10-10",
+    "2019-5-1", "20190501", "2019/05/01", "2019-05-01T00:00", "2019-05-01\n", "2019-05-01\r", "\t2019-05-01",
+    "+2019-05-01", "２０１９-05-01", "", "  ", None,
+]
+
+
+def python_date(text: str | None) -> dt.date | None:
+    """The contract's rule by hand: spaces around, then exactly YYYY-MM-DD in ASCII digits, a real calendar date."""
+    if text is None:
+        return None
+    text = text.strip(" ")
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        return None
+    digits = text[:4] + text[5:7] + text[8:]
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[5:7]), int(text[8:]))
+    except ValueError:
+        return None
+
+
+def test_dates_parse_as_the_python_calendar_reads_them(spark):
+    frame = spark.createDataFrame([(t,) for t in DATE_TEXTS], "text string")
+    got = frame.select("text", validate.parse_date(frame["text"]).alias("date")).collect()
+    assert {r["text"]: r["date"] for r in got} == {t: python_date(t) for t in DATE_TEXTS}
+
