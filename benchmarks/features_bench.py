@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -165,11 +166,29 @@ def summarize(folder: Path) -> dict:
     out = {}
     for name in ("training", "latest"):
         out[name] = duckdb.sql(
-            f"SELECT count(*), sum(nb_previous_loans), round(sum(avg_amount_loans_previous), 2), sum(age), "
+            f"SELECT count(*), sum(nb_previous_loans), sum(avg_amount_loans_previous), sum(age), "
             f"sum(years_on_the_job), sum(flag_own_car) FROM read_parquet('{folder}/{name}/*.parquet')"
         ).fetchall()[0]
     out["rejects"] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/rejects/*.parquet')").fetchall()[0]
     return out
+
+
+def same_outputs(one: dict, other: dict) -> bool:
+    """Counts and integer sums equal; the sum of a double column equal to 1e-12 relative: over 23 M rows the
+    engines add the same values in another order (at 30x the two sums differed by 2e-2 in 1.4e11)."""
+    if one.keys() != other.keys():
+        return False
+    for name in one:
+        a, b = one[name], other[name]
+        if len(a) != len(b):
+            return False
+        for x, y in zip(a, b):
+            if isinstance(x, float) or isinstance(y, float):
+                if not math.isclose(x, y, rel_tol=1e-12):
+                    return False
+            elif x != y:
+                return False
+    return True
 
 
 # The standalone cluster's ports, in this benchmark's block (24000-24999): master 24077 (UI 24080),
@@ -320,7 +339,7 @@ def main() -> None:
                 same = None
                 if duck is not None:
                     spark_summary = summarize(Path(manifest["outputs"]["training"]["uri"]).parent)
-                    same = spark_summary == duck_summary
+                    same = same_outputs(spark_summary, duck_summary)
                     if not same:
                         print(f"  spark  {spark_summary}\n  duckdb {duck_summary}")
                 results.append(
