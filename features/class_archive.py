@@ -116,12 +116,17 @@ def build(settings: Settings, cache: Path, force: bool = False, say=print) -> Pa
         )
         output, _ = proc.communicate(timeout=BUILD_TIMEOUT_SECONDS)
         _wait_for_session(proc.pid, started + BUILD_TIMEOUT_SECONDS)
-        if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
+        if proc.returncode != 0:
             last = [line for line in output.decode(errors="replace").splitlines() if line.strip()][-1:]
             raise UserError(
                 f"cannot build the class archive (the feature job exited {proc.returncode}"
                 + (f": {last[0][:300]}" if last else "")
                 + "); Spark still runs without it"
+            )
+        if not partial.is_file() or partial.stat().st_size == 0:
+            raise UserError(
+                f"cannot build the class archive: {java_binary()} wrote none (a dynamic archive needs the JDK's "
+                "base archive, lib/server/classes.jsa: java -Xshare:dump writes it); Spark still runs without it"
             )
         os.chmod(partial, 0o444)
         partial.replace(target)
@@ -132,7 +137,9 @@ def build(settings: Settings, cache: Path, force: bool = False, say=print) -> Pa
         return target
     except subprocess.TimeoutExpired:
         _kill_session(proc.pid)
-        raise UserError(f"cannot build the class archive: the feature job ran over {BUILD_TIMEOUT_SECONDS:.0f} s") from None
+        raise UserError(
+            f"cannot build the class archive: the feature job ran over {BUILD_TIMEOUT_SECONDS:.0f} s"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -138,10 +138,10 @@ def row_level_counts() -> list[Column]:
 def duplicate_counts(verdicts: DataFrame) -> tuple[int, int]:
     """(rows rejected as duplicate_loan_id, exact copies dropped) from duplicate_verdicts: every row of a loan_id
     whose rows differ is rejected; of identical rows, all but the kept one are dropped."""
-    row = verdicts.agg(
+    (row,) = verdicts.agg(  # a global aggregate: always exactly one row
         F.sum(F.when(F.col("_differs"), F.col("_copies"))).alias("rejected"),
         F.sum(F.when(~F.col("_differs"), F.col("_copies") - 1)).alias("dropped"),
-    ).first()
+    ).collect()
     return int(row["rejected"] or 0), int(row["dropped"] or 0)
 
 

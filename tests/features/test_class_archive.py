@@ -69,8 +69,8 @@ def test_the_java_options_reach_the_driver_and_the_executors(tmp_path):
 @pytest.mark.slow
 def test_a_built_archive_is_mapped_by_a_spark_driver(tmp_path):
     """Built for real, then a driver JVM started with -Xshare:on (which refuses to start on an archive it cannot
-    map) logs where each class came from: Spark's classes must come from the archive, not the jars (here a
-range query, which the feature job that recorded the archive never ran: a few of its classes are new)."""
+        map) logs where each class came from: Spark's classes must come from the archive, not the jars (here a
+    range query, which the feature job that recorded the archive never ran: a few of its classes are new)."""
     settings = load_settings(paths={"lake": str(tmp_path / "lake"), "state_dir": str(tmp_path / "state")})
     lines: list[str] = []
     archive = class_archive.build(settings, tmp_path / "cache", say=lines.append)
