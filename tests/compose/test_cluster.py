@@ -497,6 +497,34 @@ def test_mlflow_holds_the_production_model_on_postgresql_with_its_files_on_s3(cl
     assert body["model_version"] in rows
 
 
+def task_log(cluster: Cluster, run_path: str, task: dict, token: str, lines: int = 60) -> str:
+    """The last lines of a task instance's log (what a failed DAG run's assertion shows).
+
+    Airflow 3 answers JSON: `content` is a list of structured entries (their `event` is the line)
+    or, for older logs, one string."""
+    with httpx.Client(base_url=cluster.url("AIRFLOW_PORT"), timeout=30) as client:
+        response = client.get(
+            f"{run_path}/taskInstances/{task['task_id']}/logs/{task.get('try_number') or 1}",
+            params={"full_content": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    content = response.json().get("content", "")
+    if isinstance(content, list):
+        text = []
+        for entry in content:
+            if not isinstance(entry, dict):
+                text.append(str(entry))
+                continue
+            text.append(str(entry.get("event", entry)))
+            for error in entry.get("error_detail") or []:  # an exception: its type and message, not its frames
+                text.append(f"  {error.get('exc_type')}: {error.get('exc_value')}")
+    else:
+        text = str(content).splitlines()
+    return "\n".join(text[-lines:])
+
+
 def airflow_call(cluster: Cluster, path: str, token: str | None = None, body: dict | None = None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=cluster.url("AIRFLOW_PORT"), timeout=30) as client:
@@ -537,5 +565,8 @@ def test_airflow_runs_the_lifecycle_dag_to_the_end_on_the_cluster(cluster):
         time.sleep(5)
     tasks = airflow_call(cluster, f"{run_path}/taskInstances", token)[1]["task_instances"]
     states = {task["task_id"]: task["state"] for task in tasks}
-    assert state == "success", (states, cluster.dc("logs", "--no-color", "--tail", "80", "airflow", check=False).stdout)
+    failed = [task for task in tasks if task["state"] == "failed"]
+    assert state == "success", "\n".join(
+        [f"states: {states}"] + [f"{t['task_id']} log:\n{task_log(cluster, run_path, t, token)}" for t in failed]
+    )
     assert states and set(states.values()) <= {"success", "skipped"}, states
