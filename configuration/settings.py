@@ -498,7 +498,9 @@ class AirflowSettings(Section):
     max_retry_delay_seconds: float = Field(600.0, gt=0, description="Longest wait between two retries.")
     batch_score: bool = Field(False, description="Add the optional batch-score task after deploy.")
     project_python: str | None = Field(
-        None, description="Python of the project's venv that runs each task's CLI; default <repo>/.venv/bin/python."
+        None,
+        description="Python of the project's venv that runs each task's CLI: a path, or a command name looked up "
+        "on PATH (the compose image: python3); default <repo>/.venv/bin/python.",
     )
     home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
     host: str = Field("127.0.0.1", description="Address Airflow's API server binds to (the compose cluster: 0.0.0.0).")
@@ -512,7 +514,8 @@ class AirflowSettings(Section):
     def _resolve(self) -> "AirflowSettings":
         for name in ("input_uri", "project_python", "home"):
             value = getattr(self, name)
-            if value:
+            # A bare command name (`python3`) is looked up on PATH when run, as a shell would.
+            if value and not (name == "project_python" and "/" not in value):
                 object.__setattr__(self, name, resolve_path(value))
         return self
 

@@ -35,6 +35,14 @@ def test_relative_paths_resolve_against_the_repository(clean_env):
     assert load_settings().paths.lake == "s3a://bucket/lake"
 
 
+def test_the_dag_python_may_be_a_command_on_path(clean_env):
+    """The compose image's python3 is in /usr/local/bin (official image) or /usr/bin (the local stand-in)."""
+    clean_env.setenv("SPARKMAKER_AIRFLOW__PROJECT_PYTHON", "python3")
+    assert load_settings().airflow.project_python == "python3"
+    clean_env.setenv("SPARKMAKER_AIRFLOW__PROJECT_PYTHON", "venv/bin/python")
+    assert load_settings().airflow.project_python == str(REPO_ROOT / "venv" / "bin" / "python")
+
+
 @pytest.mark.parametrize(
     "name, value, message",
     [
