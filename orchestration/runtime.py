@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,10 @@ def input_uri(settings: Settings) -> str:
 
 
 def project_python(settings: Settings) -> str:
-    return settings.airflow.project_python or str(REPO_ROOT / ".venv" / "bin" / "python")
+    """airflow.project_python, else the project's venv, else (an image without one, such as the compose
+    cluster's) the Python running this: `orchestration serve` runs on the project's own interpreter."""
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return settings.airflow.project_python or (str(venv) if venv.exists() else sys.executable)
 
 
 def dag_environment(settings: Settings) -> dict[str, str]:
