@@ -306,10 +306,9 @@ def main() -> None:
     else:
         from configuration.settings import load_settings
         from features import class_archive
-        from features.java_extensions import default_cache
 
         settings = load_settings()
-        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)))
+        class_archive.build(settings, class_archive.default_folder(settings))
     if args.shuffle_partitions:
         env["SPARKMAKER_SPARK__SHUFFLE_PARTITIONS"] = str(args.shuffle_partitions)
     results = []

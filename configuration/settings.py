@@ -500,7 +500,7 @@ class AirflowSettings(Section):
     project_python: str | None = Field(
         None,
         description="Python of the project's venv that runs each task's CLI: a path, or a command name looked up "
-        "on PATH (the compose image: python3); default <repo>/.venv/bin/python.",
+        "on PATH; default <repo>/.venv/bin/python, or, without that venv, the Python running Airflow's server.",
     )
     home: str | None = Field(None, description="AIRFLOW_HOME of the local stack; default <state_dir>/airflow.")
     host: str = Field("127.0.0.1", description="Address Airflow's API server binds to (the compose cluster: 0.0.0.0).")

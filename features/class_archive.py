@@ -64,6 +64,13 @@ def archive_key() -> str:
     return digest.hexdigest()[:16]
 
 
+def default_folder(settings: Settings) -> Path:
+    """Where the archive lives for these settings: beside the SQL server's compiled classes."""
+    from features.java_extensions import default_cache
+
+    return default_cache(Path(settings.paths.state_dir))
+
+
 def archive_path(cache: Path) -> Path:
     return cache / "class-archive" / f"spark-{archive_key()}.jsa"
 

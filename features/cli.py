@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "class-archive":
         from features import class_archive
-        from features.java_extensions import default_cache
 
-        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)), force=args.force)
+        class_archive.build(settings, class_archive.default_folder(settings), force=args.force)
         return 0
 
     if args.command == "metastore":

@@ -109,10 +109,9 @@ def with_class_archive(conf: dict[str, str], settings: Settings) -> dict[str, st
     Spark's jars, and the JVM refuses an archive whose classpath is not a prefix of its own."""
     if not settings.spark.class_archive or conf.get("spark.driver.extraClassPath"):
         return conf
-    from features.class_archive import java_option
-    from features.java_extensions import default_cache
+    from features.class_archive import default_folder, java_option
 
-    option = java_option(default_cache(Path(settings.paths.state_dir)))
+    option = java_option(default_folder(settings))
     if option is None:
         return conf
     return {**conf, "spark.driver.extraJavaOptions": f"{conf['spark.driver.extraJavaOptions']} {option}"}

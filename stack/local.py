@@ -362,10 +362,9 @@ def ensure_class_archive(settings: Settings) -> None:
     if not settings.spark.class_archive:
         return
     from features import class_archive
-    from features.java_extensions import default_cache
 
     try:
-        class_archive.build(settings, default_cache(Path(settings.paths.state_dir)), say=lambda line: say(f"  {line}"))
+        class_archive.build(settings, class_archive.default_folder(settings), say=lambda line: say(f"  {line}"))
     except UserError as exc:
         say(f"  {exc}")
 
