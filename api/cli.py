@@ -100,6 +100,10 @@ def serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         access_log=False,
         log_config=None,
+        # X-Forwarded-* only from the proxies the settings name: uvicorn's default believes them from
+        # loopback, where every local client connects, and one could then dodge the failed-auth limit.
+        proxy_headers=bool(settings.api.trusted_proxies),
+        forwarded_allow_ips=list(settings.api.trusted_proxies) or None,
         timeout_graceful_shutdown=20,
     )
     return 0

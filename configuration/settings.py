@@ -13,6 +13,8 @@ whatever its working directory.
 
 from __future__ import annotations
 
+import ipaddress
+
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -287,6 +289,12 @@ class ApiSettings(Section):
         ge=1,
         description="Client addresses the failure table remembers per worker (the oldest are forgotten first).",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (10.0.0.5, 10.0.0.0/24; * for any) of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto the API believes: the client address of the failed-authentication "
+        "limit, https for the console's Secure cookie. Empty: those headers are ignored, as a client could forge them.",
+    )
 
     @model_validator(mode="after")
     def _check_hashes(self) -> "ApiSettings":
@@ -297,6 +305,14 @@ class ApiSettings(Section):
                     "create one with python -m api keygen"
                 )
         object.__setattr__(self, "api_key_hashes", [d.lower() for d in self.api_key_hashes])
+        for proxy in self.trusted_proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"api.trusted_proxies: {proxy!r} is not an IP address or network (10.0.0.5, 10.0.0.0/24) or *"
+                    ) from None
         return self
 
 
@@ -313,7 +329,9 @@ class ConsoleSettings(Section):
         "shared by the API's workers.",
     )
     cookie_secure: Literal["auto", "always", "never"] = Field(
-        "auto", description="Mark the cookie Secure: auto = when the request came over https (behind a TLS proxy too)."
+        "auto",
+        description="Mark the cookie Secure: auto = when the request came over https (behind a TLS proxy: one listed "
+        "in api.trusted_proxies).",
     )
     rejects_sample_rows: int = Field(20, ge=1, le=500, description="Rejected rows the data page shows.")
 

@@ -11,7 +11,7 @@ import pytest
 
 from api.auth import FailureLimiter, generate_key
 from configuration.settings import REPO_ROOT
-from tests.api.conftest import API_KEY, CUSTOMERS, deploy, read_metric, teardown_deployment
+from tests.api.conftest import API_KEY, CUSTOMERS, deploy, free_port, read_metric, teardown_deployment
 
 
 class Clock:
@@ -114,3 +114,46 @@ def test_limit_settings_must_be_positive(field, value):
 
     with pytest.raises(UserError, match=f"api.{field}"):
         load_settings(api={field: value})
+
+
+@pytest.mark.parametrize("proxy", ["not-an-address", "10.0.0.300", "10.0.0.0/33"])
+def test_a_trusted_proxy_must_be_an_address_or_a_network(proxy):
+    from configuration.errors import UserError
+    from configuration.settings import load_settings
+
+    with pytest.raises(UserError, match="api.trusted_proxies"):
+        load_settings(api={"trusted_proxies": [proxy]})
+
+
+def test_forwarded_addresses_count_only_from_a_trusted_proxy(tmp_path, model_server):
+    """`python -m api` as started: a local client that names a new X-Forwarded-For address with each wrong
+    key is throttled after api.auth_max_failures all the same, unless loopback is listed as a trusted proxy."""
+    import httpx
+
+    from tests.api.test_cli import run_api, wait_healthy
+
+    def statuses(trusted: list[str]) -> list[int]:
+        config = tmp_path / f"trusted-{len(trusted)}.toml"
+        config.write_text(
+            f'[paths]\nlake = "{tmp_path / "lake"}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+            f'[api]\nmodel_url = "{model_server.url}"\napi_key_hashes = ["{"0" * 64}"]\nauth_max_failures = 3\n'
+            f"trusted_proxies = {trusted!r}\n".replace("'", '"')
+        )
+        port = free_port()
+        server = run_api("--port", str(port), config=config)
+        try:
+            url = wait_healthy(server, port)
+            return [
+                httpx.get(
+                    f"{url}/predict/5008804",
+                    headers={"Authorization": "Bearer smk_wrong", "X-Forwarded-For": f"203.0.113.{i}"},
+                    timeout=10,
+                ).status_code
+                for i in range(1, 6)
+            ]
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+
+    assert statuses([]) == [401, 401, 401, 429, 429]
+    assert statuses(["127.0.0.1"]) == [401] * 5  # the proxy's word taken: five addresses, one failure each

@@ -34,6 +34,22 @@ def run_api(*args: str, config: Path | None = None, **popen) -> subprocess.Popen
     )
 
 
+def wait_healthy(server: subprocess.Popen, port: int, timeout: float = 30) -> str:
+    """The API's URL once GET /health answers 200; fails with its stderr if it exits first."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, (
+            server.stderr.read() if server.poll() is not None else "no start"
+        )
+        time.sleep(0.1)
+
+
 def test_keygen_prints_a_key_and_its_sha256(tmp_path):
     done = run_api("keygen")
     out, err = done.communicate(timeout=60)
@@ -62,19 +78,8 @@ def test_keygen_write_then_serve_with_json_logs_and_a_graceful_sigterm(tmp_path,
     materialize_generation(settings, 0)
     port = free_port()
     server = run_api("--port", str(port), config=config)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (
-                server.stderr.read() if server.poll() is not None else "no start"
-            )
-            time.sleep(0.1)
+        url = wait_healthy(server, port)
         answers = [
             httpx.get(
                 f"{url}/predict/{c}",
