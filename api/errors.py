@@ -134,6 +134,12 @@ def backend_failure(exc: Exception, metrics, retry_after_seconds: int, timeout_s
     return None
 
 
+def unexpected_failure() -> JSONResponse:
+    """The 500 of a bug, its traceback logged (call it inside the `except`): the route's handler and the raw path's."""
+    log.exception("unexpected error", extra={"cause": "bug"})
+    return error_response(500, "internal error: the operators have the details in the log under this request id")
+
+
 def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -156,7 +162,7 @@ def install(app: FastAPI, retry_after_seconds: int, timeout_seconds: float) -> N
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
+    # RequestMiddleware answers a bug itself (with the request id); this is for one outside it.
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", extra={"cause": "bug"})
-        return error_response(500, "internal error: the operators have the details in the log under this request id")
+        return unexpected_failure()

@@ -49,7 +49,19 @@ def check_auth_settings(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings) -> FastAPI:
+class PredictionApi(FastAPI):
+    """FastAPI, with the plain GET /predict/{id} answered before its middleware stack (api.routes.predict_raw)."""
+
+    raw: RawPredictOne | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.raw is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.raw(scope, receive, send)  # hands everything but the plain request on to FastAPI's own
+
+
+def create_app(settings: Settings) -> PredictionApi:
     check_auth_settings(settings)
     app_metrics = Metrics()
     app_metrics.registry.register(MonitoringCollector(settings))  # the latest drift figures (monitoring)
@@ -93,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             await store.aclose()
             log.info("prediction API stopped", extra={"log_written": writer.written, "log_dropped": writer.dropped})
 
-    app = FastAPI(
+    app = PredictionApi(
         title="sparkmaker prediction API",
         version="1.0.0",
         description=DESCRIPTION,
@@ -119,15 +131,14 @@ def create_app(settings: Settings) -> FastAPI:
 
         console.install(app, settings)
     errors.install(app, settings.api.retry_after_seconds, settings.api.timeout_seconds)
-    # The plain GET /predict/{id} answered in front of the router (api.routes.predict_raw); the rest goes on to it.
-    app.add_middleware(RawPredictOne, api=app)
     # Bodies over api.max_body_bytes are 413 before they are read whole (inside RequestMiddleware: the 413 has a request id).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
-    app.add_middleware(RequestMiddleware, metrics=app_metrics)
+    app.add_middleware(RequestMiddleware, metrics=app_metrics, on_bug=errors.unexpected_failure)
+    app.raw = RawPredictOne(super(PredictionApi, app).__call__, api=app)
     return app
 
 
-def app_from_settings() -> FastAPI:
+def app_from_settings() -> PredictionApi:
     """uvicorn's factory (`api.main:app_from_settings`)."""
     configure_logging()
     return create_app(load_settings())

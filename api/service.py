@@ -5,7 +5,6 @@ Routes stay thin; this module holds what a prediction is, apart from HTTP.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,9 +128,27 @@ def explained(explanation: Explanation, reasons: list[dict] | None) -> dict:
     }
 
 
+class _UtcClock:
+    """Now as `2026-01-31T12:00:00.123456Z`, what datetime's strftime gives, with the seconds formatted once a second."""
+
+    _cached = (-1, "")  # one tuple, replaced whole: a thread never sees one second's number with another's text
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        cached_second, text = self._cached
+        if second != cached_second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cached = (second, text)
+        return f"{text}.{int((now - second) * 1_000_000):06d}Z"
+
+
+utc_now_text = _UtcClock().now
+
+
 def log_scoring(writer: LogWriter, scoring: Scoring) -> None:
     """Queue one log entry per scored id (never blocks, never raises)."""
-    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = utc_now_text()
     request_id = current_request_id()
     latency = round(elapsed_ms(), 3)
     threshold, model_version = scoring.threshold, scoring.model_version

@@ -18,10 +18,17 @@ entry (`service.log_scoring`), the answer (`service.item`, encoded as Starlette'
 encodes), backend failures (`errors.backend_failure`: log, metric, 503/504/502). The FastAPI
 route stays declared in api/routes/predict.py, so the OpenAPI document and /docs are unchanged.
 
-It is installed inside RequestMiddleware and BodyLimitMiddleware (request id, access log,
-request metrics and the 413 stay theirs) and sets scope["route"] to the FastAPI route, so the
-metrics' route label is the template "/predict/{id}". An unexpected exception propagates to
-Starlette's ServerErrorMiddleware, as it does from the route: 500 and the log.
+It runs in front of FastAPI's whole stack (api.main.PredictionApi calls it first), because
+each layer of that stack costs per request (Starlette's error and exception middleware,
+FastAPI's telemetry and body-limit wrappers, ours): what those layers give the plain request
+it gives itself, with the same functions:
+- request id, access line and request metrics: its own `RequestMiddleware` (the stack's class),
+  with scope["route"] set to the FastAPI route, so the route label is the template "/predict/{id}";
+- the body limit: a request that declares a body (Content-Length or Transfer-Encoding) is
+  handed on, so BodyLimitMiddleware's 413 stays the answer to an oversize one;
+- a bug: the 500 and the logged traceback of the stack (`errors.unexpected_failure`, which its
+  RequestMiddleware sends).
+Not given: FastAPI's native OpenTelemetry spans, which this project does not configure.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from fastapi import FastAPI
 
 from api import service
 from api.deps import bearer_key
-from api.errors import ApiError, backend_failure, error_response
+from api.errors import ApiError, backend_failure, error_response, unexpected_failure
 from api.model_endpoint import ModelEndpointError
-from api.observability import current_request_id
+from api.observability import RequestMiddleware, current_request_id
 from api.schemas import ID_MAX
 from features.online.base import StoreError
 
@@ -51,6 +58,10 @@ def plain_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if value <= ID_MAX else None
+
+
+def _declares_body(scope) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -73,9 +84,12 @@ def find_route(routes, path: str = TEMPLATE):
 
 
 class RawPredictOne:
+    """Answers the plain GET /predict/{id}; hands every other request to `app` (FastAPI's own stack)."""
+
     def __init__(self, app, api: FastAPI) -> None:
         self.app = app
         self.api = api
+        self._answer = RequestMiddleware(self._predict, metrics=api.state.metrics, on_bug=unexpected_failure)
         self.route = find_route(api.routes)
         if self.route is None:
             raise RuntimeError(f"no GET {TEMPLATE} route to answer in front of: include api.routes.predict first")
@@ -91,14 +105,15 @@ class RawPredictOne:
             and not scope.get("query_string")
             and not scope.get("root_path")
             and not self.api.dependency_overrides
+            and plain_id(scope["path"][len(PREFIX) :]) is not None
+            and not _declares_body(scope)
         ):
-            customer_id = plain_id(scope["path"][len(PREFIX) :])
-            if customer_id is not None:
-                return await self._predict(scope, receive, send, customer_id)
+            return await self._answer(scope, receive, send)
         await self.app(scope, receive, send)
 
-    async def _predict(self, scope, receive, send, customer_id: int) -> None:
+    async def _predict(self, scope, receive, send) -> None:
         scope["route"] = self.route  # what RequestMiddleware labels the metrics with
+        customer_id = plain_id(scope["path"][len(PREFIX) :]) or 0  # never None: __call__ took only such paths
         state = self.api.state
         client = scope.get("client")
         try:

@@ -65,7 +65,9 @@ def test_the_raw_handler_answers_the_plain_request_and_hands_everything_else_on(
 
     raw = RawPredictOne(next_app, api=app)
 
-    async def ask(method: str, path: str, query: bytes = b"", root_path: str = "") -> tuple[int, bytes]:
+    async def ask(
+        method: str, path: str, query: bytes = b"", root_path: str = "", extra: tuple = ()
+    ) -> tuple[int, bytes]:
         messages = []
 
         async def receive():
@@ -80,7 +82,7 @@ def test_the_raw_handler_answers_the_plain_request_and_hands_everything_else_on(
             "path": path,
             "query_string": query,
             "root_path": root_path,
-            "headers": [(b"authorization", f"Bearer {API_KEY}".encode())],
+            "headers": [(b"authorization", f"Bearer {API_KEY}".encode()), *extra],
             "client": ("127.0.0.1", 5000),
         }
         await raw(scope, receive, send)
@@ -107,6 +109,9 @@ def test_the_raw_handler_answers_the_plain_request_and_hands_everything_else_on(
                 await ask("POST", f"/predict/{CUSTOMERS[0]}"),
                 await ask("GET", f"/api/predict/{CUSTOMERS[0]}", root_path="/api"),
                 await ask("GET", "/predict"),
+                # A declared body goes through the stack's body limit (its 413 for an oversize one).
+                await ask("GET", f"/predict/{CUSTOMERS[0]}", extra=((b"content-length", b"10"),)),
+                await ask("GET", f"/predict/{CUSTOMERS[0]}", extra=((b"transfer-encoding", b"chunked"),)),
                 await ask("GET", "/health"),
             ]
             app.dependency_overrides[get_services] = lambda: app.state.services
@@ -259,3 +264,30 @@ def test_backend_failures_answer_as_the_route(request, tmp_path, model_server, f
         teardown_deployment(deployed)
         if stand_in is not None:
             stand_in.stop()
+
+
+class _BrokenStore:
+    """A store with a bug (not a StoreError): what the app's 500 handler is for."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    async def online_read_async(self, ids):
+        raise ZeroDivisionError("a bug in the store")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_bug_answers_as_the_route_a_500_with_its_traceback_logged(sqlite_deployment, caplog):
+    app = sqlite_deployment.api.app
+    app.state.services = dataclasses.replace(app.state.services, store=_BrokenStore(app.state.services.store))
+    with caplog.at_level("ERROR", logger="api"):
+        raw, route = both(sqlite_deployment, f"/predict/{CUSTOMERS[0]}", KEY)
+    assert raw.status_code == 500
+    assert raw.json()["detail"].startswith("internal error: the operators have the details in the log")
+    assert_same(raw, route)
+    bugs = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    assert len(bugs) == 2 and all(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in bugs)
+    metrics = sqlite_deployment.client.get("/metrics").text
+    assert read_metric(metrics, "api_requests_total", route="/predict/{id}", method="GET", status="500") == 2
