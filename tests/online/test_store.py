@@ -247,3 +247,12 @@ def test_an_unreachable_backend_is_store_unavailable(backend, tmp_path):
         asyncio.run(store.online_read_async([1]))
     with pytest.raises(StoreUnavailable):
         store.write_snapshot("run-1", "2024-01-01", [feature_rows(IDS[:3])])
+
+
+@pytest.mark.parametrize("prefix, fields", [("p'x", ["id"]), ("p", ["id", "a') .. redis.call('FLUSHALL') .. ('"])])
+def test_the_redis_read_script_takes_no_name_that_could_end_its_lua_strings(prefix, fields):
+    from features.online.redis_store import read_script
+
+    assert "'p'" in read_script("p", ["id", "age"]) and "'age'" in read_script("p", ["id", "age"])
+    with pytest.raises(StoreError, match="cannot be a key prefix or a field name"):
+        read_script(prefix, fields)
