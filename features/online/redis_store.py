@@ -20,6 +20,8 @@ as int when the text is an integer literal, float otherwise.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import numbers
 import re
 import threading
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.online.resp import RespError, RespPool, RespReplyError
 from features.online.base import (
     FeatureRecord,
     OnlineStore,
@@ -43,6 +46,15 @@ from features.online.base import (
 )
 
 _PIPELINE_COMMANDS = 1000  # commands per round trip when writing
+_ASYNC_CONNECTIONS = 32  # the async reads' connections at most (the API's requests in flight beyond that wait)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha1(script: str) -> str:
+    return hashlib.sha1(
+        script.encode(), usedforsecurity=False
+    ).hexdigest()  # what Redis names a script by (SCRIPT LOAD, EVALSHA)
+
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # the key prefix's pattern: nothing that could end a Lua string
 
@@ -133,9 +145,8 @@ class RedisOnlineStore(OnlineStore):
         self._redis = require("redis", "Redis", "redis")
         # Made on first use (the clients connect lazily); typed Any: redis' own types differ per version.
         self._client: Any = None
-        self._async_client: Any = None
+        self._async_client: RespPool | None = None  # the async reads' own lean client (features/online/resp.py)
         self._script: Any = None
-        self._async_script: Any = None
         self._lock = threading.Lock()
         p = config.key_prefix
         self._current_key = f"{p}:current"
@@ -175,20 +186,30 @@ class RedisOnlineStore(OnlineStore):
                     self._client = client
         return self._client
 
-    def _async(self):
+    def _async(self) -> RespPool:
         if self._async_client is None:
-            import redis.asyncio
-
             try:
-                client = redis.asyncio.Redis.from_url(self.config.url, **self._options())
+                self._async_client = RespPool.from_url(self.config.url, _ASYNC_CONNECTIONS, self.config.timeout_seconds)
             except ValueError as exc:
                 raise StoreError(
                     f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB"
                 ) from None
-            self._async_script = client.register_script(self._read_script)
-            self._async_current_script = client.register_script(_CURRENT_SCRIPT)
-            self._async_client = client
         return self._async_client
+
+    async def _eval_async(self, script: str, *args: Any) -> Any:
+        """A script run by its sha1 (EVALSHA), loaded first if the server does not have it (a restart, a FLUSH)."""
+        pool = self._async()
+        sha = _sha1(script)
+        try:
+            try:
+                return await pool.call("EVALSHA", sha, 1, self._current_key, *args)
+            except RespReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                await pool.call("SCRIPT", "LOAD", script)
+                return await pool.call("EVALSHA", sha, 1, self._current_key, *args)
+        except RespError as exc:
+            raise self._unavailable(exc) from None
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"the Redis online store at {redact(self.config.url)} is not available: {exc}")
@@ -356,12 +377,7 @@ class RedisOnlineStore(OnlineStore):
         wanted = [int(i) for i in ids]
         if not wanted:
             return []
-        self._async()
-        try:
-            reply = await self._async_script(keys=[self._current_key], args=wanted)
-        except self._redis.exceptions.RedisError as exc:
-            raise self._unavailable(exc) from None
-        return self._records(reply, wanted)
+        return self._records(await self._eval_async(self._read_script, *wanted), wanted)
 
     def _snapshot_from(self, reply: Any) -> SnapshotInfo | None:
         if not reply:
@@ -385,21 +401,15 @@ class RedisOnlineStore(OnlineStore):
         )
 
     async def current_snapshot_async(self) -> SnapshotInfo | None:
-        self._async()
-        try:
-            reply = await self._async_current_script(keys=[self._current_key], args=[self.config.key_prefix])
-        except self._redis.exceptions.RedisError as exc:
-            raise self._unavailable(exc) from None
-        return self._snapshot_from(reply)
+        return self._snapshot_from(await self._eval_async(_CURRENT_SCRIPT, self.config.key_prefix))
 
     def ping(self) -> None:
         self._call(self._sync().ping)
 
     async def ping_async(self) -> None:
-        client = self._async()
         try:
-            await client.ping()
-        except self._redis.exceptions.RedisError as exc:
+            await self._async().call("PING")
+        except RespError as exc:
             raise self._unavailable(exc) from None
 
     def snapshot_states(self) -> dict[str, str]:
