@@ -102,15 +102,19 @@ def run_measured(
         command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     peak = 0.0
+    peak_parts: list[tuple[str, int, float]] = []  # (name, pid, MB) of each process in the peak sample
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_parts
         parent = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
                 tree = [parent, *parent.children(recursive=True), *also()]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
+                parts = [(p.name(), p.pid, p.memory_info().rss / 2**20) for p in tree if p.is_running()]
+                total = sum(mb for _, _, mb in parts)
+                if total > peak:
+                    peak, peak_parts = total, parts
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -128,6 +132,9 @@ def run_measured(
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{err[-3000:]}")
+    # Which processes made the peak: a lone high sample (seen twice at 3.4 and 4.4 GB) can then be told apart.
+    parts = ", ".join(f"{name} {pid} {mb:,.0f}" for name, pid, mb in sorted(peak_parts, key=lambda p: -p[2]) if mb >= 1)
+    print(f"  peak {peak:,.0f} MB RSS: {parts}", flush=True)
     return elapsed, peak, out + err
 
 
