@@ -226,3 +226,22 @@ def test_a_unix_socket_url_is_refused_in_one_line(tmp_path):
     store = open_store(config=store_config("redis", tmp_path, "unix:///tmp/redis.sock"))
     with pytest.raises(StoreError, match="not a Redis URL .*only redis:// and rediss://"):
         asyncio.run(store.online_read_async([1]))
+
+
+def test_many_concurrent_reads_each_get_their_own_answer(redis_store):
+    """More reads in flight than connections: every answer is its own id's (no reply read as another call's)."""
+    import random
+
+    rng = random.Random(7)
+    ids = [rng.randrange(95, 145) for _ in range(400)]  # 100-139 exist, the rest do not
+    expected = {i: redis_store.online_read([i])[0] for i in set(ids)}
+
+    async def main():
+        try:
+            return await asyncio.gather(*(redis_store.online_read_async([i]) for i in ids))
+        finally:
+            await redis_store.aclose()
+
+    answers = asyncio.run(main())
+    assert [a[0] for a in answers] == [expected[i] for i in ids]
+    assert sum(a[0] is None for a in answers) > 0 and sum(a[0] is not None for a in answers) > 0
