@@ -14,7 +14,6 @@ whatever its working directory.
 from __future__ import annotations
 
 import ipaddress
-
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -305,6 +304,10 @@ class ApiSettings(Section):
                     "create one with python -m api keygen"
                 )
         object.__setattr__(self, "api_key_hashes", [d.lower() for d in self.api_key_hashes])
+        return self
+
+    @model_validator(mode="after")
+    def _check_proxies(self) -> "ApiSettings":
         for proxy in self.trusted_proxies:
             if proxy != "*":
                 try:
