@@ -286,6 +286,7 @@ def test_a_bug_answers_as_the_route_a_500_with_its_traceback_logged(sqlite_deplo
         raw, route = both(sqlite_deployment, f"/predict/{CUSTOMERS[0]}", KEY)
     assert raw.status_code == 500
     assert raw.json()["detail"].startswith("internal error: the operators have the details in the log")
+    assert route.json()["request_id"] == route.headers["x-request-id"] == "same-request-1"  # the id it promises
     assert_same(raw, route)
     bugs = [r for r in caplog.records if r.getMessage() == "unexpected error"]
     assert len(bugs) == 2 and all(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in bugs)
