@@ -195,7 +195,8 @@ class RedisOnlineStore(OnlineStore):
                 self._async_client = RespPool.from_url(self.config.url, _ASYNC_CONNECTIONS, self.config.timeout_seconds)
             except ValueError as exc:
                 raise StoreError(
-                    f"online_store.redis_url is not a Redis URL ({exc}): write redis://HOST:PORT/DB"
+                    f"online_store.redis_url cannot be read by the async reads' client: {exc} "
+                    "(write redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://...)"
                 ) from None
         return self._async_client
 

@@ -66,6 +66,11 @@ class Endpoint:
         if not url.startswith(("redis://", "rediss://")):
             raise ValueError("only redis:// and rediss:// URLs are read by the async client")
         options = parse_url(url)
+        # A query option (ssl_cert_reqs=none, socket_timeout=...) that this client would not honour
+        # must not be dropped silently: the sync client would, and the two would disagree.
+        ignored = sorted(set(options) - {"host", "port", "db", "username", "password", "connection_class"})
+        if ignored:
+            raise ValueError(f"the URL's option {ignored[0]} is not read by the async client: remove it")
         return cls(
             host=options.get("host") or "localhost",
             port=int(options.get("port") or 6379),

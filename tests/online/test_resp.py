@@ -219,12 +219,17 @@ def test_urls_are_read_as_redis_py_reads_them(url, expected):
     assert Endpoint.from_url(url) == expected
 
 
+def test_a_url_option_the_client_would_not_honour_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="option ssl_cert_reqs is not read by the async client"):
+        Endpoint.from_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none")
+
+
 def test_a_unix_socket_url_is_refused_in_one_line(tmp_path):
     from features.online import open_store
     from features.online.base import StoreError
 
     store = open_store(config=store_config("redis", tmp_path, "unix:///tmp/redis.sock"))
-    with pytest.raises(StoreError, match="not a Redis URL .*only redis:// and rediss://"):
+    with pytest.raises(StoreError, match="cannot be read by the async reads' client: only redis:// and rediss://"):
         asyncio.run(store.online_read_async([1]))
 
 
