@@ -59,7 +59,8 @@ def _sha1(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # the key prefix's pattern: nothing that could end a Lua string
+KEY_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+$"  # nothing that could end a Lua string (read_script) or a key's part
+_SAFE_NAME = re.compile(KEY_PREFIX_PATTERN)
 
 
 def read_script(prefix: str, fields: Sequence[str]) -> str:
@@ -101,7 +102,7 @@ class RedisStoreConfig(BaseModel):
     type: Literal["redis"] = "redis"
     url: str = Field(description="redis:// (or rediss://) URL with the database number, e.g. redis://127.0.0.1:6379/0.")
     key_prefix: str = Field(
-        "sparkmaker", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every key the store writes."
+        "sparkmaker", pattern=KEY_PREFIX_PATTERN, description="Prefix of every key the store writes."
     )
     timeout_seconds: float = Field(1.0, gt=0, description="Connect and read timeout of one call to the server.")
     stale_after_seconds: float = Field(

@@ -152,7 +152,7 @@ class RespPool:
     def __init__(self, endpoint: Endpoint, size: int, timeout_seconds: float) -> None:
         self.endpoint = endpoint
         self.timeout_seconds = timeout_seconds
-        self._slots = asyncio.Semaphore(size)
+        self._slots: asyncio.Semaphore | None = None  # made with the event loop of the first call
         self._idle: list[_Connection] = []
         self._ssl = ssl_module.create_default_context() if endpoint.tls else None
         self._closed = False
@@ -167,11 +167,12 @@ class RespPool:
         """One command's reply; RespReplyError for an error reply, RespUnavailable for anything else that failed."""
         packed = hiredis.pack_command(args)
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (asyncio.run again): the old one's connections are unusable
-            self._loop, self._idle, self._slots = loop, [], asyncio.Semaphore(self._size)
+        slots = self._slots
+        if slots is None or loop is not self._loop:  # a new event loop: the old one's connections are unusable
+            self._loop, self._idle, self._slots = loop, [], (slots := asyncio.Semaphore(self._size))
         try:
             async with asyncio.timeout(self.timeout_seconds):  # waiting for a connection counts too
-                async with self._slots:
+                async with slots:
                     reply = await self._exchange(packed)
         except TimeoutError:
             raise RespUnavailable(f"no reply within {self.timeout_seconds:g} s") from None
