@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
+
+# A line that names a raised exception, as a traceback ends: "psycopg.OperationalError: connection failed".
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Refused)\b[^\s]*:?\s")
 
 
 class UserError(Exception):
@@ -23,6 +27,15 @@ def excerpt(text: str, limit: int = 120) -> str:
     """
     shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return shown if len(text) <= limit else f"{shown}... ({len(text):,} characters)"
+
+
+def last_error_line(text: str, limit: int = 400) -> str:
+    """What a failed program said last, for a one-line message: the last exception a traceback names, else the
+    last line mentioning an error, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (raised or errors or lines or ["no output"])[-1][:limit]
 
 
 def run_cli(main: Callable[[], int | None], prog: str) -> None:

@@ -506,6 +506,13 @@ class AirflowSettings(Section):
         description="Schedule of the DAG: a cron expression, a preset such as @daily, or none (only when triggered).",
     )
     port: int = Field(8090, ge=1, le=65535, description="Port of the local stack's Airflow UI and API server.")
+    log_server_port: int = Field(
+        8793,
+        ge=1,
+        le=65535,
+        description="Port of the server, on 127.0.0.1, that hands a running task's log to the Airflow UI "
+        "(AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT).",
+    )
     input_uri: str | None = Field(
         None,
         description="Raw CSV each DAG run ingests (path or s3:// URI); default: the local stack's "

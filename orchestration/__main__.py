@@ -9,8 +9,9 @@ from configuration.settings import load_settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestration",
-        description="Run Airflow (airflow standalone from .venv-airflow, installed when missing) with the DAG "
-        "credit_risk_lifecycle, configured from the airflow.* settings; the UI at http://airflow.host:airflow.port.",
+        description="Run Airflow (its scheduler, DAG processor, triggerer and API server from .venv-airflow, installed "
+        "when missing) with the DAG credit_risk_lifecycle, configured from the airflow.* settings; the UI at "
+        "http://airflow.host:airflow.port, and nothing else listening.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="scheduler, DAG processor, triggerer and API server in the foreground")

@@ -21,6 +21,7 @@ from configuration.settings import REPO_ROOT, Settings
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
 AIRFLOW_BIN = AIRFLOW_VENV / "bin"
 DAGS_FOLDER = REPO_ROOT / "orchestration" / "dags"
+AIRFLOW_PATH = REPO_ROOT / "orchestration" / "airflow_path"  # modules Airflow's own processes import
 ENSURE_VENV = REPO_ROOT / "scripts" / "ensure_airflow_venv.sh"
 DAG_ID = "credit_risk_lifecycle"
 USER = "admin"
@@ -78,7 +79,7 @@ def airflow_environment(settings: Settings, home: Path) -> dict[str, str]:
     database_url = a.database_url.get_secret_value()
     return {
         "AIRFLOW_HOME": str(home),
-        # `airflow standalone` starts its components as `airflow` subprocesses found on PATH.
+        # The tasks' and components' own `airflow` subprocesses are found on PATH.
         "PATH": f"{AIRFLOW_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -87,9 +88,14 @@ def airflow_environment(settings: Settings, home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(a.parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "1",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url or f"sqlite:///{home / 'airflow.db'}",
+        # A running task's log, fetched by the UI from 127.0.0.1:<log_server_port> (orchestration/components.py).
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sparkmaker_airflow_host.loopback",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(AIRFLOW_PATH), os.environ.get("PYTHONPATH")])),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(a.log_server_port),
         "AIRFLOW__API__HOST": a.host,
         "AIRFLOW__API__PORT": str(a.port),
         "AIRFLOW__API__WORKERS": "1",
@@ -133,17 +139,21 @@ def ensure_login(home: Path) -> Login:
 
 
 def serve(settings: Settings) -> None:
-    """Become `airflow standalone` (scheduler, DAG processor, triggerer, API server, in this process group)
-    with the environment above and the login ensured: `python -m orchestration serve`."""
+    """Run Airflow's scheduler, DAG processor, triggerer and API server (orchestration/components.py) with the
+    environment above and the login ensured, until SIGTERM: `python -m orchestration serve`."""
+    from orchestration import components
+
     home = airflow_home(settings)
     ensure_venv()
     login = ensure_login(home)
+    airflow = str(AIRFLOW_BIN / "airflow")
+    env = {**os.environ, **airflow_environment(settings, home)}
+    components.migrate(airflow, env)
     print(
         f"Airflow: http://{settings.airflow.host}:{settings.airflow.port} (user {login.user}, password in {login.path})",
         flush=True,
     )
-    airflow = str(AIRFLOW_BIN / "airflow")
-    os.execve(airflow, [airflow, "standalone"], {**os.environ, **airflow_environment(settings, home)})
+    components.supervise(components.airflow_components(AIRFLOW_BIN, settings.airflow.log_server_port), env)
 
 
 def healthy(port: int) -> bool:

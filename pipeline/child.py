@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from configuration.errors import UserError
+from configuration.errors import UserError, last_error_line
 from configuration.files import private_file
 from configuration.settings import REPO_ROOT, Settings
 
@@ -98,11 +98,9 @@ def child_env(settings: Settings, **extra: str) -> Iterator[dict[str, str]]:
 def last_line(path: Path) -> str:
     """The last meaningful line of a log: what a failed child said last."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        return last_error_line(path.read_text(errors="replace"))
     except OSError:
         return "no log"
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no output"])[-1][:400]
 
 
 def run_module(settings: Settings, args: list[str], log: Path, what: str, **extra_env: str) -> float:

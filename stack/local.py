@@ -203,7 +203,7 @@ class Stack:
         return sql_server_credentials_env(self.settings.stack.sql_user, ensure_sql_password(self.state))
 
     def airflow_service(self) -> Service:
-        """Airflow (`airflow standalone`: scheduler, DAG processor, triggerer, API server) in its own venv."""
+        """Airflow (scheduler, DAG processor, triggerer, API server: orchestration/components.py) in its own venv."""
         from orchestration import runtime
 
         port = self.settings.airflow.port

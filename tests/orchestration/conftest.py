@@ -18,7 +18,8 @@ AIRFLOW_SIDE = Path(__file__).with_name("airflow_side.py")
 
 # Stands in front of the project's python as the DAG's airflow.project_python: logs each call
 # (one JSON line per call), fails the first call of $FAIL_ONCE_STEP with exit 1 (a transient
-# failure, for Airflow's retry), answers $EXIT2_STEP with exit 2 (a missing predecessor), and
+# failure, for Airflow's retry), answers $EXIT2_STEP with exit 2 (a missing predecessor), says
+# "<step> is running" and takes $SLOW_SECONDS on $SLOW_STEP (a task to watch while it runs), and
 # otherwise runs $REAL_PYTHON, or exits 0 when none is given (the DAG's wiring alone).
 WRAPPER = r"""#!/usr/bin/env bash
 set -u
@@ -32,6 +33,10 @@ fi
 if [ "$step" = "${EXIT2_STEP:-}" ]; then
   echo "error: step $step: a predecessor has no output" >&2
   exit 2
+fi
+if [ "$step" = "${SLOW_STEP:-}" ]; then
+  echo "$step is running"
+  sleep "${SLOW_SECONDS:-30}"
 fi
 if [ -n "${REAL_PYTHON:-}" ]; then
   exec "$REAL_PYTHON" "$@"

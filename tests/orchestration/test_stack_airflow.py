@@ -1,8 +1,11 @@
-"""Airflow as the local stack runs it: `airflow standalone` started as the stack's Service, healthy on
-127.0.0.1, a generated login, the DAG scheduled by Airflow's own scheduler, and stop leaving no process."""
+"""Airflow as the local stack runs it: its components (orchestration/components.py) started as the stack's
+Service, healthy on 127.0.0.1 and listening nowhere else, a generated login, the DAG scheduled by
+Airflow's own scheduler, a running task's log read through the loopback log server, and stop leaving
+no process."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import stat
 import time
@@ -36,11 +39,12 @@ def call(url: str, token: str | None = None, body: dict | None = None) -> tuple[
 
 @pytest.mark.slow
 def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(airflow_side, tmp_path):
-    port = free_port()
+    port, log_port = free_port(), free_port()
     settings = load_settings(
         paths={"state_dir": str(tmp_path / "state"), "lake": str(tmp_path / "lake")},
         airflow={
             "port": port,
+            "log_server_port": log_port,
             "project_python": str(airflow_side.wrapper),
             "input_uri": "/data/loans.csv",
             "schedule": "none",
@@ -56,6 +60,9 @@ def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(
             **service.env,
             "CALLS_LOG": str(airflow_side.calls_log),
             "SPARKMAKER_AIRFLOW__PORT": str(port),
+            "SPARKMAKER_AIRFLOW__LOG_SERVER_PORT": str(log_port),
+            "SLOW_STEP": "train",
+            "SLOW_SECONDS": "25",
             "SPARKMAKER_AIRFLOW__PROJECT_PYTHON": str(airflow_side.wrapper),
             "SPARKMAKER_AIRFLOW__INPUT_URI": "/data/loans.csv",
             "SPARKMAKER_AIRFLOW__SCHEDULE": "none",
@@ -95,6 +102,21 @@ def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(
         )
         assert status == 200, status
         run_url = f"{base}/api/v2/dags/credit_risk_lifecycle/dagRuns/{run['dag_run_id']}"
+        # While `train` runs, its log comes from the log server on the loopback, as the UI polls it.
+        train_url = f"{run_url}/taskInstances/train"
+        deadline = time.monotonic() + 300
+        while call(train_url, token)[1].get("state") != "running" and time.monotonic() < deadline:
+            time.sleep(1)
+        assert call(train_url, token)[1]["state"] == "running"
+        time.sleep(2)  # its first line written
+        status, log = call(f"{train_url}/logs/1", token)
+        assert status == 200, status
+        events = [str(entry.get("event")) for entry in log["content"]]
+        assert not [e for e in events if "Could not read served logs" in e], events[:6]
+        assert any("train is running" in e for e in events), events
+        # The log server hands out logs only against the API server's signed token.
+        assert call(f"http://127.0.0.1:{log_port}/log/dag_id=credit_risk_lifecycle/x.log")[0] == 403
+
         deadline = time.monotonic() + 300
         while call(run_url, token)[1].get("state") not in ("success", "failed") and time.monotonic() < deadline:
             time.sleep(3)
@@ -105,7 +127,16 @@ def test_the_stack_runs_airflow_which_schedules_the_dag_and_stops_every_process(
 
         pid = stack.running_pid("airflow")
         family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-        assert len(family) >= 4  # scheduler, DAG processor, triggerer, API server under standalone
+        assert len(family) >= 5  # scheduler, DAG processor, triggerer, API server, log server
+        # Nothing of Airflow listens beyond the loopback (airflow standalone's log servers took [::]:8793, 8794).
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in family
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert {port_ for _, port_ in listening} == {port, log_port}, listening
+        assert all(ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for ip, _ in listening), listening
     finally:
         stopped = stack.stop()
     assert stopped == [f"stopped Airflow (pid {pid})"]
