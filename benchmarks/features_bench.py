@@ -41,6 +41,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import process_memory  # noqa: E402  (benchmarks/, the script's folder)
+
 AS_OF = "2021-09-18"
 
 DUCKDB_SQL = """
@@ -102,22 +104,23 @@ def run_measured(
         command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     peak = 0.0
-    peak_parts: list[tuple[str, int, float]] = []  # (name, pid, MB) of each process in the peak sample
+    peak_sample: process_memory.Sample | None = None
+    doubled = 0  # samples in which a child shared its parent's memory (counted once)
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak, peak_parts
+        nonlocal peak, peak_sample, doubled
         parent = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
-                tree = [parent, *parent.children(recursive=True), *also()]
-                parts = [(p.name(), p.pid, p.memory_info().rss / 2**20) for p in tree if p.is_running()]
-                total = sum(mb for _, _, mb in parts)
-                if total > peak:
-                    peak, peak_parts = total, parts
+                taken = process_memory.resident([*process_memory.tree(parent), *also()])
             except psutil.Error:
-                pass
-            time.sleep(0.1)
+                continue
+            finally:
+                time.sleep(0.1)
+            doubled += bool(taken.shared)
+            if taken.mb > peak:
+                peak, peak_sample = taken.mb, taken
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -132,9 +135,18 @@ def run_measured(
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{err[-3000:]}")
-    # Which processes made the peak: a lone high sample (seen twice at 3.4 and 4.4 GB) can then be told apart.
-    parts = ", ".join(f"{name} {pid} {mb:,.0f}" for name, pid, mb in sorted(peak_parts, key=lambda p: -p[2]) if mb >= 1)
-    print(f"  peak {peak:,.0f} MB RSS: {parts}", flush=True)
+    # Which processes made the peak, and how often a spawning child's shared memory was not counted again.
+    parts = ", ".join(
+        f"{name} {pid} {mb:,.0f}"
+        for name, pid, mb in sorted(peak_sample.parts if peak_sample else [], key=lambda p: -p[2])
+        if mb >= 1
+    )
+    counted = (
+        f"{doubled} samples held a child sharing its parent's memory"
+        if process_memory.can_compare()
+        else "kcmp refused: a spawning child's shared memory may be counted twice"
+    )
+    print(f"  peak {peak:,.0f} MB RSS: {parts}; {counted}", flush=True)
     return elapsed, peak, out + err
 
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration.network import free_port  # noqa: E402
 from loadgen import open_loop  # noqa: E402  (benchmarks/, the script's folder)
+import process_memory  # noqa: E402
 
 SERVICES = ("metastore", "mlflow", "model-server", "api", "thrift-server", "airflow")
 
@@ -170,8 +171,7 @@ class Soak:
                 figures[name] = float("nan")
                 continue
             try:
-                process = psutil.Process(pid)
-                figures[name] = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+                figures[name] = process_memory.resident(process_memory.tree(psutil.Process(pid))).mb
             except (psutil.Error, TypeError, ValueError):
                 figures[name] = float("nan")
         return figures
