@@ -61,12 +61,15 @@ sha256() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 # goes to the key file (0600) and only its sha256 into the env file.
 ensure_env_file() {
   if [ -f "$env_file" ]; then
-    # An env file from before the SQL server asked for a password: give it one.
-    if ! grep -q '^SQL_PASSWORD=.' "$env_file"; then
-      sed -i '/^SQL_PASSWORD=/d' "$env_file"
-      (umask 077; printf 'SQL_PASSWORD=%s\n' "$(random_token)" >> "$env_file")
-      say "added a new SQL_PASSWORD to $env_file"
-    fi
+    # An env file from before the SQL server or MLflow asked for a password: give it one.
+    local secret
+    for secret in SQL_PASSWORD MLFLOW_PASSWORD; do
+      if ! grep -q "^$secret=." "$env_file"; then
+        sed -i "/^$secret=/d" "$env_file"
+        (umask 077; printf '%s=%s\n' "$secret" "$(random_token)" >> "$env_file")
+        say "added a new $secret to $env_file"
+      fi
+    done
     return
   fi
   [ -f "$root/.env.example" ] || die "$root/.env.example is missing: restore it from git"
@@ -76,6 +79,7 @@ ensure_env_file() {
   (umask 077; sed -e "s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$(random_token)|" \
                   -e "s|^JUPYTER_TOKEN=.*|JUPYTER_TOKEN=$(random_token)|" \
                   -e "s|^SQL_PASSWORD=.*|SQL_PASSWORD=$(random_token)|" \
+                  -e "s|^MLFLOW_PASSWORD=.*|MLFLOW_PASSWORD=$(random_token)|" \
                   -e "s|^API_KEY_HASH=.*|API_KEY_HASH=$(sha256 "$key")|" "$root/.env.example" > "$env_file")
   say "created $env_file with new secrets (the API key is in $key_file)"
 }
@@ -204,7 +208,7 @@ print(pq.read_table(manifest["outputs"]["latest"]["uri"], columns=["id"]).column
   say "JupyterLab: http://127.0.0.1:$jupyter_port/lab?token=$(conf JUPYTER_TOKEN)"
   say "Spark master UI: http://127.0.0.1:$ui_port"
   say "SQL (HiveServer2): jdbc:hive2://127.0.0.1:$thrift_port/credit_risk"
-  say "MLflow: http://127.0.0.1:$(conf MLFLOW_PORT 5000)"
+  say "MLflow: http://127.0.0.1:$(conf MLFLOW_PORT 5000)  (user admin, password: MLFLOW_PASSWORD in $env_file)"
   say "Airflow: http://127.0.0.1:$(conf AIRFLOW_PORT 8090)  (user admin, password: docker-compose exec airflow cat /lake/.state/airflow/passwords.json; DAG credit_risk_lifecycle)"
   say "SQL user: sparkmaker  password: $(conf SQL_PASSWORD)  (SQL_PASSWORD in $env_file)"
   if [ -n "$key" ]; then

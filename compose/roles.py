@@ -25,9 +25,11 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -132,9 +134,22 @@ def mlflow(args: argparse.Namespace) -> int:
         except ClientError:
             s3.create_bucket(Bucket=bucket)
             say(f"created the artifact bucket {bucket}")
+    # The login: the basic-auth app creates its admin from MLFLOW_AUTH_ADMIN_PASSWORD in a user store of this
+    # container's (made again, from the same .env, when the container is).
+    if not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        raise UserError(
+            "MLFLOW_AUTH_ADMIN_PASSWORD is empty: set MLFLOW_PASSWORD in .env (./start.sh --compose makes one)"
+        )
+    from configuration.files import private_dir
+    from stack.security import write_mlflow_auth_config
+
+    folder = private_dir(Path(tempfile.gettempdir()) / "mlflow-auth")
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(write_mlflow_auth_config(folder))
+    os.environ.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))  # signs its CSRF tokens
     # The store URI (with its password), the destination and the allowed hosts come from MLFLOW_* variables,
     # which `mlflow server` reads itself: not on a command line.
-    os.execvp(*_argv(["mlflow", "server", "--host", "0.0.0.0", "--port", str(args.port), "--workers", "1"]))
+    server = ["mlflow", "server", "--host", "0.0.0.0", "--port", str(args.port), "--workers", "1"]
+    os.execvp(*_argv([*server, "--app-name", "basic-auth"]))
 
 
 def api(args: argparse.Namespace) -> int:

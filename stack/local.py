@@ -34,6 +34,7 @@ from stack.security import (
     ServiceUsers,
     ensure_service_users,
     ensure_sql_password,
+    mlflow_auth,
     metastore_conf_dir,
     python_for,
     readable_conf,
@@ -99,7 +100,7 @@ class Stack:
         python = python_for(user)
         return [
             self.metastore_service(prepare),
-            self.mlflow_service(),
+            self.mlflow_service(prepare),
             Service(
                 "model-server",
                 "Model server",
@@ -217,8 +218,9 @@ class Stack:
             300,
         )
 
-    def mlflow_service(self) -> Service:
-        """`mlflow server` over the registry's own store (SQLite and artifacts under the lake), for a person to browse."""
+    def mlflow_service(self, prepare: bool = False) -> Service:
+        """`mlflow server` over the registry's own store (SQLite and artifacts under the lake), for a person to browse,
+        behind its basic-auth app (security.mlflow_auth; `prepare` makes the login)."""
         from training.mlflow_store import artifact_location, tracking_uri
 
         s = self.settings
@@ -235,11 +237,14 @@ class Stack:
             str(port),
             "--workers",
             "1",
+            "--app-name",
+            "basic-auth",
         ]
         artifacts = artifact_location(s)
         if artifacts:
             command += ["--artifacts-destination", artifacts]
-        return Service("mlflow", "MLflow", port, command, url, lambda: http_ok(f"{url}/health"), 120)
+        env = mlflow_auth(self.state).env if prepare else {}
+        return Service("mlflow", "MLflow", port, command, url, lambda: http_ok(f"{url}/health"), 120, env=env)
 
     # --- process bookkeeping (stack/supervisor.py) --------------------------------------
     def running_pid(self, name: str) -> int | None:
@@ -335,6 +340,10 @@ def start(settings: Settings, args: argparse.Namespace) -> int:
     say("")
     for name in ("api", "model-server", "thrift-server", "metastore", "mlflow"):
         say(f"{services[name].label}: {services[name].address}")
+    mlflow_login = mlflow_auth(stack.state)
+    say(
+        f"MLflow login: user {mlflow_login.user}, password {mlflow_login.password} (kept in {mlflow_login.password_path})"
+    )
     if settings.console.enabled:
         say(f"Console: {services['api'].address}/console")
     if airflow_login:

@@ -33,7 +33,12 @@
   truth and is written by the training processes run as root; run as `sparkmaker` it would
   have to own the store, which would let the API and the model server (same user) move the
   production alias. A third user for MLflow is the way to move it. Both listen on 127.0.0.1
-  only; Airflow asks for a login, MLflow does not (as any MLflow server).
+  only, and both ask for a login: without one, any local user, those services' own
+  included, could move the production alias through MLflow's REST API, read every run's
+  artifacts or upload new ones into the lake as root. MLflow runs its basic-auth app
+  (`mlflow_auth`): user admin, a random password made once and kept in
+  `<state_dir>/mlflow-password` (0600), its user store under `<state_dir>/mlflow-auth/` (0700);
+  only `/health` and the UI's static files answer without it.
 """
 
 from __future__ import annotations
@@ -59,14 +64,69 @@ BRIDGES = Path("/var/lib/sparkmaker-python")  # root's: interpreters for the ser
 
 def ensure_sql_password(state: Path) -> str:
     """The SQL server's password: made once (256 random bits), kept in <state_dir>/sql-password (0600)."""
-    path = state / "sql-password"
+    return ensure_secret(state / "sql-password")
+
+
+def ensure_secret(path: Path) -> str:
+    """A password made once (256 random bits) and kept in `path` (0600) under the state folder."""
     if not path.exists():
-        private_dir(state)
+        if not path.parent.exists():  # an existing state folder keeps its mode (0710 for the service users)
+            private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
     os.chmod(path, 0o600)
     return path.read_text().strip()
+
+
+MLFLOW_USER = "admin"
+MLFLOW_USER_STORE = "users.sqlite"  # the basic-auth app's users: only its admin
+
+
+@dataclass(frozen=True)
+class MlflowAuth:
+    user: str
+    password: str
+    password_path: Path
+    env: dict[str, str]  # what `mlflow server --app-name basic-auth` needs to find its configuration
+
+
+def mlflow_auth(state: Path) -> MlflowAuth:
+    """The MLflow server's login and its basic-auth app's configuration (see the module's docstring).
+
+    The app creates its admin user once, from MLFLOW_AUTH_ADMIN_PASSWORD, in its own user store, and
+    ignores the variable afterwards; so a password file made anew (deleted by hand) goes with a new
+    user store, or the printed password would not be the one that works."""
+    folder = private_dir(state / "mlflow-auth")
+    password_path = state / "mlflow-password"
+    if not password_path.exists():
+        (folder / MLFLOW_USER_STORE).unlink(missing_ok=True)
+    password = ensure_secret(password_path)
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(write_mlflow_auth_config(folder)),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        # Signs the app's CSRF tokens; kept, so a browser's form survives a restart.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": ensure_secret(folder / "flask-secret-key"),
+    }
+    return MlflowAuth(MLFLOW_USER, password, password_path, env)
+
+
+def write_mlflow_auth_config(folder: Path) -> Path:
+    """The basic-auth app's configuration in `folder` (0600), its user store beside it; the local stack's and
+    the compose cluster's MLflow (compose/roles.py) both use it."""
+    config = folder / "basic_auth.ini"
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{folder / MLFLOW_USER_STORE}\n"
+        f"admin_username = {MLFLOW_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    if not config.exists() or config.read_text() != text:
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    return config
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class Cluster:
         self.key = "smk_" + secrets.token_urlsafe(24)
         self.jupyter_token = secrets.token_urlsafe(16)
         self.sql_password = secrets.token_urlsafe(32)
+        self.mlflow_password = secrets.token_urlsafe(32)
         self.env_file = folder / "cluster.env"
         self.key_file = folder / "api-key"
         self.key_file.write_text(self.key + "\n")
@@ -63,6 +64,7 @@ class Cluster:
             "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
             "JUPYTER_TOKEN": self.jupyter_token,
             "SQL_PASSWORD": self.sql_password,
+            "MLFLOW_PASSWORD": self.mlflow_password,
             "API_KEY_HASH": hashlib.sha256(self.key.encode()).hexdigest(),
             "SAMPLE_ROWS": str(ROWS),
             # No scheduled run in the middle of the checks: the Airflow test triggers its own.
@@ -174,7 +176,10 @@ def test_a_first_start_creates_the_env_file_with_fresh_secrets(tmp_path):
     assert key.startswith("smk_") and key not in cluster.env_file.read_text()
     assert values["API_KEY_HASH"] == hashlib.sha256(key.encode()).hexdigest()
     assert len(values["POSTGRES_PASSWORD"]) >= 24 and len(values["JUPYTER_TOKEN"]) >= 24
-    assert values["POSTGRES_PASSWORD"] != values["JUPYTER_TOKEN"]
+    assert len(values["MLFLOW_PASSWORD"]) >= 24 and len(values["SQL_PASSWORD"]) >= 24
+    assert (
+        len({values[name] for name in ("POSTGRES_PASSWORD", "JUPYTER_TOKEN", "MLFLOW_PASSWORD", "SQL_PASSWORD")}) == 4
+    )
     assert cluster.key_file.stat().st_mode & 0o777 == 0o600 and cluster.env_file.stat().st_mode & 0o077 == 0
 
 
@@ -384,7 +389,9 @@ def serving_state(cluster: Cluster) -> tuple[str, str, int]:
     with httpx.Client(base_url=cluster.url("API_PORT"), timeout=10) as client:
         body = client.get(f"/predict/{customer_id(cluster)}", headers={"Authorization": f"Bearer {cluster.key}"}).json()
     name = load_settings().mlflow.model_name
-    with httpx.Client(base_url=cluster.url("MLFLOW_PORT"), timeout=20) as client:
+    with httpx.Client(
+        base_url=cluster.url("MLFLOW_PORT"), timeout=20, auth=("admin", cluster.mlflow_password)
+    ) as client:
         found = client.get("/api/2.0/mlflow/model-versions/search", params={"filter": f"name = '{name}'"})
     assert found.status_code == 200, found.text
     return body["feature_snapshot"]["run_id"], body["model_version"], len(found.json().get("model_versions", []))
@@ -452,12 +459,18 @@ def raw_model_file(cluster: Cluster, version: str) -> bytes:
 
 
 def test_mlflow_holds_the_production_model_on_postgresql_with_its_files_on_s3(cluster):
-    """Through MLflow's published port: the production alias is the version the API serves, and its run's
+    """Through MLflow's published port, with its login: the production alias is the version the API serves, and its run's
     model file, read back from moto's S3, is byte for byte the file the lake's registry holds."""
     from configuration.settings import load_settings
 
     name = load_settings().mlflow.model_name
-    with httpx.Client(base_url=cluster.url("MLFLOW_PORT"), timeout=20) as client:
+    with httpx.Client(base_url=cluster.url("MLFLOW_PORT"), timeout=20) as anonymous:  # only /health without the login
+        assert anonymous.get("/health").status_code == 200
+        assert anonymous.get("/api/2.0/mlflow/registered-models/search").status_code == 401
+        assert anonymous.get("/api/2.0/mlflow/registered-models/search", auth=("admin", "wrong")).status_code == 401
+    with httpx.Client(
+        base_url=cluster.url("MLFLOW_PORT"), timeout=20, auth=("admin", cluster.mlflow_password)
+    ) as client:
         alias = client.get("/api/2.0/mlflow/registered-models/alias", params={"name": name, "alias": "production"})
         assert alias.status_code == 200, alias.text
         version = alias.json()["model_version"]

@@ -79,7 +79,7 @@ def test_no_secret_is_written_in_the_compose_file():
 def test_env_example_names_every_required_variable():
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    assert required == {"POSTGRES_PASSWORD", "JUPYTER_TOKEN", "API_KEY_HASH", "SQL_PASSWORD"}
+    assert required == {"POSTGRES_PASSWORD", "JUPYTER_TOKEN", "API_KEY_HASH", "SQL_PASSWORD", "MLFLOW_PASSWORD"}
     example = (REPO_ROOT / ".env.example").read_text()
     names = set(re.findall(r"^([A-Z_]+)=", example, re.M))
     optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
@@ -197,6 +197,19 @@ def test_the_build_context_holds_every_file_the_dockerfiles_copy():
                 )
                 assert ok, f"{dockerfile} copies {source}, which .dockerignore leaves out of the build context"
                 assert list(REPO_ROOT.glob(source.rstrip("/"))), f"{dockerfile} copies {source}, which does not exist"
+
+
+def test_mlflow_asks_for_a_login_whose_password_the_env_file_keeps_and_the_pipeline_sends(compose):
+    """As the local stack's: without it, anything reaching the published port could move the production alias."""
+    services = compose["services"]
+    assert str(services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"]).startswith("${MLFLOW_PASSWORD:?")
+    for name in ("features", "training", "publish", "airflow"):  # every client of http://mlflow:5000
+        env = services[name]["environment"]
+        assert env["SPARKMAKER_MLFLOW__TRACKING_URI"] == "http://mlflow:5000"
+        assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+        assert str(env["MLFLOW_TRACKING_PASSWORD"]).startswith("${MLFLOW_PASSWORD:?"), name
+    assert re.search(r"(?m)^MLFLOW_PASSWORD=$", (REPO_ROOT / ".env.example").read_text())
+    assert "MLFLOW_PASSWORD=$(random_token)" in COMPOSE_SH.read_text()
 
 
 def test_the_sql_server_asks_for_a_password_kept_in_the_env_file(compose):

@@ -29,6 +29,7 @@ def scratch_stack(rows: int, seed: int) -> dict:
         "SPARKMAKER_STACK__THRIFT_PORT": str(ports["thrift"]),
         "SPARKMAKER_MLFLOW__PORT": str(ports["mlflow"]),
         "SPARKMAKER_AIRFLOW__PORT": str(ports["airflow"]),
+        "SPARKMAKER_AIRFLOW__LOG_SERVER_PORT": str(free_port()),
         "SPARKMAKER_AIRFLOW__SCHEDULE": "none",  # Airflow runs, but no lifecycle run starts under the test
     }
     return {"root": root, "csv": csv, "ports": ports, "env": env}
