@@ -139,8 +139,8 @@ def ensure_login(home: Path) -> Login:
 
 
 def serve(settings: Settings) -> None:
-    """Run Airflow's scheduler, DAG processor, triggerer and API server (orchestration/components.py) with the
-    environment above and the login ensured, until SIGTERM: `python -m orchestration serve`."""
+    """Run Airflow's scheduler, DAG processor, triggerer, API server and task log server (orchestration/components.py)
+    with the environment above and the login ensured, until SIGTERM: `python -m orchestration serve`."""
     from orchestration import components
 
     home = airflow_home(settings)
