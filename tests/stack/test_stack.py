@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -64,6 +66,17 @@ def test_start_serves_predictions_and_sql_then_stop_stops_only_its_own(stack_env
     assert f"MLflow: http://127.0.0.1:{stack_env['ports']['mlflow']}" in lines
     with urllib.request.urlopen(f"http://127.0.0.1:{stack_env['ports']['mlflow']}/health", timeout=10) as response:
         assert response.status == 200
+    # MLflow's data only with the printed login (tests/stack/test_mlflow_login.py has the rest).
+    mlflow_password = next(line for line in lines if line.startswith("MLflow login: user admin, password ")).split()[5]
+    search = f"http://127.0.0.1:{stack_env['ports']['mlflow']}/api/2.0/mlflow/registered-models/search"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(search, timeout=10)
+    assert refused.value.code == 401
+    basic = base64.b64encode(f"admin:{mlflow_password}".encode()).decode()
+    with urllib.request.urlopen(
+        urllib.request.Request(search, headers={"Authorization": f"Basic {basic}"}), timeout=10
+    ) as response:
+        assert response.status == 200 and "registered_models" in json.loads(response.read())
     # the lifecycle ran through the pipeline: the first model judged by the gate and promoted
     assert any("[pipeline] promote" in line and "is production (the first model)" in line for line in lines)
 
