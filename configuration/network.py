@@ -8,8 +8,9 @@ import socket
 from configuration.errors import UserError
 
 
-def check_port(host: str, port: int) -> None:
-    """Raise UserError when host:port cannot be listened on (in use, or not an address of this machine)."""
+def check_port(host: str, port: int, change: str = "--port") -> None:
+    """Raise UserError when host:port cannot be listened on (in use, or not an address of this machine);
+    `change` names what sets the port, for the message."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -18,9 +19,11 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise UserError(
-                    f"port {port} on {host} is in use: stop the other server or choose another with --port"
+                    f"port {port} on {host} is in use: stop the other server or choose another with {change}"
                 ) from None
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") from None
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): check the address and {change}"
+            ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configuration.errors import UserError
+from configuration.network import check_port
 from configuration.settings import REPO_ROOT, Settings
 
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
@@ -143,6 +144,9 @@ def serve(settings: Settings) -> None:
     with the environment above and the login ensured, until SIGTERM: `python -m orchestration serve`."""
     from orchestration import components
 
+    # A taken port is one line here, not a component's traceback and the others stopped.
+    check_port(settings.airflow.host, settings.airflow.port, "airflow.port")
+    check_port("127.0.0.1", settings.airflow.log_server_port, "airflow.log_server_port")
     home = airflow_home(settings)
     ensure_venv()
     login = ensure_login(home)

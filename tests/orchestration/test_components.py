@@ -108,3 +108,23 @@ def test_a_database_airflow_cannot_migrate_is_one_line_naming_the_setting(airflo
     assert "\n" not in message and len(message) < 500, message
     assert message.startswith("Airflow's metadata database could not be migrated (airflow db migrate exited 1)")
     assert "127.0.0.1" in message and message.endswith("check airflow.database_url")
+
+
+def test_a_taken_log_server_port_is_one_line_before_any_component_starts(airflow_venv, tmp_path):
+    import socket
+
+    from configuration.network import free_port
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        settings = Settings(
+            paths={"state_dir": str(tmp_path / "state")}, airflow={"port": free_port(), "log_server_port": taken}
+        )
+        with pytest.raises(UserError) as caught:
+            runtime.serve(settings)
+    assert str(caught.value) == (
+        f"port {taken} on 127.0.0.1 is in use: stop the other server or choose another with airflow.log_server_port"
+    )
+    assert not (tmp_path / "state" / "airflow").exists()  # nothing made: no login, no database
