@@ -40,11 +40,6 @@ class Sample:
     parts: list[tuple[str, int, float]]  # (name, pid, RSS MB) of each process counted
     shared: list[tuple[str, int, float]]  # processes left out: they share a counted one's memory
 
-    @property
-    def naive_mb(self) -> float:
-        """The plain sum, shared address spaces counted again."""
-        return self.mb + sum(mb for _, _, mb in self.shared)
-
 
 def resident(processes: Sequence[psutil.Process]) -> Sample:
     """RSS of `processes` (gone ones skipped), a process sharing an already counted one's memory left out."""
