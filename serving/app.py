@@ -215,6 +215,35 @@ def _content_type(media_type: str) -> tuple[bytes, bytes]:
     return (b"content-type", media_type.encode("latin-1"))
 
 
+@functools.lru_cache(maxsize=16)
+def _content_type_headers(media_type: str) -> list[tuple[bytes, bytes]]:
+    return [_content_type(media_type)]  # one list per media type: serving.fast_http caches its bytes by identity
+
+
+def answer_plain(
+    model: LoadedModel | None, content_type: bytes | None, accept: bytes | None, body: bytes, runtime: bool
+) -> tuple[bytes, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]] | None:
+    """The 200 of a small prediction without ASGI: (content, content-type header, the model's headers), or None.
+
+    None whenever the answer would be anything else (no model, a 415, 406 or 400, more rows than
+    the fast path takes, a failing model): the caller then hands the request to the ASGI route,
+    which answers it with its errors, so that they live in one place. The steps are the ASGI
+    route's own functions, in its order.
+    """
+    if model is None:
+        return None
+    try:
+        media_type = _request_type(content_type)
+        answer_type = _answer_type(accept)
+        rows = decode(body, media_type, model.feature_names)
+        if len(rows) > model.fast_max_rows:
+            return None
+        content = encode(model.predict(rows), answer_type)
+    except Exception:  # every error is answered (and logged) by the ASGI route
+        return None
+    return content, _content_type_headers(answer_type), model.raw_runtime_headers if runtime else model.raw_headers
+
+
 async def _send(send, status: int, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]) -> None:
     headers = [_content_type(media_type), (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -336,9 +365,20 @@ class PredictionRoutes:
     the same functions either way (content types, decoder, encoder, runtime_api).
     """
 
+    explain_header = explain.HEADER
+
     def __init__(self, app: Starlette, state: ServerState) -> None:
         self.app = app
         self.state = state
+
+    def answer_plain(self, content_type: bytes | None, accept: bytes | None, body: bytes, endpoint: str | None):
+        """`answer_plain` for this server's model at /invocations (endpoint None) or its runtime route.
+
+        The caller has checked that the request asks for no explanation (`explain_header`).
+        """
+        if endpoint is not None and endpoint != self.state.endpoint_name:
+            return None
+        return answer_plain(self.state.holder.current, content_type, accept, body, runtime=endpoint is not None)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":

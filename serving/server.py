@@ -106,7 +106,8 @@ def run(settings: Settings, server: ServerPlan) -> None:
         host=server.host,
         port=server.port,
         workers=server.workers,
-        http="httptools",
+        # httptools, with the plain small prediction answered without the ASGI cycle (serving.fast_http).
+        http="serving.fast_http:InvocationsProtocol",
         loop="uvloop",
         access_log=False,
         log_level="warning",
