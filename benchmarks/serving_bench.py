@@ -4,13 +4,16 @@ HTTP (single-row POST /invocations, text/csv):
   - the model server (`python -m serving`, 1 worker) and, as the HTTP floor of this machine,
     a bare uvicorn ASGI app that reads the body and returns a constant, with the same
     uvicorn options (httptools, uvloop, no access log, no proxy headers, no server header),
-    each pinned to CPU 0;
+    and, since the model server answers its plain requests without ASGI (serving.fast_http),
+    the leaner floor of that structure: uvicorn's httptools protocol answering a constant from
+    its parser callbacks (`protocol`); each pinned to CPU 0;
   - load generator in a separate process pinned to CPU 1:
       * `wrk` (Debian's wrk 4.1, closed loop: each connection sends its next request when
         the answer arrives) for throughput and latency at several connection counts;
       * an open-loop generator in Python (benchmarks/loadgen.py, run as `--loadgen`: requests scheduled at a
         fixed rate over many connections, latency counted from the scheduled send time, so
-        a stall is not hidden) at half of the model server's best wrk throughput.
+        a stall is not hidden) at half of the model server's best wrk throughput, and at any
+        `--open-loop-rates` given (an earlier run's half, to compare a tail at the same rate).
 Batch scoring: `serving batch` (Spark local[2]) on latest-features-like Parquet tables
 (default 777,715 rows), beside pyarrow + XGBoost (inplace_predict, all cores) on the same file.
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration.network import free_port  # noqa: E402
 from loadgen import open_loop, pinned, uvicorn_command, wrk_result  # noqa: E402  (benchmarks/, the script's folder)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
 
 ROW = b"3,2500.5,41,7,1\n"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -67,6 +71,49 @@ async def floor_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"0.5\n"})
 
 
+class FloorProtocol(HttpToolsProtocol):
+    """The leaner floor: uvicorn's httptools protocol answering a constant from its parser callbacks, no ASGI.
+
+    The model server answers its plain requests this way (serving.fast_http), so beside the bare
+    ASGI app this is the floor that shares none of the ASGI cycle's cost: parsing, the keep-alive
+    timer and the write, nothing else.
+    """
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def on_headers_complete(self) -> None:
+        pass
+
+    def on_body(self, body: bytes) -> None:
+        pass
+
+    def on_message_complete(self) -> None:
+        parts = [b"HTTP/1.1 200 OK\r\n"]
+        parts.extend(b"%s: %s\r\n" % header for header in self.server_state.default_headers)
+        parts.append(b"content-type: text/csv\r\ncontent-length: 4\r\n\r\n0.5\n")
+        self.transport.write(b"".join(parts))
+        self.on_response_complete()
+
+
+def run_protocol_floor(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        floor_app,
+        host="127.0.0.1",
+        port=port,
+        http=FloorProtocol,
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
     import httpx
 
@@ -85,6 +132,11 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None
 
 def start_floor(port: int, log) -> subprocess.Popen:
     command = uvicorn_command("serving_bench:floor_app", port, proxy_headers=False, server_header=False)
+    return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_protocol_floor(port: int, log) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--protocol-floor", str(port)]
     return subprocess.Popen(pinned(SERVER_CPU, command), stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -263,32 +315,35 @@ def bench_http(args, work: Path) -> dict:
     model_dir = args.model_dir or make_model(work / "model", rounds=args.rounds, depth=args.depth)
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
-    results: dict = {"model_dir": str(model_dir), "micro": micro(model_dir), "floor": [], "model": []}
-    ports = {"floor": free_port(), "model": free_port()}
+    names = ("floor", "protocol", "model")
+    results: dict = {"model_dir": str(model_dir), "micro": micro(model_dir), **{name: [] for name in names}}
+    ports = {name: free_port() for name in names}
     processes = {}
     with open(work / "floor.log", "wb") as floor_log, open(work / "model.log", "wb") as model_log:
         processes["floor"] = start_floor(ports["floor"], floor_log)
+        processes["protocol"] = start_protocol_floor(ports["protocol"], floor_log)
         processes["model"] = start_model_server(ports["model"], model_dir, work / "state", model_log)
     urls = {name: f"http://127.0.0.1:{port}/invocations" for name, port in ports.items()}
     try:
-        for name in ("floor", "model"):
+        for name in names:
             wait_ready(urls[name], processes[name])
             run_wrk(urls[name], 4, 2, script)  # warm-up
         for connections in args.connections:
-            runs = {"floor": [], "model": []}
+            runs: dict[str, list] = {name: [] for name in names}
             for _ in range(args.repeat):
-                for name in ("floor", "model"):
+                for name in names:
                     runs[name].append(run_wrk(urls[name], connections, args.duration, script, processes[name].pid))
-            for name in ("floor", "model"):
+            for name in names:
                 results[name].append(max(runs[name], key=lambda r: r["rps"]))
         best = max(r["rps"] for r in results["model"])
-        results["open_loop_rate"] = round(best / 2)
-        open_runs = {"floor": [], "model": []}
-        for _ in range(args.repeat):
-            for name in ("floor", "model"):
-                open_runs[name].append(run_open_loop(ports[name], results["open_loop_rate"], args.duration))
-        for name in ("floor", "model"):
-            results[f"{name}_open_loop"] = min(open_runs[name], key=lambda r: r["p99_ms"])
+        rates = [round(best / 2), *args.open_loop_rates]
+        results["open_loop"] = []
+        for rate in rates:
+            open_runs: dict[str, list] = {name: [] for name in names}
+            for _ in range(args.repeat):
+                for name in names:
+                    open_runs[name].append(run_open_loop(ports[name], rate, args.duration))
+            results["open_loop"].append({name: min(open_runs[name], key=lambda r: r["p99_ms"]) for name in names})
     finally:
         for process in processes.values():
             stop(process)
@@ -529,6 +584,9 @@ def main() -> None:
             pass
         print(json.dumps(asyncio.run(open_loop(host, port, _invocation, rate, seconds, connections))))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--protocol-floor":
+        run_protocol_floor(int(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per load run")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64])
@@ -559,6 +617,12 @@ def main() -> None:
     )
     parser.add_argument("--batch-only", action="store_true", help="the batch part only (same as --skip-http)")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--open-loop-rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[],
+        help="open-loop rates (req/s) to measure besides half of the model's max, e.g. 9000 (an earlier half)",
+    )
     args = parser.parse_args()
     args.skip_http = args.skip_http or args.batch_only
     if not args.skip_http and shutil.which("wrk") is None:
@@ -584,28 +648,40 @@ def main() -> None:
             )
             print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
             print(
-                f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | "
-                f"{'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | {'model/floor rps':>15} {'cpu':>5} | errors"
+                "floor: a bare ASGI app under uvicorn; protocol: uvicorn's httptools protocol answering a constant, no ASGI"
             )
-            for floor, model in zip(http["floor"], http["model"]):
+            print(
+                f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | "
+                f"{'protocol rps':>12} {'cpu us/req':>10} | "
+                f"{'model rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} | {'model/floor rps':>15} {'cpu':>5} | "
+                f"{'model/protocol rps':>18} {'cpu':>5} | errors"
+            )
+            for floor, protocol, model in zip(http["floor"], http["protocol"], http["model"]):
                 print(
                     f"{floor['connections']:>5} | {floor['rps']:>9.0f} {floor['p50_ms']:>7.2f} {floor['p99_ms']:>7.2f} "
-                    f"{floor['cpu_us_per_request']:>10.0f} | {model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} "
+                    f"{floor['cpu_us_per_request']:>10.0f} | {protocol['rps']:>12.0f} {protocol['cpu_us_per_request']:>10.0f} | "
+                    f"{model['rps']:>9.0f} {model['p50_ms']:>7.2f} {model['p99_ms']:>7.2f} "
                     f"{model['cpu_us_per_request']:>10.0f} | {model['rps'] / floor['rps']:>15.2f} "
-                    f"{floor['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | {floor['errors']}/{model['errors']}"
+                    f"{floor['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | "
+                    f"{model['rps'] / protocol['rps']:>18.2f} "
+                    f"{protocol['cpu_us_per_request'] / model['cpu_us_per_request']:>5.2f} | "
+                    f"{floor['errors']}/{protocol['errors']}/{model['errors']}"
                 )
-            best_floor = max(r["rps"] for r in http["floor"])
-            best_model = max(r["rps"] for r in http["model"])
+            best = {name: max(r["rps"] for r in http[name]) for name in ("floor", "protocol", "model")}
             print(
-                f"max throughput: floor {best_floor:.0f} rps, model {best_model:.0f} rps ({best_model / best_floor:.0%} of the floor; target >= 70% at every connection count)"
+                f"max throughput: floor {best['floor']:.0f} rps, protocol {best['protocol']:.0f} rps, model "
+                f"{best['model']:.0f} rps ({best['model'] / best['floor']:.0%} of the floor, "
+                f"{best['model'] / best['protocol']:.0%} of the protocol floor; target >= 70% of the floor at every "
+                "connection count)"
             )
-            for name in ("model", "floor"):
-                o = http[f"{name}_open_loop"]
-                print(
-                    f"open loop at {o['rate']:.0f} rps (half the model's max), {name}: achieved {o['achieved_rps']:.0f} rps, "
-                    f"p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, p99.9 {o['p999_ms']:.2f} ms, errors {o['errors']}"
-                    + (" (target p99 < 10 ms)" if name == "model" else "")
-                )
+            for index, runs in enumerate(http["open_loop"]):
+                for name in ("model", "floor", "protocol"):
+                    o = runs[name]
+                    print(
+                        f"open loop at {o['rate']:.0f} rps ({'half the model' + chr(39) + 's max' if index == 0 else 'as asked'}), "
+                        f"{name}: achieved {o['achieved_rps']:.0f} rps, p50 {o['p50_ms']:.2f} ms, p99 {o['p99_ms']:.2f} ms, "
+                        f"p99.9 {o['p999_ms']:.2f} ms, errors {o['errors']}"
+                    )
         if not args.skip_batch:
             print_batch(bench_batch(args, work, args.model_dir), args.batch_baseline)
 
