@@ -104,12 +104,15 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _second_text = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def timestamp(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
+            "ts": self.timestamp(record.created, record.msecs),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -125,6 +128,60 @@ class JsonFormatter(logging.Formatter):
         return _dump_line(entry)
 
 
+class JsonLogHandler(logging.StreamHandler):
+    """The JSON log's handler (configure_logging), which also takes access lines straight from RequestMiddleware.
+
+    An access line through `Logger.info` builds a LogRecord and walks the logger tree, the
+    filters and the handler's locks: under load that cost as much CPU as the store read and the
+    prediction log together (benchmarks/README.md, Prediction API, 2026-12-07). `access_line`
+    writes the same JSON object (the same keys, in the same order, as `JsonFormatter` makes of
+    the record) to the same stream, one line and one flush each, when nothing between the
+    `api.access` logger and this handler could change or stop it (`takes_directly`); otherwise
+    the middleware logs it the usual way.
+    """
+
+    formatter: JsonFormatter
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.setFormatter(JsonFormatter())
+
+    def takes_directly(self, logger: logging.Logger) -> bool:
+        """Whether `logger`'s INFO records reach this handler alone, unchanged, and nothing else."""
+        if logging.INFO < self.level or not logger.isEnabledFor(logging.INFO) or self.filters:
+            return False
+        node: logging.Logger | None = logger
+        while node is not None:
+            if node.filters or node.disabled:
+                return False
+            if node.handlers:
+                return node.handlers == [self] and node.parent is None  # the root's, as configure_logging sets it
+            if not node.propagate:
+                return False
+            node = node.parent
+        return False
+
+    def access_line(self, name: str, method: str, path: str, template: str, status: int, ms: float) -> None:
+        created = time.time()
+        entry: dict[str, Any] = {
+            "ts": self.formatter.timestamp(created, (created - int(created)) * 1000),
+            "level": "INFO",
+            "logger": name,
+            "message": f"{method} {path} {status}",
+        }
+        request_id = current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update(method=method, path=path, route=template, status=status, ms=ms)  # `extra`'s order
+        line = _dump_line(entry) + self.terminator
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line)
+                self.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": line, "name": name}))
+
+
 _dump_line = json.JSONEncoder(default=str).encode  # json.dumps(entry, default=str), its encoder made once
 
 
@@ -135,8 +192,7 @@ def configure_logging(level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler = JsonLogHandler(sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -278,21 +334,22 @@ class RequestMiddleware:
             template = getattr(route, "path", None) or "unmatched"  # the template, never the raw path: bounded labels
             method = scope["method"]
             self._observe(template, method, status, seconds)
-            if self.log.isEnabledFor(logging.INFO):
-                self.log.info(
-                    "%s %s %d",
-                    method,
-                    scope["path"],
-                    status,
-                    extra={
-                        "method": method,
-                        "path": scope["path"],
-                        "route": template,
-                        "status": status,
-                        "ms": round(seconds * 1000, 3),
-                    },
-                )
+            self.access_line(method, scope["path"], template, status, round(seconds * 1000, 3))
             CURRENT.reset(token)
+
+    def access_line(self, method: str, path: str, template: str, status: int, ms: float) -> None:
+        root_handlers = logging.root.handlers
+        handler = root_handlers[0] if len(root_handlers) == 1 else None
+        if isinstance(handler, JsonLogHandler) and handler.takes_directly(self.log):
+            handler.access_line(self.log.name, method, path, template, status, ms)
+        elif self.log.isEnabledFor(logging.INFO):
+            self.log.info(
+                "%s %s %d",
+                method,
+                path,
+                status,
+                extra={"method": method, "path": path, "route": template, "status": status, "ms": ms},
+            )
 
 
 # Monitoring figures ---------------------------------------------------------------------------
