@@ -70,6 +70,19 @@ def _cached_block(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return entry[1]
 
 
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+def _status_and_defaults(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The status line and uvicorn's default headers (the date): uvicorn makes a new list each second."""
+    global _defaults
+    cached, lines = _defaults
+    if cached is not default_headers:
+        lines = _OK + b"".join(b"%s: %s\r\n" % header for header in default_headers)
+        _defaults = (default_headers, lines)
+    return lines
+
+
 class InvocationsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with the plain small prediction answered in `on_message_complete` (module doc)."""
 
@@ -158,16 +171,17 @@ class InvocationsProtocol(HttpToolsProtocol):
         if head is None or tail is None:
             return self._replay(body)
         keep_alive = self.parser.should_keep_alive() and not self.close_after
-        parts = [_OK]
-        parts.extend(b"%s: %s\r\n" % header for header in self.server_state.default_headers)
-        parts.append(head)
-        parts.append(b"content-length: %d\r\n" % len(content))
-        parts.append(tail)
-        if not keep_alive:
-            parts.append(_CLOSE)
-        parts.append(b"\r\n")
-        parts.append(content)
-        self.transport.write(b"".join(parts))
+        self.transport.write(
+            b"%s%scontent-length: %d\r\n%s%s\r\n%s"
+            % (
+                _status_and_defaults(self.server_state.default_headers),
+                head,
+                len(content),
+                tail,
+                b"" if keep_alive else _CLOSE,
+                content,
+            )
+        )
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()
