@@ -15,6 +15,10 @@ explanation header, nothing in flight or queued on the connection, the transport
 no concurrency limit. Everything else, and any request whose answer is not a 200 (a bad
 body, a 415 or 406, no model, a model that fails), is replayed into uvicorn's own ASGI path
 with its body, so every error keeps the one implementation it has there.
+
+It uses HttpToolsProtocol's own fields (url, headers, cycle, pipeline, flow, parser) as of the
+uvicorn pinned in requirements.lock and serving/requirements.lock; tests/serving/test_fast_http.py
+compares its answers with uvicorn's byte for byte, so an upgrade that changes them fails there.
 """
 
 from __future__ import annotations
