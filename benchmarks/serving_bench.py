@@ -230,7 +230,76 @@ def micro(model_dir: Path) -> dict:
             call()
         result[name] = (time.perf_counter() - started) / 3000 * 1e6
     result["handler_us"] = handler_time(model_dir)
+    result["protocol_us"], result["protocol_floor_us"] = protocol_times(model_dir)
     return result
+
+
+class _Transport:
+    """Enough of an asyncio transport for a protocol fed in process: writes counted, nothing sent."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default=None):
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def protocol_times(model_dir: Path, requests: int = 30_000) -> tuple[float, float]:
+    """CPU µs per single-row request fed to the model server's protocol (serving.fast_http) in process, no
+    network: parsing, the prediction and the answer's bytes; and the same for the protocol floor's."""
+    import uvloop
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from configuration.settings import load_settings
+    from serving.app import create_app
+    from serving.fast_http import InvocationsProtocol
+
+    request = _invocation()
+    with tempfile.TemporaryDirectory() as state:
+        settings = load_settings(paths={"state_dir": state, "lake": state}, serving={"model_dir": str(model_dir)})
+        app = create_app(settings)
+        app.state.watcher.check()
+
+        async def per_request(protocol_class, asgi_app) -> float:
+            config = Config(app=asgi_app, http=protocol_class, log_level="warning", proxy_headers=False)
+            config.load()
+            server_state = ServerState()
+            server_state.default_headers = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT")]
+            protocol = protocol_class(config=config, server_state=server_state, app_state={})
+            transport = _Transport()
+            protocol.connection_made(transport)
+            for _ in range(1000):
+                protocol.data_received(request)
+            best = float("inf")
+            for _ in range(3):
+                started = time.process_time()
+                for _ in range(requests):
+                    protocol.data_received(request)
+                best = min(best, (time.process_time() - started) / requests * 1e6)
+            protocol.connection_lost(None)
+            assert transport.writes == 1000 + 3 * requests, "a request was not answered in process"
+            return best
+
+        async def both() -> tuple[float, float]:
+            return await per_request(InvocationsProtocol, app), await per_request(FloorProtocol, floor_app)
+
+        return uvloop.run(both())
 
 
 SHAPES = ((240, 2), (300, 6), (30, 4))  # training's defaults' shape, a deep model, a small one
@@ -644,7 +713,9 @@ def main() -> None:
             print(
                 f"in-process single-row predict: compiled fast path {http['micro']['fast_path_us']:.1f} us, "
                 f"XGBoost inplace_predict {http['micro']['xgboost_inplace_us']:.0f} us; "
-                f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us"
+                f"whole /invocations handler (ASGI call, no network) {http['micro']['handler_us']:.0f} us; "
+                f"a request fed to the server's protocol (parsing, prediction, answer; no network) "
+                f"{http['micro']['protocol_us']:.1f} us CPU, to the protocol floor's {http['micro']['protocol_floor_us']:.1f} us"
             )
             print("\nsingle-row POST /invocations, wrk closed loop, 1 server worker on CPU 0, wrk on CPU 1")
             print(
