@@ -17,9 +17,10 @@ import time
 import numpy as np
 import pytest
 
+from configuration.settings import load_settings
 from tests.serving.conftest import synthetic_features
 
-ENDPOINT = "sparkmaker-credit-risk"  # serving.endpoint_name's default
+ENDPOINT = load_settings().serving.endpoint_name  # what the started server (tracked settings) answers to
 
 
 def _csv(rows: int, seed: int = 3) -> bytes:
