@@ -23,20 +23,14 @@ compares its answers with uvicorn's byte for byte, so an upgrade that changes th
 
 from __future__ import annotations
 
-import re
-
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
 from serving.app import PredictionRoutes
 
 FAST_BODY_BYTES = 16 * 1024  # a few dozen rows; larger bodies go through ASGI (and the thread pool)
 _RUNTIME_PREFIX = b"/endpoints/"
 _SUFFIX = b"/invocations"
-_OK = b"HTTP/1.1 200 OK\r\n"
 _CLOSE = b"connection: close\r\n"
-# uvicorn's own checks of a header name and value (httptools_impl.HEADER_RE / HEADER_VALUE_RE).
-_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _endpoint_of(url: bytes) -> str | None:
@@ -54,7 +48,7 @@ def header_block(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     """Header lines as uvicorn writes them, or None when uvicorn would refuse one (then ASGI answers)."""
     lines = []
     for name, value in headers:
-        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):  # uvicorn's own checks
             return None
         lines.append(b"%s: %s\r\n" % (name.lower(), value))
     return b"".join(lines)
@@ -82,7 +76,7 @@ def _status_and_defaults(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     global _defaults
     cached, lines = _defaults
     if cached is not default_headers:
-        lines = _OK + b"".join(b"%s: %s\r\n" % header for header in default_headers)
+        lines = STATUS_LINE[200] + b"".join(b"%s: %s\r\n" % header for header in default_headers)
         _defaults = (default_headers, lines)
     return lines
 
