@@ -234,41 +234,15 @@ def micro(model_dir: Path) -> dict:
     return result
 
 
-class _Transport:
-    """Enough of an asyncio transport for a protocol fed in process: writes counted, nothing sent."""
-
-    def __init__(self) -> None:
-        self.writes = 0
-
-    def write(self, data: bytes) -> None:
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default=None):
-        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def protocol_times(model_dir: Path, requests: int = 30_000) -> tuple[float, float]:
     """CPU µs per single-row request fed to the model server's protocol (serving.fast_http) in process, no
     network: parsing, the prediction and the answer's bytes; and the same for the protocol floor's."""
     import uvloop
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
 
     from configuration.settings import load_settings
     from serving.app import create_app
     from serving.fast_http import InvocationsProtocol
+    from tests.serving.conftest import protocol_in_process
 
     request = _invocation()
     with tempfile.TemporaryDirectory() as state:
@@ -277,13 +251,7 @@ def protocol_times(model_dir: Path, requests: int = 30_000) -> tuple[float, floa
         app.state.watcher.check()
 
         async def per_request(protocol_class, asgi_app) -> float:
-            config = Config(app=asgi_app, http=protocol_class, log_level="warning", proxy_headers=False)
-            config.load()
-            server_state = ServerState()
-            server_state.default_headers = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT")]
-            protocol = protocol_class(config=config, server_state=server_state, app_state={})
-            transport = _Transport()
-            protocol.connection_made(transport)
+            protocol, transport, _ = protocol_in_process(asgi_app, protocol_class)
             for _ in range(1000):
                 protocol.data_received(request)
             best = float("inf")
@@ -293,7 +261,7 @@ def protocol_times(model_dir: Path, requests: int = 30_000) -> tuple[float, floa
                     protocol.data_received(request)
                 best = min(best, (time.process_time() - started) / requests * 1e6)
             protocol.connection_lost(None)
-            assert transport.writes == 1000 + 3 * requests, "a request was not answered in process"
+            assert len(transport.written) == 1000 + 3 * requests, "a request was not answered in process"
             return best
 
         async def both() -> tuple[float, float]:

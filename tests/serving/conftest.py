@@ -202,3 +202,48 @@ def registry_with(root: Path, *model_dirs: Path):
         tar = artifact.pack(model_dir, root.parent / f"{root.name}-{index}.tar.gz")
         registry.register(tar, artifact.read_metadata(model_dir))
     return registry
+
+
+class RecordingTransport:
+    """Enough of an asyncio transport to feed an HTTP protocol in process: it records the writes, sends nothing."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default=None):
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def protocol_in_process(app, protocol_class=None, **options):
+    """An HTTP protocol of uvicorn's (the model server's, by default) connected to a RecordingTransport in this
+    thread's event loop, with a fixed date header: (protocol, transport, server state). Feed it with data_received."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from serving.fast_http import InvocationsProtocol
+
+    protocol_class = protocol_class or InvocationsProtocol
+    config = Config(app=app, http=protocol_class, proxy_headers=False, log_level="warning", **options)
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT")]
+    protocol = protocol_class(config=config, server_state=state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport, state

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from configuration.settings import load_settings
-from tests.serving.conftest import synthetic_features
+from tests.serving.conftest import protocol_in_process, synthetic_features
 
 ENDPOINT = load_settings().serving.endpoint_name  # what the started server (tracked settings) answers to
 
@@ -160,30 +160,6 @@ def test_a_body_in_several_segments(dir_server):
 # In process: which requests are answered without an ASGI task.
 
 
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default=None):
-        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def routes(model_a, tmp_path_factory):
     from configuration.settings import load_settings
@@ -197,22 +173,6 @@ def routes(model_a, tmp_path_factory):
     app = create_app(settings)
     app.state.watcher.check()  # the model, as the lifespan loads it
     return app
-
-
-def _protocol(app, **options):
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
-
-    from serving.fast_http import InvocationsProtocol
-
-    config = Config(app=app, http=InvocationsProtocol, proxy_headers=False, log_level="warning", **options)
-    config.load()
-    state = ServerState()
-    state.default_headers = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT")]
-    protocol = InvocationsProtocol(config=config, server_state=state, app_state={})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
-    return protocol, transport, state
 
 
 @pytest.mark.parametrize(
@@ -232,7 +192,7 @@ def _protocol(app, **options):
 )
 def test_which_requests_skip_the_asgi_cycle(routes, case, taken):
     async def run() -> tuple[bool, bytes]:
-        protocol, transport, state = _protocol(routes)
+        protocol, transport, state = protocol_in_process(routes)
         protocol.data_received(CASES[case])
         started = bool(state.tasks)  # an ASGI task is made at once for a request uvicorn's path answers
         for _ in range(200):
@@ -249,7 +209,7 @@ def test_which_requests_skip_the_asgi_cycle(routes, case, taken):
 
 def test_a_concurrency_limit_or_a_query_keeps_uvicorn_s_path(routes):
     async def tasks_started(request: bytes, **options) -> int:
-        protocol, _, state = _protocol(routes, **options)
+        protocol, _, state = protocol_in_process(routes, **options)
         protocol.data_received(request)
         count = len(state.tasks)
         await asyncio.sleep(0.05)
@@ -263,7 +223,7 @@ def test_a_concurrency_limit_or_a_query_keeps_uvicorn_s_path(routes):
 
 def test_shutdown_while_a_body_arrives_answers_then_closes(routes):
     async def run() -> tuple[bool, bytes, bool]:
-        protocol, transport, _ = _protocol(routes)
+        protocol, transport, _ = protocol_in_process(routes)
         request = CASES["one CSV row"]
         protocol.data_received(request[:-5])
         protocol.shutdown()
