@@ -110,16 +110,21 @@ class JsonFormatter(logging.Formatter):
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._second_text}.{int(msecs):03d}Z"
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self.timestamp(record.created, record.msecs),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+    def entry(self, created: float, msecs: float, level: str, name: str, message: str) -> dict[str, Any]:
+        """A line's leading fields, in their order: time, level, logger, message, and the request id when there is one."""
+        entry: dict[str, Any] = {
+            "ts": self.timestamp(created, msecs),
+            "level": level,
+            "logger": name,
+            "message": message,
         }
         request_id = current_request_id()
         if request_id:
             entry["request_id"] = request_id
+        return entry
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = self.entry(record.created, record.msecs, record.levelname, record.name, record.getMessage())
         for key, value in itertools.islice(record.__dict__.items(), _STANDARD, None):
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
@@ -163,15 +168,9 @@ class JsonLogHandler(logging.StreamHandler):
 
     def access_line(self, name: str, method: str, path: str, template: str, status: int, ms: float) -> None:
         created = time.time()
-        entry: dict[str, Any] = {
-            "ts": self.formatter.timestamp(created, (created - int(created)) * 1000),
-            "level": "INFO",
-            "logger": name,
-            "message": f"{method} {path} {status}",
-        }
-        request_id = current_request_id()
-        if request_id:
-            entry["request_id"] = request_id
+        entry = self.formatter.entry(
+            created, (created - int(created)) * 1000, "INFO", name, f"{method} {path} {status}"
+        )
         entry.update(method=method, path=path, route=template, status=status, ms=ms)  # `extra`'s order
         line = _dump_line(entry) + self.terminator
         with self.lock:  # type: ignore[union-attr]
