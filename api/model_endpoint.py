@@ -424,13 +424,21 @@ class RegistryThresholds:
 
 
 def open_model_endpoint(settings: Settings) -> ModelEndpoint:
+    """The configured endpoint; with api.model_batch_rows > 1, the predictions of one event-loop turn share a call."""
     api = settings.api
+    endpoint: ModelEndpoint
     if api.model_endpoint == "sagemaker":
-        return SageMakerModelEndpoint(
+        endpoint = SageMakerModelEndpoint(
             settings.serving.endpoint_name,
             settings.aws.region,
             settings.aws.endpoint_url,
             api.timeout_seconds,
             api.http_pool_size,
         )
-    return HttpModelEndpoint(api.model_url, api.timeout_seconds, api.http_pool_size)
+    else:
+        endpoint = HttpModelEndpoint(api.model_url, api.timeout_seconds, api.http_pool_size)
+    if api.model_batch_rows <= 1:
+        return endpoint
+    from api.model_batching import BatchingEndpoint  # imports this module
+
+    return BatchingEndpoint(endpoint, api.model_batch_rows)

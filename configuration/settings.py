@@ -273,6 +273,12 @@ class ApiSettings(Section):
         description="Calls to the model endpoint at once: keep-alive connections to the model server (http), "
         "or concurrent SageMaker Runtime calls (sagemaker: raise it for a remote endpoint's network latency).",
     )
+    model_batch_rows: int = Field(
+        32,
+        ge=1,
+        description="Rows of the plain predictions that reach the model in one turn of the event loop, sent as one "
+        "call (api.model_batching: nobody waits for company); 1 sends every prediction alone.",
+    )
     workers: int = Field(1, ge=1, description="uvicorn worker processes of `python -m api`.")
     # Failed authentications (security): a client address that fails this often is refused with 429.
     auth_max_failures: int = Field(

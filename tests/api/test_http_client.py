@@ -32,6 +32,7 @@ class Server:
         self.requests = 0
         self.open_now = 0
         self.most_open = 0
+        self.bodies: list[bytes] = []  # every request's body, in the order they came
         self.port = free_port()
 
     async def __aenter__(self) -> Server:
@@ -56,7 +57,7 @@ class Server:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+                self.bodies.append(await reader.readexactly(length))
                 self.requests += 1
                 answer = self.answer(self.requests, head)
                 if asyncio.iscoroutine(answer):
