@@ -2,7 +2,9 @@
 
 What runs (every server is a separate process pinned to CPU 0, the load generator to CPU 1):
   - the API: `python -m api` (1 worker; SQLite store, then Redis store), calling
-    `python -m serving` (1 worker) over HTTP: two hops, as in production;
+    `python -m serving` (1 worker) over HTTP: two hops, as in production; the predictions of one
+    event-loop turn share a model call (api.model_batching), so with the first store the same
+    API also runs with every prediction its own call (`api-<store>-alone`), as the floor's are;
   - the floor: the same two hops with nothing else in them: a bare ASGI endpoint
     `GET /predict/{id}` that POSTs one CSV row to a bare ASGI backend answering "0.5", both
     under uvicorn with the API's options (httptools, uvloop, no access log); the front hop is
@@ -568,6 +570,24 @@ def bench(args, work: Path, results: dict) -> dict:
                     results["loadavg"]["memory"] = os.getloadavg()
             stop(api)
             processes.remove(api)
+            if store == args.stores[0]:
+                # The same API with every prediction its own model call (api.model_batch_rows = 1), as the
+                # floor makes them: what the shared calls (api.model_batching) are worth, side by side.
+                api_port = free_port()
+                alone = start(
+                    [sys.executable, "-m", "api", "--port", str(api_port)],
+                    logs,
+                    clean_env(SPARKMAKER_CONFIG=str(config), SPARKMAKER_API__MODEL_BATCH_ROWS="1"),
+                )
+                processes.append(alone)
+                wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", alone, headers)
+                print(f"API, {store} store, every prediction its own model call ...", flush=True)
+                results["runs"][f"api-{store}-alone"] = sweep(
+                    f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [alone.pid, model.pid]
+                )
+                results["loadavg"][f"api-{store}-alone"] = os.getloadavg()
+                stop(alone)
+                processes.remove(alone)
             if store == "redis":
                 subprocess.run(["redis-cli", "-n", "15", "--scan", "--pattern", f"{prefix}:*"], capture_output=True)
                 subprocess.run(
