@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> PredictionApi:
     async def lifespan(app: FastAPI):
         api = settings.api
         store = open_store(settings)
-        model = open_model_endpoint(settings)
+        model = open_model_endpoint(settings, on_shared_call=app_metrics.saw_shared_call)
         backend = open_prediction_log(settings)
         writer = LogWriter(
             backend,

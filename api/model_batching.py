@@ -33,7 +33,7 @@ XGBoost's own float32 value, bit for bit, whatever the rows beside it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from api.model_endpoint import ModelAnswer, ModelEndpoint, ModelEndpointError, ModelFailed
@@ -52,12 +52,13 @@ class _Batch:
 class BatchingEndpoint(ModelEndpoint):
     """`inner` with the plain predictions of one event-loop turn sent as one call (module docstring)."""
 
-    def __init__(self, inner: ModelEndpoint, max_rows: int) -> None:
+    def __init__(self, inner: ModelEndpoint, max_rows: int, on_shared: Callable[[int], None] | None = None) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.max_rows = max_rows
         self._open: _Batch | None = None  # the batch taking callers in this turn
         self._calls: set[asyncio.Task] = set()  # shared calls in flight (the loop keeps only weak references)
+        self._on_shared = on_shared or (lambda callers: None)  # the API's metrics: one call, this many callers
         self.calls = 0  # model calls made for batches of several callers
         self.batched = 0  # callers answered by those calls
 
@@ -114,6 +115,7 @@ class BatchingEndpoint(ModelEndpoint):
     async def _call(self, batch: _Batch) -> None:
         self.calls += 1
         self.batched += len(batch.callers)
+        self._on_shared(len(batch.callers))
         try:
             answer = await self.inner.predict(batch.rows)
         except ModelFailed:

@@ -30,7 +30,7 @@ import abc
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -423,8 +423,9 @@ class RegistryThresholds:
         return version, threshold
 
 
-def open_model_endpoint(settings: Settings) -> ModelEndpoint:
-    """The configured endpoint; with api.model_batch_rows > 1, the predictions of one event-loop turn share a call."""
+def open_model_endpoint(settings: Settings, on_shared_call: Callable[[int], None] | None = None) -> ModelEndpoint:
+    """The configured endpoint; with api.model_batch_rows > 1, the predictions of one event-loop turn share a call
+    (`on_shared_call(callers)` after each such call)."""
     api = settings.api
     endpoint: ModelEndpoint
     if api.model_endpoint == "sagemaker":
@@ -441,4 +442,4 @@ def open_model_endpoint(settings: Settings) -> ModelEndpoint:
         return endpoint
     from api.model_batching import BatchingEndpoint  # imports this module
 
-    return BatchingEndpoint(endpoint, api.model_batch_rows)
+    return BatchingEndpoint(endpoint, api.model_batch_rows, on_shared_call)

@@ -230,6 +230,14 @@ class Metrics:
             registry=r,
         )
         self.predictions = Counter("api_predictions", "Customers scored.", registry=r)
+        self.model_shared_calls = Counter(
+            "api_model_shared_calls",
+            "Model calls shared by the predictions of one event-loop turn (api.model_batching).",
+            registry=r,
+        )
+        self.model_shared_predictions = Counter(
+            "api_model_shared_predictions", "Predictions answered by a shared model call.", registry=r
+        )
         self.errors = Counter("api_prediction_errors", "Failed predictions by cause.", ["cause"], registry=r)
         self.model = Info("api_model", "The model version that answered the last prediction.", registry=r)
         self.snapshot = Info("api_feature_snapshot", "The feature snapshot of the last prediction.", registry=r)
@@ -248,6 +256,10 @@ class Metrics:
         )
         self._model_version: str | None = None
         self._snapshot: tuple[str, str] | None = None
+
+    def saw_shared_call(self, predictions: int) -> None:
+        self.model_shared_calls.inc()
+        self.model_shared_predictions.inc(predictions)
 
     def saw_model(self, version: str) -> None:
         if version != self._model_version:

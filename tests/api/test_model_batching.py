@@ -22,14 +22,24 @@ from api.model_endpoint import (
 )
 from configuration.network import free_port
 from features.contract import FEATURE_COLUMNS
-from tests.api.conftest import MODEL_VERSION, THRESHOLD, reference_probabilities
+from tests.api.conftest import (
+    API_KEY,
+    CUSTOMERS,
+    MODEL_VERSION,
+    THRESHOLD,
+    deploy,
+    expected_features,
+    read_metric,
+    reference_probabilities,
+    teardown_deployment,
+)
 from tests.api.test_http_client import Server, ok, run
 
 VERSION = b"X-Amzn-SageMaker-Custom-Attributes: model_version=3; threshold=0.25\r\n"
 
 
-def batching(url: str, max_rows: int = 32, timeout: float = 2.0) -> BatchingEndpoint:
-    return BatchingEndpoint(HttpModelEndpoint(url, timeout, pool_size=8), max_rows)
+def batching(url: str, max_rows: int = 32, timeout: float = 2.0, on_shared=None) -> BatchingEndpoint:
+    return BatchingEndpoint(HttpModelEndpoint(url, timeout, pool_size=8), max_rows, on_shared)
 
 
 def scores_of(server: Server):
@@ -49,10 +59,12 @@ def test_the_calls_of_one_turn_go_out_as_one_request_and_each_caller_gets_its_ow
         server = Server(None)
         server.answer = scores_of(server)
         async with server:
-            model = batching(f"http://127.0.0.1:{server.port}")
+            shared: list[int] = []
+            model = batching(f"http://127.0.0.1:{server.port}", on_shared=shared.append)
             calls = [rows_of(1), rows_of(2, 3), rows_of(4), rows_of(5, 6, 7)]
             answers = await asyncio.gather(*(model.predict(rows) for rows in calls))
             await model.aclose()
+        assert shared == [4]  # what the API's metrics are told: one shared call, four callers
         assert server.requests == 1
         assert server.bodies[0].decode().splitlines() == [
             f"{first},1000.0,30,2,1" for first in (1, 2, 3, 4, 5, 6, 7)
@@ -229,3 +241,38 @@ def test_the_setting_turns_batching_on_or_off(rows, batching_expected, tmp_path)
     endpoint = open_model_endpoint(settings)
     assert isinstance(endpoint, BatchingEndpoint) is batching_expected
     assert endpoint.describe() == "model server http://127.0.0.1:1"
+
+
+def test_concurrent_requests_to_the_api_share_calls_and_each_gets_its_own_answer(
+    request, tmp_path, model_server, model_dir
+):
+    """Through the API: 32 requests at once, until the metrics show a shared call (the first round, as a rule)."""
+    import httpx
+
+    deployed = deploy(tmp_path, request, "sqlite", "sqlite", model_server.url)
+    features = expected_features()
+    customers = CUSTOMERS[:32]
+    reference = dict(zip(customers, reference_probabilities(model_dir, [features[c] for c in customers])))
+
+    async def one_round() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=32)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=deployed.api.url, limits=limits, headers=headers) as client:
+            return await asyncio.gather(*(client.get(f"/predict/{c}") for c in customers))
+
+    try:
+        for _ in range(10):
+            responses = run(one_round())
+            for customer, response in zip(customers, responses):
+                assert response.status_code == 200, response.text
+                assert response.json()["id"] == customer
+                assert response.json()["probability"] == pytest.approx(float(reference[customer]), abs=1e-6)
+            metrics = deployed.get("/metrics").text
+            if read_metric(metrics, "api_model_shared_calls_total") > 0:
+                break
+        calls = read_metric(metrics, "api_model_shared_calls_total")
+        predictions = read_metric(metrics, "api_model_shared_predictions_total")
+        assert calls > 0, "32 requests at once, 10 times, and never a shared model call"
+        assert 2 * calls <= predictions <= read_metric(metrics, "api_predictions_total")
+    finally:
+        teardown_deployment(deployed)
