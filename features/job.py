@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 
 from configuration.errors import UserError
 from configuration.settings import REPO_ROOT, Settings
@@ -131,9 +131,9 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
                 "latest": transform.latest_features(loans, params.as_of),
                 "rejects": validate.rejects(classified, columns),
             }
-            for name, frame in frames.items():
-                uri = lake.join(snapshot, name)
-                frame.write.mode("errorifexists").parquet(uri)
+            uris = {name: lake.join(snapshot, name) for name in frames}
+            write_together(spark, frames, uris)
+            for name, uri in uris.items():
                 outputs[name] = {"uri": uri, "rows": lake.parquet_rows(uri, spark), "table": tables[name]}
             note(", ".join(f"{name} {o['rows']:,} rows" for name, o in outputs.items()))
             verdicts.unpersist()
@@ -168,6 +168,33 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
         if not published:
             _roll_back(spark, settings, store, snapshot, previous)
         raise
+
+
+def write_together(spark: SparkSession, frames: dict[str, DataFrame], uris: dict[str, str]) -> None:
+    """Each frame as Parquet to its folder, the writes running as concurrent Spark jobs.
+
+    One after the other, each write's planning, its small last stages and its commit left a core
+    idle; together the scheduler fills it with another write's tasks. The jobs keep the run's job
+    group (the threads inherit the caller's local properties), so a failure or an interrupt cancels
+    the others; this returns or raises only once no write is running, before the caller rolls back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark import inheritable_thread_target
+
+    @inheritable_thread_target(spark)
+    def write(name: str) -> None:
+        frames[name].write.mode("errorifexists").parquet(uris[name])
+
+    group = spark.sparkContext.getLocalProperty("spark.jobGroup.id")
+    with ThreadPoolExecutor(len(frames), thread_name_prefix="write") as pool:
+        futures = [pool.submit(write, name) for name in frames]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            if group:
+                spark.sparkContext.cancelJobGroup(group)
+            raise
 
 
 def _roll_back(spark: SparkSession, settings: Settings, store: lake.Lake, snapshot: str, previous: dict | None) -> None:

@@ -113,6 +113,29 @@ def test_rejected_run_publishes_nothing_and_keeps_the_previous_snapshot(spark, l
     assert spark.table(table).count() == first["outputs"]["training"]["rows"]
 
 
+def test_a_write_that_fails_cancels_the_others_and_keeps_the_previous_snapshot(
+    spark, lake_settings, generated_csv, monkeypatch
+):
+    """The three outputs are written as concurrent Spark jobs (job.write_together): one failing stops the run,
+    the others are cancelled, and nothing of the new snapshot is left or current."""
+    from pyspark.sql import functions as F
+
+    first = run_job(spark, lake_settings, generated_csv)
+    written = job.transform.training_features
+
+    def failing_training(loans):
+        return written(loans).withColumn("age", F.raise_error(F.lit("disk full (a test)")).cast("int"))
+
+    monkeypatch.setattr(job.transform, "training_features", failing_training)
+    with pytest.raises(Exception, match="disk full"):
+        run_job(spark, lake_settings, generated_csv)
+    assert lake.read_current(lake_settings)["run_id"] == first["run_id"]
+    snapshots = list((Path(lake_settings.paths.lake) / "credit_risk" / "snapshots").iterdir())
+    assert [p.name for p in snapshots] == [first["run_id"]]
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []  # nothing of the failed run still runs
+    assert spark.table(first["outputs"]["latest"]["table"]).count() == first["outputs"]["latest"]["rows"]
+
+
 def test_rerun_repoints_the_tables_to_the_new_snapshot(spark, lake_settings, generated_csv, tmp_path):
     first = run_job(spark, lake_settings, generated_csv)
     smaller = tmp_path / "smaller.csv"
