@@ -2,8 +2,8 @@
 
 Under load, several GET /predict requests reach their model call in one turn of the API's
 event loop (their requests arrived together). One HTTP exchange each costs both hops more
-than the model's own work: the API's client and the model server's request handling are
-~30-50 µs a call each on this kind of machine, the prediction ~5 µs a row. So the rows of the
+than the model's own work: the API's client and the model server's request handling cost
+~20-40 µs of CPU a call each on this kind of machine, the prediction ~5 µs a row. So the rows of the
 calls made in one turn go out together, as one CSV body (SageMaker's contract: one row per
 line in, one probability per line back, in order), and each caller gets its own rows back.
 

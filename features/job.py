@@ -96,9 +96,10 @@ def _run(spark: SparkSession, settings: Settings, params: JobParams, progress: P
             # The row-level counts ride on the staging write: no pass over the rows of their own.
             observed = Observation()
             checked = validate.row_checked(raw).observe(observed, *validate.row_level_counts())
-            # No dictionary encoding for this temporary copy: building the dictionaries of 24 mostly
-            # unique string columns was a seventh of the stage's CPU (a JFR profile: Parquet's
-            # dictionary map and Binary.equals), and the later stages read plain pages as fast.
+            # No dictionary encoding for this temporary copy: building the dictionaries of its 24 raw
+            # string columns was a seventh of the stage's CPU (a JFR profile: Parquet's dictionary map
+            # and Binary.equals). The later stages read plain pages a little slower (no lazy decoding),
+            # by far less than that (benchmarks/README.md, Features, 2026-12-07 afternoon).
             checked.write.mode("errorifexists").option("parquet.enable.dictionary", "false").parquet(staged_uri)
             row_counts = observed.get
             staged = spark.read.parquet(staged_uri)
