@@ -243,6 +243,21 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def start_api(
+    config: Path, log, first_id: int, workers: int = 1, cpus: str = SERVER_CPU, **env: str
+) -> tuple[subprocess.Popen, int]:
+    """`python -m api` with this config (and extra environment), once it answers a prediction: (process, port)."""
+    port = free_port()
+    api = start(
+        [sys.executable, "-m", "api", "--port", str(port), "--workers", str(workers)],
+        log,
+        clean_env(SPARKMAKER_CONFIG=str(config), **env),
+        cpus,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/predict/{first_id}", api, {"Authorization": f"Bearer {API_KEY}"})
+    return api, port
+
+
 # Load: wrk ------------------------------------------------------------------------------------
 def wrk_script(path: Path, ids: list[int], auth: bool) -> Path:
     header = f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n' if auth else ""
@@ -527,7 +542,6 @@ def bench(args, work: Path, results: dict) -> dict:
         processes.append(model)
         wait_ready(f"http://127.0.0.1:{model_port}/ping", model)
         api_script = wrk_script(work / "api.lua", ids, auth=True)
-        headers = {"Authorization": f"Bearer {API_KEY}"}
 
         for store in args.stores:
             if store == "redis" and not redis_up():
@@ -537,12 +551,8 @@ def bench(args, work: Path, results: dict) -> dict:
             config = write_config(work / f"{store}.toml", work, store, f"http://127.0.0.1:{model_port}", prefix)
             results["materialize"][store] = materialize_into(config)
             print(f"materialize into {store}: {results['materialize'][store]['line']}", flush=True)
-            api_port = free_port()
-            api = start(
-                [sys.executable, "-m", "api", "--port", str(api_port)], logs, clean_env(SPARKMAKER_CONFIG=str(config))
-            )
+            api, api_port = start_api(config, logs, ids[0])
             processes.append(api)
-            wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
             print(f"API, {store} store ...", flush=True)
             runs = sweep(f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid])
             results["runs"][f"api-{store}"] = runs
@@ -573,14 +583,8 @@ def bench(args, work: Path, results: dict) -> dict:
             if store == args.stores[0]:
                 # The same API with every prediction its own model call (api.model_batch_rows = 1), as the
                 # floor makes them: what the shared calls (api.model_batching) are worth, side by side.
-                api_port = free_port()
-                alone = start(
-                    [sys.executable, "-m", "api", "--port", str(api_port)],
-                    logs,
-                    clean_env(SPARKMAKER_CONFIG=str(config), SPARKMAKER_API__MODEL_BATCH_ROWS="1"),
-                )
+                alone, api_port = start_api(config, logs, ids[0], SPARKMAKER_API__MODEL_BATCH_ROWS="1")
                 processes.append(alone)
-                wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", alone, headers)
                 print(f"API, {store} store, every prediction its own model call ...", flush=True)
                 results["runs"][f"api-{store}-alone"] = sweep(
                     f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [alone.pid, model.pid]
@@ -629,15 +633,8 @@ def bench(args, work: Path, results: dict) -> dict:
             )
             if store == "redis":
                 materialize_into(config)
-            api_port = free_port()
-            api = start(
-                [sys.executable, "-m", "api", "--port", str(api_port), "--workers", str(workers)],
-                logs,
-                clean_env(SPARKMAKER_CONFIG=str(config)),
-                cpus,
-            )
+            api, api_port = start_api(config, logs, ids[0], workers, cpus)
             processes.append(api)
-            wait_ready(f"http://127.0.0.1:{api_port}/predict/{ids[0]}", api, headers)
             print(f"API, {store} store, {workers} workers on CPUs {cpus} ...", flush=True)
             results["runs"][f"api-{store}-{workers}w"] = sweep(
                 f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, wide_model.pid]
