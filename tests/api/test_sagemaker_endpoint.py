@@ -145,3 +145,30 @@ def test_sagemaker_endpoint_without_credentials_is_503(request, tmp_path, model_
         assert_clean_error(deployed.get(f"/predict/{CUSTOMERS[0]}"), 503)
     finally:
         teardown_deployment(deployed)
+
+
+def test_predictions_of_one_turn_share_one_invoke_endpoint_call(model_server, model_dir, aws_env):
+    """api.model_batching over boto3: one invoke_endpoint for the turn's callers, each its own XGBoost value."""
+    import asyncio
+
+    from api.model_batching import BatchingEndpoint
+    from api.model_endpoint import SageMakerModelEndpoint
+    from features.contract import FEATURE_COLUMNS
+
+    features = expected_features()
+    calls = [[[features[c][name] for name in FEATURE_COLUMNS] for c in CUSTOMERS[i : i + 2]] for i in range(0, 8, 2)]
+
+    async def main():
+        inner = SageMakerModelEndpoint("sparkmaker-credit-risk", "us-east-1", model_server.url, 5.0, 8)
+        model = BatchingEndpoint(inner, 32)
+        answers = await asyncio.gather(*(model.predict(rows) for rows in calls))
+        await model.aclose()
+        return model, answers
+
+    model, answers = asyncio.run(main())
+    assert (model.calls, model.batched) == (1, 4)
+    references = reference_probabilities(model_dir, [features[c] for c in CUSTOMERS[:8]])
+    assert [p for answer in answers for p in answer.probabilities] == pytest.approx(
+        [float(r) for r in references], abs=1e-6
+    )
+    assert {answer.model_version for answer in answers} == {MODEL_VERSION}
