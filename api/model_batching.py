@@ -59,8 +59,6 @@ class BatchingEndpoint(ModelEndpoint):
         self._open: _Batch | None = None  # the batch taking callers in this turn
         self._calls: set[asyncio.Task] = set()  # shared calls in flight (the loop keeps only weak references)
         self._on_shared = on_shared or (lambda callers: None)  # the API's metrics: one call, this many callers
-        self.calls = 0  # model calls made for batches of several callers
-        self.batched = 0  # callers answered by those calls
 
     def describe(self) -> str:
         return self.inner.describe()
@@ -113,8 +111,6 @@ class BatchingEndpoint(ModelEndpoint):
         return answer
 
     async def _call(self, batch: _Batch) -> None:
-        self.calls += 1
-        self.batched += len(batch.callers)
         self._on_shared(len(batch.callers))
         try:
             answer = await self.inner.predict(batch.rows)

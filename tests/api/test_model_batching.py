@@ -42,12 +42,24 @@ def batching(url: str, max_rows: int = 32, timeout: float = 2.0, on_shared=None)
     return BatchingEndpoint(HttpModelEndpoint(url, timeout, pool_size=8), max_rows, on_shared)
 
 
-def scores_of(server: Server):
-    def answer(n, head):
-        rows = server.bodies[-1].decode().splitlines()
-        return ok("".join(f"{int(r.split(',')[0]) / 100}\n" for r in rows).encode(), VERSION)
+def scores(body: bytes) -> bytes:
+    """A model's answer giving each row its first field / 100: every caller's rows are recognizable."""
+    rows = body.decode().splitlines()
+    return ok("".join(f"{int(r.split(',')[0]) / 100}\n" for r in rows).encode(), VERSION)
 
-    return answer
+
+def scoring_server(refuse: bytes | None = None) -> Server:
+    """A server answering each request with `scores` of its body; a 400 for a body holding `refuse`."""
+    server = Server(None)
+
+    def answer(n, head):
+        body = server.bodies[-1]
+        if refuse is not None and refuse in body:
+            return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 9\r\n\r\nbad row!\n"
+        return scores(body)
+
+    server.answer = answer
+    return server
 
 
 def rows_of(*firsts: int) -> list[list]:
@@ -56,9 +68,7 @@ def rows_of(*firsts: int) -> list[list]:
 
 def test_the_calls_of_one_turn_go_out_as_one_request_and_each_caller_gets_its_own_rows():
     async def main():
-        server = Server(None)
-        server.answer = scores_of(server)
-        async with server:
+        async with scoring_server() as server:
             shared: list[int] = []
             model = batching(f"http://127.0.0.1:{server.port}", on_shared=shared.append)
             calls = [rows_of(1), rows_of(2, 3), rows_of(4), rows_of(5, 6, 7)]
@@ -71,32 +81,28 @@ def test_the_calls_of_one_turn_go_out_as_one_request_and_each_caller_gets_its_ow
         ]  # in the order the callers came
         assert [a.probabilities for a in answers] == [[0.01], [0.02, 0.03], [0.04], [0.05, 0.06, 0.07]]
         assert {(a.model_version, a.threshold) for a in answers} == {("3", 0.25)}
-        assert (model.calls, model.batched) == (1, 4)
 
     run(main())
 
 
 def test_a_caller_alone_makes_an_ordinary_call_and_callers_one_after_the_other_never_share():
     async def main():
-        server = Server(None)
-        server.answer = scores_of(server)
-        async with server:
-            model = batching(f"http://127.0.0.1:{server.port}")
+        async with scoring_server() as server:
+            shared: list[int] = []
+            model = batching(f"http://127.0.0.1:{server.port}", on_shared=shared.append)
             first = await model.predict(rows_of(8))
             second = await model.predict(rows_of(9))
             await model.aclose()
         assert (first.probabilities, second.probabilities) == ([0.08], [0.09])
         assert server.bodies == [b"8,1000.0,30,2,1\n", b"9,1000.0,30,2,1\n"]
-        assert model.calls == 0  # no shared call was made
+        assert shared == []  # no shared call was made
 
     run(main())
 
 
 def test_a_batch_holds_at_most_max_rows_and_a_larger_call_goes_alone():
     async def main():
-        server = Server(None)
-        server.answer = scores_of(server)
-        async with server:
+        async with scoring_server() as server:
             model = batching(f"http://127.0.0.1:{server.port}", max_rows=4)
             calls = [rows_of(1, 2), rows_of(3, 4), rows_of(5, 6), rows_of(7), rows_of(10, 11, 12, 13, 14)]
             answers = await asyncio.gather(*(model.predict(rows) for rows in calls))
@@ -132,16 +138,7 @@ def test_explanations_are_never_batched():
 
 def test_a_model_error_on_a_shared_call_is_asked_again_alone_so_only_the_bad_rows_fail():
     async def main():
-        server = Server(None)
-
-        def answer(n, head):
-            body = server.bodies[-1]
-            if b"666," in body:
-                return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 9\r\n\r\nbad row!\n"
-            return scores_of(server)(n, head)
-
-        server.answer = answer
-        async with server:
+        async with scoring_server(refuse=b"666,") as server:
             model = batching(f"http://127.0.0.1:{server.port}")
             results = await asyncio.gather(
                 *(model.predict(rows) for rows in (rows_of(1), rows_of(666), rows_of(2, 3))), return_exceptions=True
@@ -179,9 +176,7 @@ def test_a_timeout_or_an_unreachable_model_fails_every_caller_each_with_its_own_
 
 def test_a_cancelled_caller_leaves_the_call_to_the_others():
     async def main():
-        server = Server(None)
-        server.answer = scores_of(server)
-        async with server:
+        async with scoring_server() as server:
             model = batching(f"http://127.0.0.1:{server.port}")
             # The first caller leads the batch and is cancelled during its turn; the second, while waiting.
             leader = asyncio.ensure_future(model.predict(rows_of(1)))
@@ -213,17 +208,19 @@ def test_shared_calls_to_the_real_model_server_answer_xgboosts_own_probabilities
     ]
     calls = [[[f[name] for name in FEATURE_COLUMNS] for f in features[i : i + 1 + i % 3]] for i in range(0, 40, 4)]
 
+    shared: list[int] = []
+
     async def main():
-        shared = batching(model_server.url)
-        together = await asyncio.gather(*(shared.predict(rows) for rows in calls))
-        await shared.aclose()
+        model = batching(model_server.url, on_shared=shared.append)
+        together = await asyncio.gather(*(model.predict(rows) for rows in calls))
+        await model.aclose()
         alone_endpoint = HttpModelEndpoint(model_server.url, 5.0)
         alone = [await alone_endpoint.predict(rows) for rows in calls]
         await alone_endpoint.aclose()
-        return shared, together, alone
+        return together, alone
 
-    shared, together, alone = run(main())
-    assert shared.calls == 1 and shared.batched == len(calls)
+    together, alone = run(main())
+    assert shared == [len(calls)]  # one shared call, every caller in it
     reference = reference_probabilities(
         model_dir, [features[j] for i in range(0, 40, 4) for j in range(i, i + 1 + i % 3)]
     ).astype(np.float32)

@@ -158,15 +158,17 @@ def test_predictions_of_one_turn_share_one_invoke_endpoint_call(model_server, mo
     features = expected_features()
     calls = [[[features[c][name] for name in FEATURE_COLUMNS] for c in CUSTOMERS[i : i + 2]] for i in range(0, 8, 2)]
 
+    shared: list[int] = []
+
     async def main():
         inner = SageMakerModelEndpoint("sparkmaker-credit-risk", "us-east-1", model_server.url, 5.0, 8)
-        model = BatchingEndpoint(inner, 32)
+        model = BatchingEndpoint(inner, 32, on_shared=shared.append)
         answers = await asyncio.gather(*(model.predict(rows) for rows in calls))
         await model.aclose()
-        return model, answers
+        return answers
 
-    model, answers = asyncio.run(main())
-    assert (model.calls, model.batched) == (1, 4)
+    answers = asyncio.run(main())
+    assert shared == [4]  # one invoke_endpoint for the four callers
     references = reference_probabilities(model_dir, [features[c] for c in CUSTOMERS[:8]])
     assert [p for answer in answers for p in answer.probabilities] == pytest.approx(
         [float(r) for r in references], abs=1e-6
