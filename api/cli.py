@@ -75,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import check_auth_settings
+    from configuration.workers import serve as workers_serve
     from api.observability import configure_logging
 
     settings = load_settings()
@@ -90,7 +91,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     load_settings()
     configure_logging()
-    uvicorn.run(
+    config = uvicorn.Config(
         "api.main:app_from_settings",
         factory=True,
         host=host,
@@ -106,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=list(settings.api.trusted_proxies) or None,
         timeout_graceful_shutdown=20,
     )
-    return 0
+    return workers_serve(config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_logging()
         server = plan(settings, model_dir=args.model_dir, host=args.host, port=args.port, workers=args.workers)
-        run(settings, server)
-        return 0
+        return run(settings, server)
     if args.command == "sagemaker":
         from serving import deploy as sm
 

@@ -81,8 +81,11 @@ def check_model(settings: Settings, server: ServerPlan) -> str:
     return f"registry version {loaded.version} (production) from {settings.registry_dir()}"
 
 
-def run(settings: Settings, server: ServerPlan) -> None:
+def run(settings: Settings, server: ServerPlan) -> int:
+    """Serve until stopped; the exit status."""
     import uvicorn
+
+    from configuration.workers import serve
 
     check_port(server.host, server.port)
     described = check_model(settings, server)
@@ -100,7 +103,7 @@ def run(settings: Settings, server: ServerPlan) -> None:
     os.environ.update(overrides)
     load_settings()  # the workers will read exactly this: fail here, in one line, if it is invalid
     log.info("starting on %s:%d with %d worker(s): %s", server.host, server.port, server.workers, described)
-    uvicorn.run(
+    config = uvicorn.Config(
         "serving.app:app_from_settings",
         factory=True,
         host=server.host,
@@ -118,3 +121,4 @@ def run(settings: Settings, server: ServerPlan) -> None:
         timeout_keep_alive=max(server.timeout_seconds, 5),
         timeout_graceful_shutdown=25,
     )
+    return serve(config)

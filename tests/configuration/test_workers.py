@@ -1,0 +1,155 @@
+"""configuration.workers: uvicorn workers each on a SO_REUSEPORT socket of its own, under a supervisor
+that restarts them on their sockets and stops them all, run as `python -m api --workers N` runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from configuration.network import check_port, free_port
+from configuration.settings import REPO_ROOT
+
+SUPERVISOR = """
+import sys, uvicorn
+from configuration.workers import serve
+config = uvicorn.Config(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), workers=int(sys.argv[3]),
+                        lifespan="off", log_level="info", timeout_worker_healthcheck=2)
+sys.exit(serve(config))
+"""
+
+
+def start(tmp_path: Path, app: str, port: int, workers: int) -> subprocess.Popen:
+    log = open(tmp_path / "supervisor.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, app, str(port), str(workers)],
+        cwd=REPO_ROOT,
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def read_pid(conn: socket.socket) -> int:
+    """The pid in one answer read from `conn` (the app sends a Content-Length)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < length(answer):
+        chunk = conn.recv(4096)
+        assert chunk, f"connection closed after {answer!r}"
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return int(answer.partition(b"\r\n\r\n")[2])
+
+
+def length(answer: bytes) -> int:
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    return int(head.partition(b"content-length: ")[2].partition(b"\r\n")[0])
+
+
+def ask_pid(port: int, timeout: float = 30) -> int:
+    """One request on a new connection; the answering worker's pid."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return read_pid(conn)
+
+
+def open_together(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections opened at once, as a proxy's pool or a load generator opens them."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: socket.create_connection(("127.0.0.1", port), timeout=30), range(count)))
+
+
+def pid_on(conn: socket.socket) -> int:
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    return read_pid(conn)
+
+
+def listening_inodes(pid: int, port: int) -> set[str]:
+    """The inodes of the sockets `pid` listens on at `port`: shared sockets have one inode."""
+    fds = {c.fd for c in psutil.Process(pid).net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
+    return {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds}
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    port = free_port()
+    process = start(tmp_path, "tests.configuration.pid_app:app", port, 2)
+    deadline = time.monotonic() + 60
+    pids: set[int] = set()
+    while len(pids) < 2:  # both workers up: new connections reach each in turn
+        assert process.poll() is None, (tmp_path / "supervisor.log").read_text()
+        assert time.monotonic() < deadline, (tmp_path / "supervisor.log").read_text()
+        try:
+            pids.add(ask_pid(port, timeout=5))
+        except OSError:
+            time.sleep(0.1)
+    yield process, port, pids
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+        for pid in pids:
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(supervisor):
+    _, port, pids = supervisor
+    inodes = [listening_inodes(pid, port) for pid in pids]
+    assert all(len(own) == 1 for own in inodes), inodes
+    assert inodes[0] != inodes[1]
+
+
+def test_connections_opened_together_are_spread_over_both_workers(supervisor):
+    _, port, pids = supervisor
+    connections = open_together(port, 32)
+    try:
+        shares = Counter(pid_on(conn) for conn in connections)
+    finally:
+        for conn in connections:
+            conn.close()
+    assert set(shares) == pids
+    # The kernel hashes each connection's addresses to a socket: a fair coin per connection, so
+    # 32 fall 16 +- 3; fewer than 6 on a worker has a chance of 1 in 5,000.
+    assert min(shares.values()) >= 6, shares
+
+
+def test_a_killed_worker_is_replaced_on_its_socket_and_no_connection_is_refused(supervisor):
+    process, port, pids = supervisor
+    killed = min(pids)
+    os.kill(killed, signal.SIGKILL)
+    # Connections hashed to the dead worker's socket wait in its queue (the supervisor holds it open)
+    # until the replacement accepts them: every one is answered, none refused.
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(lambda _: ask_pid(port), range(24)))
+    assert killed not in answered
+    survivor = max(pids)
+    replacement = set(answered) - {survivor}
+    assert len(replacement) == 1, answered
+    assert psutil.Process(replacement.pop()).ppid() == process.pid
+    assert process.poll() is None
+
+
+def test_sigterm_stops_every_worker_and_frees_the_port(supervisor):
+    process, port, pids = supervisor
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    check_port("127.0.0.1", port)  # raises if anything still holds it
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path):
+    port = free_port()
+    process = start(tmp_path, "tests.configuration.pid_app:no_such_app", port, 2)
+    assert process.wait(timeout=60) == 3, (tmp_path / "supervisor.log").read_text()
+    log = (tmp_path / "supervisor.log").read_text()
+    assert "failed to start" in log
+    check_port("127.0.0.1", port)
