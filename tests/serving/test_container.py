@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.serving.conftest import REPO_ROOT, free_port, reference_predict, synthetic_features
+from tests.images import uncopied_imports
 from tests.pins import pins
 from tests.engine import engine_env_or_skip
 
@@ -108,3 +109,12 @@ def test_image_serves_the_model_as_sagemaker_runs_it(engine_env, image, model_a,
         assert stopped.returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", name], env=engine_env, capture_output=True, timeout=60)
+
+
+def test_the_image_holds_every_first_party_module_the_server_imports():
+    """What `serve` runs (the server, its app, its HTTP protocol and logs), walked statically: every
+    repository module it imports is copied by the Dockerfile. Batch scoring is not run in the image."""
+    serving = REPO_ROOT / "serving"
+    roots = [serving / name for name in ("server.py", "app.py", "fast_http.py", "logs.py")]
+    missing = uncopied_imports(serving / "Dockerfile", roots, {"serving", "configuration", "features", "training"})
+    assert not missing, f"imported by the model server but not copied into the image: {missing}"
