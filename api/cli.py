@@ -75,8 +75,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import check_auth_settings
-    from configuration.workers import serve as workers_serve
     from api.observability import configure_logging
+    from configuration.workers import serve as workers_serve
 
     settings = load_settings()
     check_auth_settings(settings)

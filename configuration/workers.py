@@ -24,6 +24,9 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Process
 
+from configuration.errors import UserError
+from configuration.network import check_port
+
 log = logging.getLogger("uvicorn.error")
 
 
@@ -33,8 +36,12 @@ def serve(config: uvicorn.Config) -> int:
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else STARTUP_FAILURE
-    sockets = [listening_socket(config.host, config.port) for _ in range(config.workers)]
+    # Without SO_REUSEPORT, so a port another server's workers share is refused, not joined.
+    check_port(config.host, config.port)
+    sockets: list[socket.socket] = []
     try:
+        for _ in range(config.workers):
+            sockets.append(listening_socket(config.host, config.port))
         return Supervisor(config, sockets).run()
     finally:
         for sock in sockets:
@@ -44,9 +51,15 @@ def serve(config: uvicorn.Config) -> int:
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket bound to host:port beside the workers' others; it starts listening in its worker."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:  # taken since the caller's check_port, by a server that does not share it
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): stop the other server or change the port"
+        ) from None
     sock.set_inheritable(True)
     return sock
 

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import uvicorn
 
+from configuration.errors import UserError
 from configuration.network import check_port, free_port
+from configuration.workers import listening_socket, serve
 from configuration.settings import REPO_ROOT
 
 SUPERVISOR = """
@@ -153,3 +156,24 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path)
     log = (tmp_path / "supervisor.log").read_text()
     assert "failed to start" in log
     check_port("127.0.0.1", port)
+
+
+def test_a_port_taken_by_a_server_that_does_not_share_it_is_one_line():
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(UserError, match=rf"^cannot listen on 127\.0\.0\.1:{port} \(Address already in use\)"):
+            listening_socket("127.0.0.1", port)
+
+
+def test_a_port_whose_sockets_share_it_is_refused_not_joined(tmp_path):
+    """Another server's workers on SO_REUSEPORT sockets: a second supervisor must not take a share of their connections."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = uvicorn.Config("tests.configuration.pid_app:app", host="127.0.0.1", port=port, workers=2)
+        with pytest.raises(UserError, match=rf"^port {port} on 127\.0\.0\.1 is in use"):
+            serve(config)
