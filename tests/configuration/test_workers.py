@@ -86,22 +86,31 @@ def listening_inodes(pid: int, port: int) -> set[str]:
 def supervisor(tmp_path):
     port = free_port()
     process = start(tmp_path, "tests.configuration.pid_app:app", port, 2)
-    deadline = time.monotonic() + 60
-    pids: set[int] = set()
-    while len(pids) < 2:  # both workers up: new connections reach each in turn
-        assert process.poll() is None, (tmp_path / "supervisor.log").read_text()
-        assert time.monotonic() < deadline, (tmp_path / "supervisor.log").read_text()
-        try:
-            pids.add(ask_pid(port, timeout=5))
-        except OSError:
-            time.sleep(0.1)
-    yield process, port, pids
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-        for pid in pids:
-            if psutil.pid_exists(pid):
-                os.kill(pid, signal.SIGKILL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        pids: set[int] = set()
+        while len(pids) < 2:  # both workers up: new connections reach each in turn
+            assert process.poll() is None, (tmp_path / "supervisor.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "supervisor.log").read_text()
+            try:
+                pids.add(ask_pid(port, timeout=5))
+            except OSError:
+                time.sleep(0.1)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        yield process, port, pids
+    finally:
+        workers += psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for worker in workers:  # a replacement, or a worker the supervisor could not stop
+            if worker.is_running():
+                worker.kill()
 
 
 def test_each_worker_listens_on_a_socket_of_its_own(supervisor):
@@ -152,7 +161,12 @@ def test_sigterm_stops_every_worker_and_frees_the_port(supervisor):
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path):
     port = free_port()
     process = start(tmp_path, "tests.configuration.pid_app:no_such_app", port, 2)
-    assert process.wait(timeout=60) == 3, (tmp_path / "supervisor.log").read_text()
+    try:
+        assert process.wait(timeout=60) == 3, (tmp_path / "supervisor.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     log = (tmp_path / "supervisor.log").read_text()
     assert "failed to start" in log
     check_port("127.0.0.1", port)
