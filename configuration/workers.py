@@ -8,12 +8,15 @@ worker listens on a socket of its own, bound to the same address with SO_REUSEPO
 kernel spreads new connections over the sockets by a hash of their addresses.
 
 The supervisor keeps every socket open: connections that reach the socket of a worker being
-restarted wait in that socket's queue for the replacement, instead of being refused. Linux only
+restarted wait in that socket's queue for the replacement, instead of being refused. A worker
+stops when its supervisor dies, even by SIGKILL (Linux's parent-death signal): no orphan keeps
+serving the port with nobody to restart or stop it. Linux only
 lets sockets of the same user join a SO_REUSEPORT group, so no other user can take a share.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -64,6 +67,30 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class Worker(Process):
+    """uvicorn's worker process, asking the kernel for SIGTERM when its supervisor dies."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.supervisor = os.getpid()  # pickled with the process object when it starts
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # runs in the worker
+        stop_with_parent(self.supervisor)
+        super().target(sockets)
+
+
+def stop_with_parent(parent: int) -> None:
+    """SIGTERM this process when `parent` dies (PR_SET_PDEATHSIG); at once if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning(
+            "worker [%d] will not stop with its supervisor: prctl failed (errno %d)", os.getpid(), ctypes.get_errno()
+        )
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Supervisor:
     """One worker per socket, restarted on its own socket when it dies or stops answering its health checks."""
 
@@ -74,7 +101,7 @@ class Supervisor:
         self.exit_signal: int | None = None
 
     def start(self, slot: int) -> Process:
-        process = Process(self.config, [self.sockets[slot]])
+        process = Worker(self.config, [self.sockets[slot]])
         process.start()
         return process
 

@@ -191,3 +191,15 @@ def test_a_port_whose_sockets_share_it_is_refused_not_joined(tmp_path):
         config = uvicorn.Config("tests.configuration.pid_app:app", host="127.0.0.1", port=port, workers=2)
         with pytest.raises(UserError, match=rf"^port {port} on 127\.0\.0\.1 is in use"):
             serve(config)
+
+
+def test_the_workers_stop_when_their_supervisor_is_killed(supervisor):
+    """SIGKILL leaves the supervisor no chance to stop them: the kernel's parent-death signal does."""
+    process, port, pids = supervisor
+    workers = psutil.Process(process.pid).children()
+    assert pids <= {w.pid for w in workers}
+    process.kill()
+    process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [w.pid for w in alive]
+    check_port("127.0.0.1", port)
