@@ -99,6 +99,7 @@ class Supervisor:
         self.sockets = sockets
         self.processes: list[Process] = []
         self.exit_signal: int | None = None
+        self.restart_asked = False
 
     def start(self, slot: int) -> Process:
         process = Worker(self.config, [self.sockets[slot]])
@@ -107,13 +108,17 @@ class Supervisor:
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            # Only a plain assignment in the handler: the loop below acts on it.
+            # Only plain assignments in the handlers: the loop below acts on them.
             signal.signal(sig, lambda number, frame: setattr(self, "exit_signal", number))
+        signal.signal(signal.SIGHUP, lambda number, frame: setattr(self, "restart_asked", True))
         log.info("started supervisor [%d], %d workers each on a socket of its own", os.getpid(), len(self.sockets))
         self.processes = [self.start(slot) for slot in range(len(self.sockets))]
         status = 0
         while self.exit_signal is None:
             time.sleep(0.5)
+            if self.exit_signal is None and self.restart_asked:
+                self.restart_asked = False
+                self.restart_all()
             if self.exit_signal is None and not self.keep_alive():
                 status = STARTUP_FAILURE
                 break
@@ -123,6 +128,20 @@ class Supervisor:
             process.join()
         log.info("stopped supervisor [%d]", os.getpid())
         return status
+
+    def restart_all(self) -> None:
+        """SIGHUP: each worker replaced by a new one on its socket, the old one stopped once the new one serves."""
+        for slot, old in enumerate(self.processes):
+            new = self.start(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck * 6):
+                new.kill()
+                new.join()
+                log.error("worker [%s] did not start: keeping worker [%s], restart abandoned", new.pid, old.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+        log.info("restarted every worker")
 
     def keep_alive(self) -> bool:
         """Replace dead or hung workers; False when one failed to start (it would fail the same way again)."""
