@@ -33,7 +33,8 @@ def uncopied_imports(dockerfile: Path, roots: list[Path], packages: set[str]) ->
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
-                else [node.module]
+                # `from a.b import c`: module a.b, and a.b.c too when c is a module rather than a name in a.b.
+                else [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
                 else []
             )
