@@ -213,6 +213,17 @@ class ServingSettings(Section):
         pattern=r"^[a-z_][a-z0-9_]*$",
         description="Hive table of batch scoring, in features.database.",
     )
+    batch_engine: Literal["auto", "spark", "arrow"] = Field(
+        "auto",
+        description="Batch scoring's engine: spark (a Spark job), arrow (pyarrow and XGBoost in the driver process: "
+        "local files and a local master only), or auto (arrow for local inputs of at most batch_arrow_max_rows rows "
+        "on a local master, else spark).",
+    )
+    batch_arrow_max_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description="Largest input (rows) that batch_engine = auto scores in process rather than with Spark.",
+    )
     target: Literal["local", "sagemaker"] = Field(
         "local",
         description="Where the pipeline's deploy step puts a promoted model: local (the model server follows the "

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterable
 
 from pyspark.sql import SparkSession
+from pyspark.sql.types import StructType
 
 
 def _quote(identifier: str) -> str:
@@ -16,19 +17,22 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def register(spark: SparkSession, database: str, locations: dict[str, str]) -> None:
+def register(
+    spark: SparkSession, database: str, locations: dict[str, str], schemas: dict[str, StructType] | None = None
+) -> None:
     """Point each table (db.name -> Parquet folder URI) at its folder, creating what is missing.
 
     Each table switches in one metastore call: ALTER TABLE ... SET LOCATION when the
     schema is unchanged, so readers never find the table missing; a changed schema (an
-    input with other extra columns changes `rejects`) needs DROP and CREATE.
+    input with other extra columns changes `rejects`) needs DROP and CREATE. schemas: the
+    folders' schemas as Spark reads them, when the caller knows them (else each is read).
     """
     # Checked first: CREATE DATABASE IF NOT EXISTS on an existing database makes the Hive
     # metastore log a ~95-line AlreadyExistsException (at ERROR) before Spark ignores it.
     if not spark.catalog.databaseExists(database):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
     for table, uri in locations.items():
-        new_schema = spark.read.parquet(uri).schema
+        new_schema = schemas[table] if schemas and table in schemas else spark.read.parquet(uri).schema
         if spark.catalog.tableExists(table):
             if spark.table(table).schema == new_schema:
                 # No REFRESH TABLE after it: SET LOCATION drops this session's cached relation itself

@@ -20,14 +20,16 @@ Hive table is pointed at it in one metastore call (features.hive.register).
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from configuration.errors import UserError
+from configuration.errors import UserError, excerpt, last_error_line
 from configuration.settings import Settings
 from features import lake
+from serving.batch_scoring import scorer
 
 KEY_COLUMNS = ("id", "loan_id")
 # Rows per Arrow batch sent to the Python worker (Spark's default is 10,000): each batch
@@ -35,9 +37,6 @@ KEY_COLUMNS = ("id", "loan_id")
 # 100,000 rows of six columns is ~3 MB per batch, small beside a worker's memory.
 ARROW_BATCH_ROWS = 100_000
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
-# A process-wide module (it survives from task to task in a reused Python worker, unlike
-# the pickled function): the loaded Boosters, by model sha256.
-_WORKER_CACHE = "_sparkmaker_batch_boosters"
 
 
 def output_schema(has_loan_id: bool) -> str:
@@ -92,68 +91,27 @@ def score_frame(
     plan: Plan = Plan(threads=1, spread_to=None),
 ):
     """DataFrame of features -> DataFrame of scores (a pure transformation: no I/O, no actions)."""
-    missing = [name for name in ("id", *feature_names) if name not in frame.columns]
-    if missing:
-        raise UserError(f"the input lacks column(s) {', '.join(missing)}: score a features table (training or latest)")
-    has_loan_id = "loan_id" in frame.columns
-    keys = [c for c in KEY_COLUMNS if c in frame.columns]
+    keys = check_columns(frame.columns, feature_names)
+    has_loan_id = "loan_id" in keys
     model = frame.sparkSession.sparkContext.broadcast(bytes(model_bytes))
-    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
-    features = len(feature_names)
-    threads = plan.threads
-    cache_name = _WORKER_CACHE
-    version_bytes = version.encode()
-
-    def score(batches):
-        # Runs in the Python worker: only pyarrow, numpy, xgboost and the standard library,
-        # so executors need none of this project's code.
-        import sys
-        import types
-
-        import numpy as np
-        import pyarrow as pa
-        import xgboost
-
-        cache = sys.modules.get(cache_name)
-        if cache is None:
-            cache = sys.modules[cache_name] = types.ModuleType(cache_name)
-        boosters = cache.__dict__.setdefault("boosters", {})
-        booster = boosters.get(model_sha256)
-        if booster is None:
-            booster = xgboost.Booster()
-            booster.load_model(bytearray(model.value))
-            boosters[model_sha256] = booster
-        booster.set_param({"nthread": threads})
-        for batch in batches:
-            rows = batch.num_rows
-            # Columns arrive as float32 (cast by Spark): nulls become NaN, XGBoost's missing value.
-            matrix = np.empty((rows, features), dtype=np.float32)
-            for index in range(features):
-                matrix[:, index] = batch.column(len(keys) + index).to_numpy(zero_copy_only=False)
-            probability = booster.inplace_predict(matrix, validate_features=False).astype(np.float64)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    *(batch.column(index) for index in range(len(keys))),
-                    pa.array(probability, pa.float64()),
-                    pa.array((probability >= threshold).astype(np.int32), pa.int32()),
-                    # The one version string for every row, built from its buffers (no Python objects per row).
-                    pa.StringArray.from_buffers(
-                        rows,
-                        pa.py_buffer(np.arange(rows + 1, dtype=np.int32) * len(version_bytes)),
-                        pa.py_buffer(version_bytes * rows),
-                    ),
-                ],
-                names=[*keys, "probability", "label", "model_version"],
-            )
+    score = scorer(
+        lambda: model.value,
+        hashlib.sha256(model_bytes).hexdigest(),
+        keys,
+        len(feature_names),
+        threshold,
+        version,
+        plan.threads,
+    )
 
     # float32 in Spark is XGBoost's float32 (IEEE round to nearest, like numpy's astype), at
-    # half the bytes of double through Arrow; integer nulls stay nulls and become NaN above.
+    # half the bytes of double through Arrow; integer nulls stay nulls and become NaN in the scoring.
     prepared = frame.select(
         *[frame[c].cast("bigint").alias(c) for c in keys], *[frame[c].cast("float").alias(c) for c in feature_names]
     )
     if plan.spread_to:
         prepared = prepared.repartition(plan.spread_to, "id")
-    return prepared.mapInArrow(score, schema=output_schema(has_loan_id))
+    return prepared.mapInArrow(score.score_batches, schema=output_schema(has_loan_id))
 
 
 def use_this_python_for_local_workers(spark) -> None:
@@ -186,6 +144,35 @@ def core_plan(spark, frame) -> Plan:
     )
 
 
+def choose_engine(
+    requested: str, *, local_master: bool, local_files: bool, castable: bool, rows: int, max_rows: int
+) -> str:
+    """The one place that decides which engine scores (a pure function): "spark" or "arrow".
+
+    arrow (serving.batch_arrow) needs what it can do as Spark does: files on this machine, key
+    and feature columns of numeric types, and a local master (on a cluster the executors' cores
+    are the point). auto takes it for inputs of at most max_rows rows, where Spark's fixed costs
+    outweigh the work.
+    """
+    arrow_possible = local_master and local_files and castable
+    if requested == "arrow" and not arrow_possible:
+        raise UserError(
+            "serving.batch_engine = arrow scores local files on a local master, with integer keys and numeric "
+            "features: use spark (or auto) for this input"
+        )
+    if requested == "auto":
+        return "arrow" if arrow_possible and rows <= max_rows else "spark"
+    return requested
+
+
+def check_columns(columns: list[str], feature_names: tuple[str, ...]) -> list[str]:
+    """The key columns present; a UserError if the model's features or the id are missing."""
+    missing = [name for name in ("id", *feature_names) if name not in columns]
+    if missing:
+        raise UserError(f"the input lacks column(s) {', '.join(missing)}: score a features table (training or latest)")
+    return [c for c in KEY_COLUMNS if c in columns]
+
+
 def run_batch(
     settings: Settings,
     *,
@@ -193,11 +180,13 @@ def run_batch(
     output_uri: str | None = None,
     version: str | None = None,
     table: str | None = None,
+    engine: str | None = None,
     spark=None,
 ) -> dict[str, Any]:
     from pathlib import Path
 
     from features import hive, session
+    from serving import batch_arrow
     from serving.model import ModelSource, load_model
     from training.registry import open_registry
 
@@ -209,9 +198,9 @@ def run_batch(
             f"no production model in {settings.registry_dir()}: promote one (python -m training promote VERSION) or pass --model-version"
         )
     model_dir = registry.model_dir(version)
-    loaded = load_model(
-        model_dir, ModelSource("registry", version=version), version
-    )  # sha256 check + probe, on the driver
+    # The sha256 check and a probe prediction, on the driver; no fast path: batches go to XGBoost.
+    loaded = load_model(model_dir, ModelSource("registry", version=version), version, compile_fast_path=False)
+    model_bytes = (Path(model_dir) / "xgboost-model").read_bytes()
     run_id = None
     if input_uri is None:
         manifest = lake.read_manifest(settings, spark=spark)
@@ -230,40 +219,59 @@ def run_batch(
     if own_session:
         spark = session.build_session(settings, "sparkmaker-batch-scoring")
     started = time.perf_counter()  # the JVM and session start are not counted
+    plan: Plan | None = None
     try:
+        from py4j.protocol import Py4JJavaError
         from pyspark.errors import AnalysisException
-        from pyspark.sql import Observation
-        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructType
 
         for uri in (input_uri, output_uri):
             session.require_filesystem(spark, uri)
-        use_this_python_for_local_workers(spark)
-        try:
-            frame = spark.read.parquet(input_uri)
-        except AnalysisException as exc:
-            raise UserError(f"cannot read the input {input_uri} as Parquet: {str(exc).splitlines()[0]}") from None
-        model_bytes = (Path(model_dir) / "xgboost-model").read_bytes()
-        plan = core_plan(spark, frame)
-        timings["read_and_plan"] = time.perf_counter() - started
-        scored = score_frame(frame, model_bytes, loaded.feature_names, loaded.threshold, loaded.version, plan)
-        counts = Observation("batch_scoring")
-        observed = scored.observe(
-            counts, F.count(F.lit(1)).alias("rows"), F.coalesce(F.sum("label"), F.lit(0)).alias("positives")
+        input_path, output_path = batch_arrow.local_path(input_uri), batch_arrow.local_path(output_uri)
+        facts = None
+        if input_path is not None and output_path is not None and input_path.exists():
+            facts = batch_arrow.input_facts(input_path, list(KEY_COLUMNS), loaded.feature_names)
+        chosen = choose_engine(
+            engine or settings.serving.batch_engine,
+            local_master=spark.sparkContext.master.startswith("local"),
+            local_files=facts is not None,
+            castable=facts is not None and facts.castable,
+            rows=facts.rows if facts else 0,
+            max_rows=settings.serving.batch_arrow_max_rows,
         )
-        previous_batch_rows = spark.conf.get(_ARROW_BATCH_CONF)
-        spark.conf.set(_ARROW_BATCH_CONF, str(ARROW_BATCH_ROWS))
-        try:
-            observed.write.mode("errorifexists").parquet(output_uri)
-        except AnalysisException as exc:
-            raise UserError(
-                f"cannot write {output_uri}: {str(exc).splitlines()[0]} (choose another --output)"
-            ) from None
-        finally:
-            spark.conf.set(_ARROW_BATCH_CONF, previous_batch_rows)  # the caller's session as it was
+        if chosen == "arrow":
+            assert facts is not None and input_path is not None and output_path is not None
+            keys = check_columns(facts.columns, loaded.feature_names)
+            timings["read_and_plan"] = time.perf_counter() - started
+            rows, positives = batch_arrow.score_to_parquet(
+                input_path,
+                output_path,
+                model_bytes,
+                hashlib.sha256(model_bytes).hexdigest(),
+                keys,
+                loaded.feature_names,
+                loaded.threshold,
+                loaded.version,
+            )
+        else:
+            use_this_python_for_local_workers(spark)
+            try:
+                frame = spark.read.parquet(input_uri)
+            except AnalysisException as exc:
+                raise UserError(f"cannot read the input {input_uri} as Parquet: {str(exc).splitlines()[0]}") from None
+            except Py4JJavaError as exc:  # a footer Spark cannot read (not Parquet, damaged): its job failed
+                raise UserError(f"cannot read the input {input_uri} as Parquet: {java_cause(exc)}") from None
+            keys = check_columns(frame.columns, loaded.feature_names)
+            plan = core_plan(spark, frame)
+            timings["read_and_plan"] = time.perf_counter() - started
+            scored = score_frame(frame, model_bytes, loaded.feature_names, loaded.threshold, loaded.version, plan)
+            rows, positives = write_scores(spark, scored, output_uri)
         written = time.perf_counter()
         timings["score_and_write"] = written - started - timings["read_and_plan"]
-        hive.register(spark, settings.features.database, {table_name: output_uri})
-        summary = counts.get
+        # The output's schema as Spark reads it back (tested for both engines): no footer read here.
+        written_schema = StructType.fromDDL(output_schema("loan_id" in keys))
+        assert isinstance(written_schema, StructType)
+        hive.register(spark, settings.features.database, {table_name: output_uri}, {table_name: written_schema})
         timings["register"] = time.perf_counter() - written
     except UserError:
         raise
@@ -275,7 +283,6 @@ def run_batch(
     finally:
         if own_session:
             spark.stop()
-    rows = int(summary["rows"])
     seconds = sum(timings.values())
     return {
         "input": input_uri,
@@ -284,11 +291,39 @@ def run_batch(
         "model_version": loaded.version,
         "threshold": loaded.threshold,
         "rows": rows,
-        "positives": int(summary["positives"]),
-        "threads_per_task": plan.threads,
-        "repartitioned_to": plan.spread_to,
+        "positives": positives,
+        "engine": chosen,
+        "threads_per_task": plan.threads if plan else None,
+        "repartitioned_to": plan.spread_to if plan else None,
         # Everything but the JVM and session start: model, read, score, write, register.
         "seconds": round(seconds, 2),
         "timings": {name: round(value, 2) for name, value in timings.items()},
         "rows_per_second": round(rows / seconds) if seconds > 0 else None,
     }
+
+
+def java_cause(exc: BaseException) -> str:
+    """The innermost cause a Java stack trace names, as one short line (not the pages of frames around it)."""
+    causes = re.findall(r"(?m)^Caused by: (?:[\w.$]+: )?(.+)$", str(exc))
+    return excerpt(causes[-1] if causes else last_error_line(str(exc)), 300)
+
+
+def write_scores(spark, scored, output_uri: str) -> tuple[int, int]:
+    """The Spark engine's one job: scored rows written as Parquet; (rows, positives) observed on it."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    counts = Observation("batch_scoring")
+    observed = scored.observe(
+        counts, F.count(F.lit(1)).alias("rows"), F.coalesce(F.sum("label"), F.lit(0)).alias("positives")
+    )
+    previous_batch_rows = spark.conf.get(_ARROW_BATCH_CONF)
+    spark.conf.set(_ARROW_BATCH_CONF, str(ARROW_BATCH_ROWS))
+    try:
+        observed.write.mode("errorifexists").parquet(output_uri)
+    except AnalysisException as exc:
+        raise UserError(f"cannot write {output_uri}: {str(exc).splitlines()[0]} (choose another --output)") from None
+    finally:
+        spark.conf.set(_ARROW_BATCH_CONF, previous_batch_rows)  # the caller's session as it was
+    return int(counts.get["rows"]), int(counts.get["positives"])

@@ -10,13 +10,14 @@ from configuration.settings import load_settings
 
 DESCRIPTION = """\
 Serve the credit-risk model (SageMaker's container contract), deploy it to a SageMaker
-endpoint, or score a features table in batch with Spark.
+endpoint, or score a features table in batch (with Spark, or in this process when the input
+is small and local: --engine).
 
   python -m serving [--model-dir DIR]        serve (default model: the registry's production model)
   serve                                      the same: the container's entry point
   python -m serving sagemaker deploy --model-version V --endpoint-name NAME
   python -m serving sagemaker delete --endpoint-name NAME
-  python -m serving batch [--input URI] [--output URI]
+  python -m serving batch [--input URI] [--output URI] [--engine auto|spark|arrow]
 """
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = commands.add_parser(
         "batch",
-        help="score a features table with a registered model (Spark); write Parquet and a Hive table",
+        help="score a features table with a registered model (Spark, or in process when small); write Parquet and a Hive table",
         description="Default input: the current snapshot's latest-features table; default model: production.",
     )
     batch.add_argument("--input", help="Parquet features table URI (default: the current snapshot's latest table)")
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--model-version", help="registry version (default: the production model)")
     batch.add_argument("--table", help="Hive table in features.database (default: serving.batch_table)")
+    batch.add_argument(
+        "--engine",
+        choices=("auto", "spark", "arrow"),
+        help="spark: a Spark job; arrow: pyarrow and XGBoost in this process (local files, local master); "
+        "auto: arrow up to serving.batch_arrow_max_rows rows, else spark (default: serving.batch_engine)",
+    )
     return parser
 
 
@@ -122,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         from serving.batch import run_batch
 
         result = run_batch(
-            settings, input_uri=args.input, output_uri=args.output, version=args.model_version, table=args.table
+            settings,
+            input_uri=args.input,
+            output_uri=args.output,
+            version=args.model_version,
+            table=args.table,
+            engine=args.engine,
         )
         json.dump(result, sys.stdout, indent=2)
         print()

@@ -1,4 +1,7 @@
-"""Batch scoring with the shared SparkSession, compared with XGBoost run on the same rows in pandas."""
+"""Batch scoring with the shared SparkSession, compared with XGBoost run on the same rows in pandas.
+
+Each test runs both engines: `auto` (these small local inputs go to the in-process arrow engine)
+and `spark` (a Spark job)."""
 
 from __future__ import annotations
 
@@ -64,14 +67,21 @@ def _expected(model_dir: Path, table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def test_default_scores_the_current_latest_snapshot_with_the_production_model(spark, lake_settings, model_a, model_b):
+ENGINES = pytest.mark.parametrize(("engine", "expected_engine"), [("auto", "arrow"), ("spark", "spark")])
+
+
+@ENGINES
+def test_default_scores_the_current_latest_snapshot_with_the_production_model(
+    spark, lake_settings, model_a, model_b, engine, expected_engine
+):
     registry = registry_with(lake_settings.registry_dir(), model_a, model_b)
     registry.promote("2")
     table = _features_table(3000, seed=41, with_loans=False)
     _publish_latest(lake_settings, table)
 
-    result = run_batch(lake_settings, spark=spark)
+    result = run_batch(lake_settings, engine=engine, spark=spark)
 
+    assert result["engine"] == expected_engine
     assert result["model_version"] == "2" and result["rows"] == 3000
     assert "20240601T000000Z-abc123-v2" in result["output"]
     scored = pq.read_table(result["output"]).to_pandas()
@@ -89,7 +99,8 @@ def test_default_scores_the_current_latest_snapshot_with_the_production_model(sp
     assert hive.count() == 3000
 
 
-def test_explicit_input_with_loans_output_and_version(spark, lake_settings, model_a, tmp_path):
+@ENGINES
+def test_explicit_input_with_loans_output_and_version(spark, lake_settings, model_a, tmp_path, engine, expected_engine):
     registry_with(lake_settings.registry_dir(), model_a)
     table = _features_table(500, seed=43, with_loans=True)
     source = tmp_path / "training"
@@ -98,9 +109,16 @@ def test_explicit_input_with_loans_output_and_version(spark, lake_settings, mode
     output = tmp_path / "scores"
 
     result = run_batch(
-        lake_settings, input_uri=str(source), output_uri=str(output), version="1", table="scores_v1", spark=spark
+        lake_settings,
+        input_uri=str(source),
+        output_uri=str(output),
+        version="1",
+        table="scores_v1",
+        engine=engine,
+        spark=spark,
     )
 
+    assert result["engine"] == expected_engine
     scored = pq.read_table(output).to_pandas()
     assert list(scored.columns) == ["id", "loan_id", "probability", "label", "model_version"]
     joined = _expected(model_a, table).merge(scored, on=["id", "loan_id"], validate="one_to_one")
@@ -108,19 +126,41 @@ def test_explicit_input_with_loans_output_and_version(spark, lake_settings, mode
     assert spark.table(result["table"]).count() == 500
 
     with pytest.raises(UserError, match="choose another --output"):
-        run_batch(lake_settings, input_uri=str(source), output_uri=str(output), version="1", spark=spark)
+        run_batch(lake_settings, input_uri=str(source), output_uri=str(output), version="1", engine=engine, spark=spark)
+    assert pq.read_table(output).num_rows == 500  # the existing output is left as it was
 
 
-def test_batch_mistakes_are_user_errors(spark, lake_settings, model_a, tmp_path):
+@pytest.mark.parametrize("engine", ["auto", "spark"])
+def test_batch_mistakes_are_user_errors(spark, lake_settings, model_a, tmp_path, engine):
     with pytest.raises(UserError, match="no production model"):
-        run_batch(lake_settings, spark=spark)
+        run_batch(lake_settings, engine=engine, spark=spark)
     registry_with(lake_settings.registry_dir(), model_a).promote("1")
     with pytest.raises(UserError, match="no feature snapshot"):
-        run_batch(lake_settings, spark=spark)
+        run_batch(lake_settings, engine=engine, spark=spark)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     pq.write_table(pa.table({"id": pa.array([1], pa.int64()), "age": pa.array([30], pa.int32())}), wrong / "p.parquet")
     with pytest.raises(UserError, match="lacks column"):
-        run_batch(lake_settings, input_uri=str(wrong), spark=spark)
+        run_batch(lake_settings, input_uri=str(wrong), engine=engine, spark=spark)
     with pytest.raises(UserError, match="cannot read the input"):
-        run_batch(lake_settings, input_uri=str(tmp_path / "absent"), spark=spark)
+        run_batch(lake_settings, input_uri=str(tmp_path / "absent"), engine=engine, spark=spark)
+    not_parquet = tmp_path / "csv"
+    not_parquet.mkdir()
+    (not_parquet / "part-0.csv").write_text("id,age\n1,30\n")
+    with pytest.raises(UserError, match="cannot read the input"):
+        run_batch(lake_settings, input_uri=str(not_parquet), engine=engine, spark=spark)
+
+
+def test_a_footer_spark_cannot_read_becomes_its_cause_in_one_line(spark, tmp_path):
+    """What the Spark engine says of a remote input that is not Parquet (a local one is refused before Spark)."""
+    from py4j.protocol import Py4JJavaError
+
+    from serving.batch import java_cause
+
+    folder = tmp_path / "not-parquet"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_text("id,age\n1,30\n")
+    with pytest.raises(Py4JJavaError) as caught:
+        spark.read.parquet(str(folder))
+    line = java_cause(caught.value)
+    assert "is not a Parquet file" in line and "\n" not in line and len(line) <= 330, line

@@ -5,7 +5,9 @@ Parquet, pandas makes the float32 matrix, a Booster loaded from the model file p
 with all cores. Equality is exact (float32 semantics), whatever the plan of cores: one
 file of one row group (one busy task, given both cores) and several files (several tasks).
 Two models scored one after the other in the same session check that the Python workers'
-Booster cache keys on the model.
+Booster cache keys on the model. Both engines (serving.batch.choose_engine) are held to it, and
+to each other: the in-process engine's casts (pyarrow) against the Spark engine's (Spark SQL) on
+values float32 cannot hold exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pytest
 import xgboost
 
 from features.contract import FEATURE_COLUMNS
-from serving.batch import Plan, plan_cores, run_batch
+from configuration.errors import UserError
+from serving.batch import Plan, choose_engine, output_schema, plan_cores, run_batch
 from tests.serving.conftest import registry_with
 from tests.serving.test_batch import _features_table
 
@@ -76,33 +79,147 @@ def test_every_probability_equals_xgboost_in_pandas(spark, lake_settings, model_
     for index, (start, stop) in enumerate([(0, 5_000), (5_000, 61_000), (61_000, 62_000), (62_000, 120_000)]):
         pq.write_table(table.slice(start, stop - start), several / f"part-{index}.parquet")
 
+    in_process = run_batch(
+        lake_settings, input_uri=str(several), output_uri=str(tmp_path / "arrow"), version="1", spark=spark
+    )
+    assert in_process["engine"] == "arrow"
+    _check(in_process, model_a, several, 120_000)
+
     first = run_batch(
-        lake_settings, input_uri=str(one_group), output_uri=str(tmp_path / "a1"), version="1", spark=spark
+        lake_settings,
+        input_uri=str(one_group),
+        output_uri=str(tmp_path / "a1"),
+        version="1",
+        engine="spark",
+        spark=spark,
     )
     assert (first["threads_per_task"], first["repartitioned_to"]) == (2, None)  # local[2], one busy task
     _check(first, model_a, one_group, 120_000)
 
-    second = run_batch(lake_settings, input_uri=str(several), output_uri=str(tmp_path / "b2"), version="2", spark=spark)
+    second = run_batch(
+        lake_settings, input_uri=str(several), output_uri=str(tmp_path / "b2"), version="2", engine="spark", spark=spark
+    )
     assert second["threads_per_task"] == 1 and second["repartitioned_to"] is None
     _check(second, model_b, several, 120_000)
 
     # The same input with the other model, in the same (reused) Python workers.
     third = run_batch(
-        lake_settings, input_uri=str(one_group), output_uri=str(tmp_path / "b1"), version="2", spark=spark
+        lake_settings,
+        input_uri=str(one_group),
+        output_uri=str(tmp_path / "b1"),
+        version="2",
+        engine="spark",
+        spark=spark,
     )
     _check(third, model_b, one_group, 120_000)
 
 
-def test_an_empty_input_writes_an_empty_table(spark, lake_settings, model_a, tmp_path):
+@pytest.mark.parametrize("engine", ["arrow", "spark"])
+def test_an_empty_input_writes_an_empty_table(spark, lake_settings, model_a, tmp_path, engine):
     registry_with(lake_settings.registry_dir(), model_a)
     empty = tmp_path / "empty"
     empty.mkdir()
     pq.write_table(_features_table(1, seed=1, with_loans=True).slice(0, 0), empty / "part-0.parquet")
 
-    result = run_batch(lake_settings, input_uri=str(empty), output_uri=str(tmp_path / "out"), version="1", spark=spark)
+    result = run_batch(
+        lake_settings, input_uri=str(empty), output_uri=str(tmp_path / "out"), version="1", engine=engine, spark=spark
+    )
 
-    assert (result["rows"], result["positives"]) == (0, 0)
+    assert (result["rows"], result["positives"]) == (0, 0) and result["engine"] == engine
     written = pq.read_table(result["output"])
     assert written.num_rows == 0
     assert written.schema.names == ["id", "loan_id", "probability", "label", "model_version"]
     assert written.schema.field("probability").type == pa.float64() and written.schema.field("label").type == pa.int32()
+
+
+@pytest.mark.parametrize(
+    ("requested", "local_master", "local_files", "castable", "rows", "expected"),
+    [
+        ("auto", True, True, True, 2_000_000, "arrow"),  # up to max_rows in process
+        ("auto", True, True, True, 2_000_001, "spark"),
+        ("auto", False, True, True, 10, "spark"),  # a cluster: its executors' cores
+        ("auto", True, False, True, 10, "spark"),  # s3a://, hdfs://: Spark's connectors
+        ("auto", True, True, False, 10, "spark"),  # a string or decimal column: Spark's casts
+        ("spark", True, True, True, 10, "spark"),
+        ("arrow", True, True, True, 50_000_000, "arrow"),  # asked for: no row limit
+    ],
+)
+def test_the_engine_choice(requested, local_master, local_files, castable, rows, expected):
+    chosen = choose_engine(
+        requested, local_master=local_master, local_files=local_files, castable=castable, rows=rows, max_rows=2_000_000
+    )
+    assert chosen == expected
+
+
+@pytest.mark.parametrize(
+    ("local_master", "local_files", "castable"), [(False, True, True), (True, False, True), (True, True, False)]
+)
+def test_the_arrow_engine_refuses_what_it_cannot_do_as_spark_does(local_master, local_files, castable):
+    with pytest.raises(UserError, match="use spark"):
+        choose_engine(
+            "arrow", local_master=local_master, local_files=local_files, castable=castable, rows=1, max_rows=10
+        )
+
+
+def test_both_engines_write_the_same_rows_and_schema(spark, lake_settings, model_a, tmp_path):
+    """Values float32 cannot hold (int64 beyond 2^24, doubles with more digits, huge doubles), NULLs, int64 keys:
+    the pyarrow casts of the arrow engine and Spark's SQL casts must round them alike."""
+    registry_with(lake_settings.registry_dir(), model_a)
+    rng = np.random.default_rng(53)
+    rows = 20_000
+    columns = {
+        "id": pa.array(rng.permutation(rows) + 2**40, pa.int64()),
+        "loan_id": pa.array(np.arange(rows, dtype=np.int32), pa.int32()),  # an int32 key: widened by both
+    }
+    for index, name in enumerate(FEATURE_COLUMNS):
+        if index % 2:
+            values = rng.integers(-(2**40), 2**40, rows)
+            values[::7] = rng.integers(0, 12, len(values[::7]))  # small ones too, which the trees split on
+            columns[name] = pa.array(values, pa.int64(), mask=rng.random(rows) < 0.1)
+        else:
+            values = rng.normal(0, 1, rows) * 10.0 ** rng.integers(-3, 6, rows)
+            values[::101] = 1e39  # beyond float32: +inf in both
+            columns[name] = pa.array(values, pa.float64(), mask=rng.random(rows) < 0.1)
+    source = tmp_path / "wide"
+    source.mkdir()
+    pq.write_table(pa.table(columns), source / "part-0.parquet", row_group_size=5_000)
+
+    outputs = {}
+    for engine in ("arrow", "spark"):
+        result = run_batch(
+            lake_settings,
+            input_uri=str(source),
+            output_uri=str(tmp_path / engine),
+            version="1",
+            table=f"scores_{engine}",
+            engine=engine,
+            spark=spark,
+        )
+        assert result["engine"] == engine and result["rows"] == rows
+        outputs[engine] = pq.read_table(result["output"]).sort_by("id")
+        # What registration assumes instead of reading the footers back: the schema Spark reads.
+        assert spark.read.parquet(result["output"]).schema == spark.createDataFrame([], output_schema(True)).schema
+        assert spark.table(result["table"]).count() == rows
+    assert outputs["arrow"].equals(outputs["spark"])
+    assert 0 < pa.compute.sum(outputs["arrow"].column("label")).as_py() < rows
+
+
+def test_the_arrow_engine_leaves_no_output_when_reading_fails(spark, lake_settings, model_a, tmp_path):
+    registry_with(lake_settings.registry_dir(), model_a)
+    table = _features_table(1_000, seed=59, with_loans=False)
+    source = tmp_path / "disagreeing"
+    source.mkdir()
+    pq.write_table(table, source / "part-0.parquet")
+    broken = table.set_column(
+        table.schema.get_field_index("age"), "age", pa.array(["thirty"] * table.num_rows, pa.string())
+    )
+    pq.write_table(broken, source / "part-1.parquet")  # the footers of part-0 decide the engine; part-1 fails it
+    output = tmp_path / "out"
+
+    with pytest.raises(UserError, match="cannot read the input"):
+        run_batch(
+            lake_settings, input_uri=str(source), output_uri=str(output), version="1", engine="arrow", spark=spark
+        )
+
+    assert not output.exists()
+    assert not spark.catalog.tableExists(f"{lake_settings.features.database}.{lake_settings.serving.batch_table}")

@@ -184,16 +184,19 @@ def test_feature_job_and_batch_scoring_on_the_cluster_equal_local_mode(cluster, 
     )
     training = lake_settings.training.model_copy(update={"registry_dir": str(registry_root)})
     batch_settings = lake_settings.model_copy(update={"training": training})
-    local_scores = tmp_path / "local-scores"
-    run_batch(
-        batch_settings,
-        input_uri=remote["outputs"]["latest"]["uri"],
-        output_uri=str(local_scores),
-        version="1",
-        spark=spark,
-    )
-    remote_scores, local_scores_rows = _rows(str(cluster_scores)), _rows(str(local_scores))
+    remote_scores = _rows(str(cluster_scores))
     assert len(remote_scores) == remote["outputs"]["latest"]["rows"] > 0
-    assert remote_scores == local_scores_rows  # probabilities equal to the bit, labels, versions
+    # Local mode's two engines: a Spark job on local[2], and the in-process one `auto` picks for a small local input.
+    for engine in ("spark", "arrow"):
+        local_scores = tmp_path / f"local-scores-{engine}"
+        run_batch(
+            batch_settings,
+            input_uri=remote["outputs"]["latest"]["uri"],
+            output_uri=str(local_scores),
+            version="1",
+            engine=engine,
+            spark=spark,
+        )
+        assert remote_scores == _rows(str(local_scores)), engine  # probabilities equal to the bit, labels, versions
 
     assert all(count > 0 for count in _tasks_per_worker(cluster)), _tasks_per_worker(cluster)
