@@ -14,8 +14,10 @@ HTTP (single-row POST /invocations, text/csv):
         fixed rate over many connections, latency counted from the scheduled send time, so
         a stall is not hidden) at half of the model server's best wrk throughput, and at any
         `--open-loop-rates` given (an earlier run's half, to compare a tail at the same rate).
-Batch scoring: `serving batch` (Spark local[2]) on latest-features-like Parquet tables
-(default 777,715 rows), beside pyarrow + XGBoost (inplace_predict, all cores) on the same file.
+Batch scoring: `serving batch` (a Spark local[2] session) on latest-features-like Parquet tables
+(default 777,715 rows), beside pyarrow + XGBoost (inplace_predict, all cores) on the same file:
+the engine `auto` picks (the in-process arrow engine up to serving.batch_arrow_max_rows rows,
+else Spark), and the Spark engine whatever the size.
 
     .venv/bin/python benchmarks/serving_bench.py [--duration 8] [--skip-batch]
     .venv/bin/python benchmarks/serving_bench.py --batch-only [--rows 777715,7777150] [--batch-baseline REF] [--batch-phases]
@@ -523,16 +525,27 @@ def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
     results: dict = {"session_seconds": time.perf_counter() - started, "sizes": []}
     outputs = iter(range(1_000_000))
 
-    def timed_run(module) -> tuple[float, dict, Path]:
+    def timed_run(module, **engine) -> tuple[float, dict, Path]:
         output = work / f"scores-{next(outputs)}"
         started = time.perf_counter()
-        summary = module.run_batch(settings, input_uri=str(source), output_uri=str(output), spark=spark)
+        summary = module.run_batch(settings, input_uri=str(source), output_uri=str(output), spark=spark, **engine)
         return time.perf_counter() - started, summary, output
+
+    def compare(output: Path, summary: dict, reference: dict, rows: int) -> tuple[float, int]:
+        """Every row against the reference: (max |difference|, rows differing)."""
+        scored = pq.read_table(output, columns=["id", "probability", "label"])
+        order = np.argsort(scored.column("id").to_numpy())
+        expected_order = np.argsort(reference["id"])
+        assert scored.num_rows == rows == summary["rows"]
+        assert np.array_equal(scored.column("id").to_numpy()[order], reference["id"][expected_order])
+        got = scored.column("probability").to_numpy()[order]
+        want = reference["probability"][expected_order].astype(np.float64)
+        return float(np.abs(got - want).max()), int((got != want).sum())
 
     try:
         for rows in args.rows:
             source = write_features_table(work / f"latest-{rows}", rows)
-            size: dict = {"rows": rows, "current": [], "baseline": [], "reference": []}
+            size: dict = {"rows": rows, "current": [], "spark": [], "baseline": [], "reference": []}
             if not results["sizes"]:
                 seconds, summary, output = timed_run(current_batch)
                 results["first_call_seconds"] = seconds
@@ -546,15 +559,14 @@ def bench_batch(args, work: Path, model_dir: Path | None) -> dict:
                 size["summary"] = summary
                 reference_seconds, reference = batch_reference(source, model_dir)
                 size["reference"].append(reference_seconds)
-                scored = pq.read_table(output, columns=["id", "probability", "label"])
-                order = np.argsort(scored.column("id").to_numpy())
-                expected_order = np.argsort(reference["id"])
-                assert scored.num_rows == rows == summary["rows"]
-                assert np.array_equal(scored.column("id").to_numpy()[order], reference["id"][expected_order])
-                got = scored.column("probability").to_numpy()[order]
-                want = reference["probability"][expected_order].astype(np.float64)
-                size["max_difference"] = float(np.abs(got - want).max())
-                size["rows_differing"] = int((got != want).sum())
+                size["max_difference"], size["rows_differing"] = compare(output, summary, reference, rows)
+                if summary["engine"] != "spark":
+                    seconds, spark_summary, output = timed_run(current_batch, engine="spark")
+                    size["spark"].append(seconds)
+                    size["spark_summary"] = spark_summary
+                    size["spark_max_difference"], size["spark_rows_differing"] = compare(
+                        output, spark_summary, reference, rows
+                    )
             if args.batch_phases:
                 size["phases"] = batch_phases(spark, source, model_dir, work)
             results["sizes"].append(size)
@@ -571,13 +583,21 @@ def print_batch(batch: dict, baseline_ref: str | None) -> None:
     )
     for size in batch["sizes"]:
         rows, current, reference = size["rows"], min(size["current"]), min(size["reference"])
+        summary = size["summary"]
         line = (
-            f"{rows:>10,} rows: serving batch {current:.2f} s = {rows / current:,.0f} rows/s "
-            f"(threads per task {size['summary']['threads_per_task']}, repartition {size['summary']['repartitioned_to']}, "
-            f"its timings {size['summary']['timings']}); "
+            f"{rows:>10,} rows: serving batch ({summary['engine']} engine) {current:.2f} s = {rows / current:,.0f} rows/s "
+            f"(threads per task {summary['threads_per_task']}, repartition {summary['repartitioned_to']}, "
+            f"its timings {summary['timings']}); "
             f"pyarrow + XGBoost all cores {reference:.2f} s = {rows / reference:,.0f} rows/s; "
             f"ratio {current / reference:.2f}x (target <= 2x)"
         )
+        if size["spark"]:
+            spark_seconds, spark_summary = min(size["spark"]), size["spark_summary"]
+            line += (
+                f"; --engine spark {spark_seconds:.2f} s = {spark_seconds / reference:.2f}x "
+                f"(threads per task {spark_summary['threads_per_task']}, its timings {spark_summary['timings']}, "
+                f"rows differing from the reference {size['spark_rows_differing']})"
+            )
         if size["baseline"]:
             baseline = min(size["baseline"])
             line += f"; baseline {baseline_ref} {baseline:.2f} s = {baseline / reference:.1f}x"
@@ -585,6 +605,7 @@ def print_batch(batch: dict, baseline_ref: str | None) -> None:
         print(
             f"{'':>16}every row compared: max |difference| {size['max_difference']:.1e}, "
             f"rows differing {size['rows_differing']}; runs (s): current {[round(s, 2) for s in size['current']]}, "
+            f"spark engine {[round(s, 2) for s in size['spark']]}, "
             f"baseline {[round(s, 2) for s in size['baseline']]}, reference {[round(s, 2) for s in size['reference']]}"
         )
         for name, seconds in size.get("phases", []):

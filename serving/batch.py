@@ -1,18 +1,22 @@
-"""Batch scoring: a features table scored by a registered model with Spark, written as Parquet and a Hive table.
+"""Batch scoring: a features table scored by a registered model, written as Parquet and a Hive table.
 
 The batch-prediction step of the original workflow. Output columns: `id`, `loan_id` (when
 the input has it), `probability` (double), `label` (int: probability >= the model's
 threshold) and `model_version` (string).
 
-One Spark job does the work: scan, `mapInArrow` (each Arrow batch is one `inplace_predict`
-call), Parquet write; its row and positive counts come from an Observation on that same
-job, not from another pass. The model travels as its JSON bytes in a broadcast variable and
-is loaded once per Python worker process (cached by its sha256: a reused worker keeps it
-from task to task). Each task predicts with the cores it has (`spark.task.cpus`), except
-that on a local master an input with fewer non-empty partitions than cores (a file of one
-row group is one task however Spark splits it) gives each task the idle cores instead of
-a shuffle; on a cluster such an input is spread with a hash repartition. Probabilities are
-XGBoost's `inplace_predict` on float32 features, as the model server computes them.
+Two engines, one scoring step (serving.batch_scoring), the same rows bit for bit (tested);
+`choose_engine` decides. On a local master, a local input of at most
+`serving.batch_arrow_max_rows` rows is scored in this process (serving.batch_arrow): Spark
+would add about a second of fixed costs and no cores. Anything else is one Spark job: scan,
+`mapInArrow` (each Arrow batch is one `inplace_predict` call), Parquet write; its row and
+positive counts come from an Observation on that same job, not from another pass. The model
+travels as its JSON bytes in a broadcast variable and is loaded once per Python worker
+process (cached by its sha256: a reused worker keeps it from task to task). Each task
+predicts with the cores it has (`spark.task.cpus`), except that on a local master an input
+with fewer non-empty partitions than cores (a file of one row group is one task however
+Spark splits it) gives each task the idle cores instead of a shuffle; on a cluster such an
+input is spread with a hash repartition. Probabilities are XGBoost's `inplace_predict` on
+float32 features, as the model server computes them.
 Nothing a reader uses changes until the end: the Parquet goes to a new folder, then the
 Hive table is pointed at it in one metastore call (features.hive.register).
 """
@@ -220,6 +224,7 @@ def run_batch(
         spark = session.build_session(settings, "sparkmaker-batch-scoring")
     started = time.perf_counter()  # the JVM and session start are not counted
     plan: Plan | None = None
+    warmup = None
     try:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import AnalysisException
@@ -243,6 +248,10 @@ def run_batch(
             assert facts is not None and input_path is not None and output_path is not None
             keys = check_columns(facts.columns, loaded.feature_names)
             timings["read_and_plan"] = time.perf_counter() - started
+            # The JVM is idle while this process scores: a new session's metastore client (seconds: Hive
+            # classes, the Derby boot or the Thrift connection) starts meanwhile. Not beside the Spark
+            # engine, whose job needs the same cores (measured: no gain there).
+            warmup = hive.Warmup(spark, settings.features.database, [table_name])
             rows, positives = batch_arrow.score_to_parquet(
                 input_path,
                 output_path,
@@ -268,6 +277,8 @@ def run_batch(
             rows, positives = write_scores(spark, scored, output_uri)
         written = time.perf_counter()
         timings["score_and_write"] = written - started - timings["read_and_plan"]
+        if warmup is not None:
+            warmup.wait()
         # The output's schema as Spark reads it back (tested for both engines): no footer read here.
         written_schema = StructType.fromDDL(output_schema("loan_id" in keys))
         assert isinstance(written_schema, StructType)

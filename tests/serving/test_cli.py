@@ -84,6 +84,31 @@ def test_batch_without_a_production_model_fails_before_spark(tmp_path):
     _one_line_error(done, "no production model")
 
 
+def test_batch_engine_arrow_on_what_it_cannot_cast_is_one_line(tmp_path, model_a):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.contract import FEATURE_COLUMNS
+
+    registry_with(tmp_path / "registry", model_a).promote("1")
+    source = tmp_path / "strings"
+    source.mkdir()
+    columns = {"id": pa.array([1, 2], pa.int64()), **{name: pa.array(["1", "2"]) for name in FEATURE_COLUMNS}}
+    pq.write_table(pa.table(columns), source / "part-0.parquet")
+    env = server_env(tmp_path, registry_dir=tmp_path / "registry") | {
+        "SPARKMAKER_METASTORE__DERBY_DIR": str(tmp_path / "metastore"),
+        "SPARKMAKER_SPARK__MASTER": "local[1]",
+    }
+
+    done = _run(["batch", "--input", str(source), "--output", str(tmp_path / "out"), "--engine", "arrow"], env)
+
+    # The JVM's own one-line notice of Spark's `--add-modules jdk.incubator.vector` may come first.
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("serving: error: ") and "use spark (or auto)" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_serve_script_follows_sagemakers_variables(tmp_path, model_a):
     port = free_port()
     env = server_env(tmp_path) | {
