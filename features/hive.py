@@ -80,3 +80,7 @@ class Warmup:
     def wait(self) -> None:
         self._thread.join()
         self.check()
+
+    def join(self) -> None:
+        """Wait for the warm-up to end, without raising its failure (for a caller already failing)."""
+        self._thread.join()

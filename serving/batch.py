@@ -248,6 +248,7 @@ def run_batch(
             assert facts is not None and input_path is not None and output_path is not None
             keys = check_columns(facts.columns, loaded.feature_names)
             timings["read_and_plan"] = time.perf_counter() - started
+            batch_arrow.new_output(output_path)
             # The JVM is idle while this process scores: a new session's metastore client (seconds: Hive
             # classes, the Derby boot or the Thrift connection) starts meanwhile. Not beside the Spark
             # engine, whose job needs the same cores (measured: no gain there).
@@ -292,6 +293,8 @@ def run_batch(
             raise explained from None
         raise
     finally:
+        if warmup is not None:
+            warmup.join()  # its catalog calls never run into spark.stop()
         if own_session:
             spark.stop()
     seconds = sum(timings.values())

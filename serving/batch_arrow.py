@@ -38,7 +38,7 @@ def local_path(uri: str) -> Path | None:
 class InputFacts:
     columns: list[str]
     rows: int
-    castable: bool  # keys are integers and features integers or floating point: casts this engine makes as Spark does
+    castable: bool  # signed integer keys, signed integer or float32/64 features: casts made here as Spark makes them
 
 
 def input_facts(path: Path, keys: list[str], feature_names: tuple[str, ...]) -> InputFacts | None:
@@ -59,12 +59,23 @@ def input_facts(path: Path, keys: list[str], feature_names: tuple[str, ...]) -> 
     except (pa.ArrowException, OSError) as exc:
         raise UserError(f"cannot read the input {path} as Parquet: {_first_line(exc)}") from None
     present = set(schema.names)
-    castable = all(types.is_integer(schema.field(c).type) for c in keys if c in present) and all(
-        types.is_integer(schema.field(c).type) or types.is_floating(schema.field(c).type)
-        for c in feature_names
-        if c in present
+    # Signed integers and float32/float64 only: Spark reads unsigned 64-bit Parquet integers as decimals,
+    # whose casts this engine does not copy.
+    castable = all(types.is_signed_integer(schema.field(c).type) for c in keys if c in present) and all(
+        types.is_signed_integer(kind) or types.is_float32(kind) or types.is_float64(kind)
+        for kind in (schema.field(c).type for c in feature_names if c in present)
     )
     return InputFacts(columns=schema.names, rows=rows, castable=castable)
+
+
+def new_output(output_path: Path) -> None:
+    """The output folder, created empty; a UserError if it exists (an output is never overwritten) or cannot be made."""
+    try:
+        output_path.mkdir(parents=True)
+    except FileExistsError:
+        raise UserError(f"cannot write {output_path}: it already exists (choose another --output)") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {output_path}: {exc.strerror} (choose another --output)") from None
 
 
 def score_to_parquet(
@@ -77,18 +88,13 @@ def score_to_parquet(
     threshold: float,
     version: str,
 ) -> tuple[int, int]:
-    """Score every row of the input folder into a new output folder; return (rows, positives)."""
+    """Score every row of the input folder into the output folder new_output made; return (rows, positives).
+    On any failure the output folder is removed."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    try:
-        output_path.mkdir(parents=True)
-    except FileExistsError:
-        raise UserError(f"cannot write {output_path}: it already exists (choose another --output)") from None
-    except OSError as exc:
-        raise UserError(f"cannot write {output_path}: {exc.strerror} (choose another --output)") from None
     score = scorer(
         lambda: model_bytes,
         model_sha256,

@@ -223,3 +223,40 @@ def test_the_arrow_engine_leaves_no_output_when_reading_fails(spark, lake_settin
 
     assert not output.exists()
     assert not spark.catalog.tableExists(f"{lake_settings.features.database}.{lake_settings.serving.batch_table}")
+
+
+@pytest.mark.parametrize(
+    ("key_type", "feature_type", "castable"),
+    [
+        (pa.int64(), pa.float64(), True),
+        (pa.int32(), pa.int32(), True),
+        (pa.int64(), pa.float32(), True),
+        (pa.uint64(), pa.float64(), False),  # Spark reads UINT64 as decimal(20,0)
+        (pa.int64(), pa.string(), False),
+        (pa.int64(), pa.decimal128(22, 2), False),
+    ],
+)
+def test_what_the_arrow_engine_takes(tmp_path, key_type, feature_type, castable):
+    from serving.batch_arrow import input_facts
+
+    columns = {"id": pa.array([1, 2], key_type)}
+    for name in FEATURE_COLUMNS:
+        columns[name] = pa.array([1, None], pa.int64()).cast(feature_type)
+    pq.write_table(pa.table(columns), tmp_path / "part-0.parquet")
+    (tmp_path / "_SUCCESS").touch()  # skipped, as Spark skips it
+
+    facts = input_facts(tmp_path, ["id", "loan_id"], tuple(FEATURE_COLUMNS))
+
+    assert facts is not None and (facts.rows, facts.castable) == (2, castable)
+    assert facts.columns == ["id", *FEATURE_COLUMNS]
+
+
+def test_the_arrow_engine_leaves_partition_folders_and_empty_folders_to_spark(tmp_path):
+    from serving.batch_arrow import input_facts
+
+    (tmp_path / "empty").mkdir()
+    assert input_facts(tmp_path / "empty", ["id"], tuple(FEATURE_COLUMNS)) is None
+    partitioned = tmp_path / "partitioned" / "as_of=2024-06-01"
+    partitioned.mkdir(parents=True)
+    pq.write_table(pa.table({"id": pa.array([1], pa.int64())}), partitioned / "part-0.parquet")
+    assert input_facts(tmp_path / "partitioned", ["id"], tuple(FEATURE_COLUMNS)) is None
