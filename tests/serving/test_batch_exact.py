@@ -165,20 +165,32 @@ def test_both_engines_write_the_same_rows_and_schema(spark, lake_settings, model
     """Values float32 cannot hold (int64 beyond 2^24, doubles with more digits, huge doubles), NULLs, int64 keys:
     the pyarrow casts of the arrow engine and Spark's SQL casts must round them alike."""
     registry_with(lake_settings.registry_dir(), model_a)
+    booster = xgboost.Booster()
+    booster.load_model(bytearray((model_a / "xgboost-model").read_bytes()))
+    splits = booster.trees_to_dataframe().dropna(subset=["Split"])
     rng = np.random.default_rng(53)
     rows = 20_000
     columns = {
         "id": pa.array(rng.permutation(rows) + 2**40, pa.int64()),
         "loan_id": pa.array(np.arange(rows, dtype=np.int32), pa.int32()),  # an int32 key: widened by both
     }
+    assert splits["Feature"].nunique() >= 3, splits["Feature"].unique()
     for index, name in enumerate(FEATURE_COLUMNS):
+        # Half the rows right at the model's split thresholds, where a rounding that differs changes the leaf.
+        thresholds = splits.loc[splits["Feature"].isin([name, f"f{index}"]), "Split"].to_numpy(np.float32)
+        near = rng.choice(thresholds, rows) if len(thresholds) else np.zeros(rows, np.float32)
         if index % 2:
-            values = rng.integers(-(2**40), 2**40, rows)
-            values[::7] = rng.integers(0, 12, len(values[::7]))  # small ones too, which the trees split on
+            values = rng.integers(-(2**40), 2**40, rows)  # beyond 2^24: rounded to float32 by both
+            values[::2] = np.floor(near[::2]).astype(np.int64) + rng.integers(-1, 2, len(values[::2]))
             columns[name] = pa.array(values, pa.int64(), mask=rng.random(rows) < 0.1)
         else:
             values = rng.normal(0, 1, rows) * 10.0 ** rng.integers(-3, 6, rows)
-            values[::101] = 1e39  # beyond float32: +inf in both
+            # Doubles within a float32 step of a threshold: a quarter, half (ties go to even) or three quarters.
+            step = np.spacing(np.abs(near[::2])).astype(np.float64)
+            values[::2] = near[::2].astype(np.float64) + step * rng.choice(
+                [-0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75], len(step)
+            )
+            values[1::101] = 1e39  # beyond float32: +inf in both
             columns[name] = pa.array(values, pa.float64(), mask=rng.random(rows) < 0.1)
     source = tmp_path / "wide"
     source.mkdir()
