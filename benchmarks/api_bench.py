@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -456,15 +457,39 @@ def cpu_seconds(pids: list[int]) -> list[float]:
     return [total(pid) for pid in pids]
 
 
+def model_calls(url: str) -> tuple[float, float] | None:
+    """(predictions, model calls) so far, from the API's /metrics (of the one worker that answers it)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{url}metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).text
+    except httpx.HTTPError:
+        return None
+    names = ("api_predictions_total", "api_model_shared_calls_total", "api_model_shared_predictions_total")
+    found = {name: float(value) for name, value in re.findall(r"(?m)^(api_\w+_total) (\S+)$", text) if name in names}
+    if len(found) < 3:
+        return None
+    predictions, shared_calls, shared = (found[name] for name in names)
+    return predictions, shared_calls + predictions - shared  # a prediction not in a shared call made its own
+
+
 def sweep(
-    url: str, levels: list[int], duration: int, script: Path, pids: list[int], port_of_workers: int | None = None
+    url: str,
+    levels: list[int],
+    duration: int,
+    script: Path,
+    pids: list[int],
+    port_of_workers: int | None = None,
+    api_metrics: bool = False,
 ) -> list[dict]:
     """wrk at each connection count; with the CPU time each server process spent per request
     (front hop, back hop), a figure that other work on a shared machine does not distort.
-    With `port_of_workers`, also how wrk's connections were shared among the workers of pids[0]."""
+    With `port_of_workers`, also how wrk's connections were shared among the workers of pids[0].
+    With `api_metrics`, also how many predictions shared a model call, on average (the API's /metrics)."""
     run_wrk(url, 4, 2, script)  # warm-up: pools filled, code paths compiled
     runs = []
     for connections in levels:
+        calls_before = model_calls(url) if api_metrics else None
         before = cpu_seconds(pids)
         shares: list[list[int]] = []
         if port_of_workers is not None:
@@ -478,6 +503,11 @@ def sweep(
         if port_of_workers is not None:
             timer.join()
             run["connections_per_worker"] = shares[0] if shares else None
+        calls_after = model_calls(url) if api_metrics else None
+        if calls_before and calls_after and calls_after[1] > calls_before[1]:
+            run["predictions_per_model_call"] = round(
+                (calls_after[0] - calls_before[0]) / (calls_after[1] - calls_before[1]), 2
+            )
         runs.append(run)
     return runs
 
@@ -578,7 +608,14 @@ def bench(args, work: Path, results: dict) -> dict:
             api, api_port = start_api(config, logs, ids[0])
             processes.append(api)
             print(f"API, {store} store ...", flush=True)
-            runs = sweep(f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid])
+            runs = sweep(
+                f"http://127.0.0.1:{api_port}/",
+                args.levels,
+                args.duration,
+                api_script,
+                [api.pid, model.pid],
+                api_metrics=True,
+            )
             results["runs"][f"api-{store}"] = runs
             results["loadavg"][f"api-{store}"] = os.getloadavg()
             if store == args.stores[0] and args.open_loop_repeats > 0:
@@ -670,6 +707,7 @@ def bench(args, work: Path, results: dict) -> dict:
                 api_script,
                 [api.pid, wide_model.pid],
                 port_of_workers=api_port,
+                api_metrics=True,
             )
             results["loadavg"][f"api-{store}-{workers}w"] = os.getloadavg()
             for process in (api, wide_model):
@@ -861,6 +899,18 @@ def report(results: dict) -> None:
                 for r in results["runs"][name]
             )
         )
+    shared = [name for name in names if any("predictions_per_model_call" in r for r in results["runs"][name])]
+    if shared:
+        print(
+            "predictions per model call (api.model_batching; from the API's /metrics, one worker's), at each connection count:"
+        )
+        for name in shared:
+            print(
+                f"  {name:<12} "
+                + "  ".join(
+                    f"c={r['connections']}: {r.get('predictions_per_model_call')}" for r in results["runs"][name]
+                )
+            )
     floor = max(r["rps"] for r in results["runs"]["floor"])
     print(
         f"the floor: the front hop with {results.get('floor_client', 'httpx')}, the fastest of "
