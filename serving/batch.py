@@ -48,6 +48,15 @@ def output_schema(has_loan_id: bool) -> str:
     return f"{keys}, probability double, label int, model_version string"
 
 
+def spark_output_schema(keys: list[str]):
+    """output_schema as a StructType (a running session parses it): what Spark reads back from either engine's files."""
+    from pyspark.sql.types import StructType
+
+    schema = StructType.fromDDL(output_schema("loan_id" in keys))
+    assert isinstance(schema, StructType)
+    return schema
+
+
 @dataclass(frozen=True)
 class Plan:
     """How the scoring uses the cores: threads per predict call, and a repartition or none."""
@@ -228,11 +237,13 @@ def run_batch(
     try:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import AnalysisException
-        from pyspark.sql.types import StructType
+        from pyspark.sql.pandas.types import to_arrow_schema
 
         for uri in (input_uri, output_uri):
             session.require_filesystem(spark, uri)
-        input_path, output_path = batch_arrow.local_path(input_uri), batch_arrow.local_path(output_uri)
+        input_path, output_path = (
+            lake.local_path(uri) if lake.is_local(uri) else None for uri in (input_uri, output_uri)
+        )
         facts = None
         if input_path is not None and output_path is not None and input_path.exists():
             facts = batch_arrow.input_facts(input_path, list(KEY_COLUMNS), loaded.feature_names)
@@ -262,6 +273,7 @@ def run_batch(
                 loaded.feature_names,
                 loaded.threshold,
                 loaded.version,
+                to_arrow_schema(spark_output_schema(keys)),
             )
         else:
             use_this_python_for_local_workers(spark)
@@ -280,10 +292,10 @@ def run_batch(
         timings["score_and_write"] = written - started - timings["read_and_plan"]
         if warmup is not None:
             warmup.wait()
-        # The output's schema as Spark reads it back (tested for both engines): no footer read here.
-        written_schema = StructType.fromDDL(output_schema("loan_id" in keys))
-        assert isinstance(written_schema, StructType)
-        hive.register(spark, settings.features.database, {table_name: output_uri}, {table_name: written_schema})
+        # No footer read here: the schema Spark reads back is known (tested for both engines).
+        hive.register(
+            spark, settings.features.database, {table_name: output_uri}, {table_name: spark_output_schema(keys)}
+        )
         timings["register"] = time.perf_counter() - written
     except UserError:
         raise

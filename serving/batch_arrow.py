@@ -20,18 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configuration.errors import UserError, excerpt
-from serving.batch_scoring import output_names, scorer
+from serving.batch_scoring import scorer
 
 # Rows per scoring call: large batches amortize XGBoost's per-call cost; 1 Mi rows of the
 # key and feature columns is ~40 MB of Arrow and float32 matrix at a time.
 BATCH_ROWS = 1 << 20
-
-
-def local_path(uri: str) -> Path | None:
-    """The path of a local file URI (a plain path or file://), else None (s3a://, hdfs://, ...)."""
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    return Path(uri.removeprefix("file://").removeprefix("file:"))
 
 
 @dataclass(frozen=True)
@@ -87,9 +80,11 @@ def score_to_parquet(
     feature_names: tuple[str, ...],
     threshold: float,
     version: str,
+    schema,
 ) -> tuple[int, int]:
     """Score every row of the input folder into the output folder new_output made; return (rows, positives).
-    On any failure the output folder is removed."""
+    schema: the output's Arrow schema (the Spark engine's, serving.batch). On any failure the output
+    folder is removed."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -104,15 +99,6 @@ def score_to_parquet(
         version,
         len(os.sched_getaffinity(0)),
     )
-    schema = pa.schema(
-        [
-            *(pa.field(c, pa.int64()) for c in keys),
-            pa.field("probability", pa.float64()),
-            pa.field("label", pa.int32()),
-            pa.field("model_version", pa.string()),
-        ]
-    )
-    assert schema.names == output_names(keys)
     part = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     rows = positives = 0
     try:
