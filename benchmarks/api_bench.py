@@ -18,7 +18,11 @@ What runs (every server is a separate process pinned to CPU 0, the load generato
         latency counted from the scheduled time so a stall is not hidden) at half of the
         API's best wrk throughput, for the p99 target and for the memory run;
   - memory: the API's RSS sampled every 5 s over a `--memory-seconds` (default 300) open-loop
-    run at that same half rate.
+    run at that same half rate;
+  - with `--workers 1,2`: the API with 2 workers, and beside it the reference for that scaling,
+    the floor with 2 front workers under the API's own supervisor (`floor-2w`), both on CPUs 0-1
+    beside wrk (on CPU 1): what the bare hops gain from a second worker is what this machine
+    gives one once the load generator takes its share (wrk's CPU per request is printed).
 Also: materializing 36,500 customers from Parquet into each store.
 
     .venv/bin/python benchmarks/api_bench.py [--duration 8] [--memory-seconds 300] [--stores sqlite,redis]
@@ -286,9 +290,17 @@ end
 
 
 def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
+    """wrk's figures, and the CPU time wrk itself spent (`wrk_cpu_s`): on two cores the load generator's
+    share is CPU the servers of a two-worker run do not get."""
+    import resource
+
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
-    return wrk_result(output, connections)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = wrk_result(output, connections)
+    result["wrk_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
 # Load: open loop (benchmarks/loadgen.py, in its own process:
@@ -500,6 +512,7 @@ def sweep(
         after = cpu_seconds(pids)
         requests = run["rps"] * duration
         run["cpu_us_per_request"] = [round((a - b) / requests * 1e6) for a, b in zip(after, before)]
+        run["wrk_cpu_us_per_request"] = round(run["wrk_cpu_s"] / requests * 1e6)
         if port_of_workers is not None:
             timer.join()
             run["connections_per_worker"] = shares[0] if shares else None
@@ -663,6 +676,38 @@ def bench(args, work: Path, results: dict) -> dict:
                     ]
                 )
         for workers in [w for w in args.workers if w > 1]:
+            # The reference for the workers' scaling: the floor's two bare hops with `workers` front
+            # processes, under the API's own supervisor (configuration/workers.py, a socket each), on
+            # the same CPUs and beside the same wrk. What they gain over the one-worker floor is what
+            # this machine gives a second worker once the load generator takes its share.
+            floor_cpus = f"0-{workers - 1}"
+            wide_backend_port, wide_front_port = free_port(), free_port()
+            wide_backend = start(
+                uvicorn_command("api_bench:floor_backend", wide_backend_port), logs, clean_env(), floor_cpus
+            )
+            processes.append(wide_backend)
+            wide_front = start(
+                [sys.executable, __file__, "--floor-server", str(wide_front_port), str(workers)],
+                logs,
+                clean_env(FLOOR_BACKEND=f"http://127.0.0.1:{wide_backend_port}", FLOOR_CLIENT=best_client),
+                floor_cpus,
+            )
+            processes.append(wide_front)
+            wait_ready(f"http://127.0.0.1:{wide_front_port}/predict/{ids[0]}", wide_front)
+            print(f"floor with {best_client}, {workers} front workers on CPUs {floor_cpus} ...", flush=True)
+            results["runs"][f"floor-{workers}w"] = sweep(
+                f"http://127.0.0.1:{wide_front_port}/",
+                args.levels,
+                args.duration,
+                floor_script,
+                [wide_front.pid, wide_backend.pid],
+                port_of_workers=wide_front_port,
+            )
+            results["loadavg"][f"floor-{workers}w"] = os.getloadavg()
+            for process in (wide_front, wide_backend):
+                stop(process)
+                processes.remove(process)
+
             # API against API: the same sweep with `workers` API processes, all servers on CPUs
             # 0..workers-1; wrk stays on CPU 1, which the second worker shares. The model server keeps
             # one worker (--model-workers), as behind the one-worker API, so only the API's count
@@ -890,12 +935,15 @@ def report(results: dict) -> None:
                 + (f" err {r['errors']}" if r["errors"] else "")
             )
         print(f"{connections:>11} " + " ".join(f"{c:>30}" for c in cells))
-    print("CPU time per request (front hop + back hop, microseconds), at each connection count:")
+    print(
+        "CPU time per request (front hop + back hop, and the load generator wrk's own; microseconds), at each connection count:"
+    )
     for name in names:
         print(
             f"  {name:<12} "
             + "  ".join(
                 f"c={r['connections']}: {r['cpu_us_per_request'][0]}+{r['cpu_us_per_request'][1]}"
+                + (f" (wrk {r['wrk_cpu_us_per_request']})" if "wrk_cpu_us_per_request" in r else "")
                 for r in results["runs"][name]
             )
         )
@@ -914,7 +962,7 @@ def report(results: dict) -> None:
     floor = max(r["rps"] for r in results["runs"]["floor"])
     print(
         f"the floor: the front hop with {results.get('floor_client', 'httpx')}, the fastest of "
-        + ", ".join(n.removeprefix("floor-") for n in names if n.startswith("floor-"))
+        + ", ".join(n.removeprefix("floor-") for n in names if n.removeprefix("floor-") in FLOOR_CLIENTS)
     )
     for name in names:
         if not name.startswith("floor"):
@@ -972,6 +1020,25 @@ def main() -> None:
             )
         )
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--floor-server":
+        # The floor's front app with N workers under the API's supervisor: `--floor-server PORT N`.
+        import uvicorn
+
+        from configuration.workers import serve
+
+        port, workers = int(sys.argv[2]), int(sys.argv[3])
+        sys.path.insert(0, str(Path(__file__).parent))  # the workers import api_bench:floor_frontend
+        config = uvicorn.Config(
+            "api_bench:floor_frontend",
+            host="127.0.0.1",
+            port=port,
+            workers=workers,
+            http="httptools",
+            loop="uvloop",
+            access_log=False,
+            log_level="warning",
+        )
+        raise SystemExit(serve(config))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--levels", default="1,8,32,64", help="wrk connection counts (default 1,8,32,64)")
