@@ -58,6 +58,17 @@ class PathSettings(Section):
         return self
 
 
+# A feature run is a fresh JVM that runs Spark's planning, Janino, Derby and the Hive client a few
+# thousand times each and its row loops millions of times: with Java's C2 thresholds (Tier4*: 5,000
+# calls, or 600 calls and 15,000 calls and loop turns) its compilers used 21 of its 36 CPU seconds. Ten times higher thresholds
+# leave the lukewarm code to C1 and still give the row loops C2: 15 s of compiling, 1.5 s less wall
+# time at 777,909 rows and 7.8 M rows alike (benchmarks/README.md, Features, 2026-12-07 late night).
+LUKEWARM_CODE_LEFT_TO_C1 = (
+    "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=20000 "
+    "-XX:Tier4CompileThreshold=60000 -XX:Tier4BackEdgeThreshold=400000"
+)
+
+
 class SparkSettings(Section):
     master: str = Field("local[2]", description="Spark master URL used when the job is not launched by spark-submit.")
     shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions; a local master wants few.")
@@ -65,9 +76,10 @@ class SparkSettings(Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = Field("WARN", description="Spark's own log level.")
     ui_enabled: bool = Field(False, description="Start the Spark web UI (port 4040).")
     java_options: str = Field(
-        "-XX:+UseParallelGC",
+        "-XX:+UseParallelGC " + LUKEWARM_CODE_LEFT_TO_C1,
         description="Options of the driver and executor JVMs. The parallel collector: on 2 cores G1's concurrent "
-        "threads took ~2 of the feature job's ~37 s (benchmarks/README.md).",
+        "threads took ~2 of the feature job's ~37 s. C2 only for code called 10x more often than Java's default: "
+        "in a fresh JVM the compilers used more than half of the job's CPU (benchmarks/README.md).",
     )
     class_archive: bool = Field(
         True,
