@@ -58,11 +58,12 @@ class PathSettings(Section):
         return self
 
 
-# A feature run is a fresh JVM that runs Spark's planning, Janino, Derby and the Hive client a few
-# thousand times each and its row loops millions of times: with Java's C2 thresholds (Tier4*: 5,000
-# calls, or 600 calls and 15,000 calls and loop turns) its compilers used 21 of its 36 CPU seconds. Ten times higher thresholds
-# leave the lukewarm code to C1 and still give the row loops C2: 15 s of compiling, 1.5 s less wall
-# time at 777,909 rows and 7.8 M rows alike (benchmarks/README.md, Features, 2026-12-07 late night).
+# A feature run is a fresh JVM. It runs Spark's planning, Janino, Derby and the Hive client a few
+# thousand times each, and its row loops millions of times. With Java's C2 thresholds (5,000 calls,
+# or 600 calls with 15,000 calls plus loop turns) its compilers used 21 of its 36 CPU seconds.
+# Ten times higher thresholds leave the lukewarm code to C1 and still give the row loops C2: 15 s
+# of compiling, 1.5 s less wall time at 777,909 and at 7.8 M rows (benchmarks/README.md, Features,
+# 2026-12-07 late night).
 LUKEWARM_CODE_LEFT_TO_C1 = (
     "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=20000 "
     "-XX:Tier4CompileThreshold=60000 -XX:Tier4BackEdgeThreshold=400000"
