@@ -44,6 +44,13 @@ python="$(find_python)"
 echo "sparkmaker: creating .venv-airflow (Apache Airflow, about 300 MB; the first run takes a few minutes)" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
+# pip at the project's one version (scripts/pip.lock), as .venv and the images have it: the pip a new
+# venv comes with (23.x on Python 3.11) refuses the hashed lock, asking a pin of an extra
+# (fastapi-cli's uvicorn[standard]) that pip 26 takes from the lock's uvicorn.
+if ! "$venv/bin/python" -m pip install --quiet --require-hashes -r "$root/scripts/pip.lock" >&2; then
+  echo "sparkmaker: installing pip (scripts/pip.lock) into .venv-airflow failed (see pip's message above)" >&2
+  exit 1
+fi
 # SPARKMAKER_AIRFLOW_LOCK: a hashed lock of the same two files (compose/airflow.lock, by scripts/lock.sh),
 # installed with --require-hashes instead; the images use it (compose/Dockerfile).
 install=(-r "$requirements" -c "$constraints")

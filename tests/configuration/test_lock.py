@@ -180,8 +180,13 @@ def test_every_dockerfile_installs_with_require_hashes_from_a_lock_it_copies():
 def test_pip_has_one_version_pinned_in_one_place():
     pin = locked("scripts/pip.txt")
     assert list(pin) == ["pip"] and locked("scripts/pip.lock")["pip"][0] == pin["pip"][0]
+    install_pip = '-m pip install --quiet --require-hashes -r "$root/scripts/pip.lock"'
     ensure = (REPO_ROOT / "scripts" / "ensure_venv.sh").read_text()
-    assert '-m pip install --quiet --require-hashes -r "$root/scripts/pip.lock"' in ensure
+    assert install_pip in ensure
+    # The Airflow venv too, before Airflow: a new venv's own pip (23.x) refuses compose/airflow.lock.
+    airflow = (REPO_ROOT / "scripts" / "ensure_airflow_venv.sh").read_text()
+    assert install_pip in airflow
+    assert airflow.index(install_pip) < airflow.index('"${install[@]}"')
     for path in [*dockerfiles(), *(REPO_ROOT / "scripts").glob("*.sh")]:
         text = path.read_text()
         assert not re.search(r"pip==\d", text), f"{path} pins pip itself: scripts/pip.txt is the one place"
