@@ -713,8 +713,8 @@ def bench(args, work: Path, results: dict) -> dict:
             # one worker (--model-workers), as behind the one-worker API, so only the API's count
             # changes: at 9,000 req/s it uses ~30 % of a core, and a second one only added processes
             # to wake (1.26-1.57x at 32 connections against 1.81-1.89x with one, same session).
-            # The floor is not run this way: the question is how the API scales with its workers, and
-            # the 1-worker run above is the reference.
+            # Its reference is the one-worker API above; the floor's own gain, just above, is what
+            # this machine allows.
             store = args.stores[0]
             cpus = f"0-{workers - 1}"
             wide_model_port = free_port()
