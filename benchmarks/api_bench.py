@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -249,6 +250,13 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def retire(processes: list[subprocess.Popen], *done: subprocess.Popen) -> None:
+    """Stop `done` and drop them from `processes`, the list the run's `finally` stops."""
+    for process in done:
+        stop(process)
+        processes.remove(process)
+
+
 def start_api(
     config: Path, log, first_id: int, workers: int = 1, cpus: str = SERVER_CPU, **env: str
 ) -> tuple[subprocess.Popen, int]:
@@ -292,8 +300,6 @@ end
 def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict:
     """wrk's figures, and the CPU time wrk itself spent (`wrk_cpu_s`): on two cores the load generator's
     share is CPU the servers of a two-worker run do not get."""
-    import resource
-
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(pinned(LOAD_CPU, command), capture_output=True, text=True, timeout=duration + 60).stdout
@@ -584,8 +590,7 @@ def bench(args, work: Path, results: dict) -> dict:
         results["runs"]["floor"] = results["runs"][f"floor-{best_client}"]
         for client, (front, _) in fronts.items():
             if client != best_client:
-                stop(front)
-                processes.remove(front)
+                retire(processes, front)
         frontend_port = fronts[best_client][1]
         # The fastest floor stays up (idle) for the open-loop reference at the API's half rate below.
 
@@ -652,8 +657,7 @@ def bench(args, work: Path, results: dict) -> dict:
                     print(f"memory: {args.memory_seconds} s at {rate} req/s, RSS every 5 s ...", flush=True)
                     results["memory"] = memory_run(api, model, api_port, rate, args.memory_seconds, ids_file, psutil)
                     results["loadavg"]["memory"] = os.getloadavg()
-            stop(api)
-            processes.remove(api)
+            retire(processes, api)
             if store == args.stores[0]:
                 # The same API with every prediction its own model call (api.model_batch_rows = 1), as the
                 # floor makes them: what the shared calls (api.model_batching) are worth, side by side.
@@ -664,8 +668,7 @@ def bench(args, work: Path, results: dict) -> dict:
                     f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [alone.pid, model.pid]
                 )
                 results["loadavg"][f"api-{store}-alone"] = os.getloadavg()
-                stop(alone)
-                processes.remove(alone)
+                retire(processes, alone)
             if store == "redis":
                 subprocess.run(["redis-cli", "-n", "15", "--scan", "--pattern", f"{prefix}:*"], capture_output=True)
                 subprocess.run(
@@ -704,9 +707,7 @@ def bench(args, work: Path, results: dict) -> dict:
                 port_of_workers=wide_front_port,
             )
             results["loadavg"][f"floor-{workers}w"] = os.getloadavg()
-            for process in (wide_front, wide_backend):
-                stop(process)
-                processes.remove(process)
+            retire(processes, wide_front, wide_backend)
 
             # API against API: the same sweep with `workers` API processes, all servers on CPUs
             # 0..workers-1; wrk stays on CPU 1, which the second worker shares. The model server keeps
@@ -755,9 +756,7 @@ def bench(args, work: Path, results: dict) -> dict:
                 api_metrics=True,
             )
             results["loadavg"][f"api-{store}-{workers}w"] = os.getloadavg()
-            for process in (api, wide_model):
-                stop(process)
-                processes.remove(process)
+            retire(processes, api, wide_model)
     finally:
         for process in processes:
             stop(process)
