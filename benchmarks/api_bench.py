@@ -23,6 +23,10 @@ What runs (every server is a separate process pinned to CPU 0, the load generato
     the floor with 2 front workers under the API's own supervisor (`floor-2w`), both on CPUs 0-1
     beside wrk (on CPU 1): what the bare hops gain from a second worker is what this machine
     gives one once the load generator takes its share (wrk's CPU per request is printed).
+  - paired rounds (`--paired-rounds`, default 3): after the first store's sweep, the floor and
+    that API swept alternately, the same processes each time; the API's share of the floor in
+    each round and the median. A VM's speed drifts over minutes, so the ratio of neighbouring
+    sweeps is the one to judge the target by, not the ratio of the two best sweeps.
 Also: materializing 36,500 customers from Parquet into each store.
 
     .venv/bin/python benchmarks/api_bench.py [--duration 8] [--memory-seconds 300] [--stores sqlite,redis]
@@ -43,11 +47,13 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -531,6 +537,27 @@ def sweep(
     return runs
 
 
+def paired_rounds(rounds: int, floor: Callable[[], list[dict]], api: Callable[[], list[dict]]) -> dict:
+    """The floor's sweep and the API's, one after the other, `rounds` times: the API's share of the
+    floor at each connection count in each round, and its median.
+
+    This machine's speed drifts by a fifth over minutes (other tenants of the host: the same API
+    process gave 3,800-4,400 req/s in consecutive 4 s runs); a ratio of two sweeps made minutes
+    apart carries that drift, a ratio of neighbours much less of it."""
+    shares: dict[int, list[float]] = {}
+    rows = []
+    for _ in range(rounds):
+        floor_runs, api_runs = floor(), api()
+        rows.append({"floor": floor_runs, "api": api_runs})
+        for f, a in zip(floor_runs, api_runs):
+            shares.setdefault(f["connections"], []).append(round(a["rps"] / f["rps"], 3))
+    return {
+        "rounds": rows,
+        "shares": {str(c): v for c, v in shares.items()},
+        "median": {str(c): statistics.median(v) for c, v in shares.items()},
+    }
+
+
 def connection_shares(supervisor: int, port: int) -> list[int]:
     """The client connections each worker of `supervisor` holds on `port`, most first."""
     import psutil
@@ -636,6 +663,22 @@ def bench(args, work: Path, results: dict) -> dict:
             )
             results["runs"][f"api-{store}"] = runs
             results["loadavg"][f"api-{store}"] = os.getloadavg()
+            if store == args.stores[0] and args.paired_rounds > 0:
+                print(f"the floor and the API, {args.paired_rounds} alternating rounds ...", flush=True)
+                results["paired"] = paired_rounds(
+                    args.paired_rounds,
+                    lambda: sweep(
+                        f"http://127.0.0.1:{frontend_port}/",
+                        args.levels,
+                        args.duration,
+                        floor_script,
+                        [fronts[best_client][0].pid, backend.pid],
+                    ),
+                    lambda: sweep(
+                        f"http://127.0.0.1:{api_port}/", args.levels, args.duration, api_script, [api.pid, model.pid]
+                    ),
+                )
+                results["loadavg"]["paired"] = os.getloadavg()
             if store == args.stores[0] and args.open_loop_repeats > 0:
                 best = max(r["rps"] for r in runs)
                 rate = round(best / 2)
@@ -967,6 +1010,13 @@ def report(results: dict) -> None:
         if not name.startswith("floor"):
             best = max(r["rps"] for r in results["runs"][name])
             print(f"{name}: best {best:.0f} req/s = {best / floor:.0%} of the floor's best {floor:.0f} req/s")
+    if "paired" in results:
+        for connections, shares in results["paired"]["shares"].items():
+            print(
+                f"the API's share of the floor in alternating rounds at c={connections}: "
+                + ", ".join(f"{share:.0%}" for share in shares)
+                + f"; median {results['paired']['median'][connections]:.0%}"
+            )
     for name in names:
         if name.endswith("w") and name.rsplit("-", 1)[0] in results["runs"]:
             one = results["runs"][name.rsplit("-", 1)[0]]
@@ -1075,6 +1125,13 @@ def main() -> None:
         default=0,
         metavar="N",
         help="instead of the run: the API's CPU per request in process over N requests, and a cProfile of them",
+    )
+    parser.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=3,
+        help="after the first store's sweep, the floor and the API swept alternately this many times: "
+        "the API's share of the floor per round and its median (default 3, 0 to skip)",
     )
     parser.add_argument("--profile-concurrency", type=int, default=8, help="requests in flight while profiling")
     args = parser.parse_args()
