@@ -97,6 +97,7 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
             "fast_path": self.fast is not None,
             "fast_path_max_rows": self.fast_max_rows,
+            "fast_path_in_c": self.fast is not None and self.fast.walk is not None,  # serving/ensemble.c
             "training_run_id": (self.metadata.get("training_data") or {}).get("run_id"),
         }
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xgboost
 
-from serving import tree_eval
+from serving import native, tree_eval
 from serving.model import probe_rows
 from serving.tree_eval import compile_trees
 from tests.serving.conftest import synthetic_features
@@ -27,9 +27,14 @@ def _train(params: dict, rounds: int, seed: int = 0, labels=None) -> xgboost.Boo
     return xgboost.train({"nthread": 1, "seed": seed, **params}, xgboost.DMatrix(x, label=y), rounds)
 
 
-@pytest.fixture(params=["ifs", "tables"])
+@pytest.fixture(params=["ifs", "tables", "walk"])
 def evaluator(request, monkeypatch):
-    """Either way of finding the leaves: generated `if`s only, or tables wherever they fit (serving.tree_eval)."""
+    """Each way of finding the leaves: generated `if`s only, tables wherever they fit, or the walk in C
+    (serving/ensemble.c, which the machine's compiler builds: the two Python ways run without it)."""
+    if request.param == "walk":
+        assert native.ensemble() is not None, "serving/ensemble.c did not build: see the log's warning"
+        return request.param
+    monkeypatch.setattr(tree_eval, "_walk", lambda *args: None)
     if request.param == "ifs":
         monkeypatch.setattr(tree_eval, "GROUP_ENTRIES_LIMIT", 0)
     else:
@@ -57,6 +62,7 @@ def test_fast_path_matches_xgboost(params, rounds, evaluator):
     booster = _train(params, rounds)
     compiled = compile_trees(bytes(booster.save_raw("json")))
     assert compiled is not None
+    assert (compiled.walk is not None) == (evaluator == "walk")
     if evaluator == "ifs":
         assert compiled.tables == 0
     # Random rows, missing values, and values exactly on and beside every split threshold.
