@@ -101,6 +101,21 @@ def test_image_serves_the_model_as_sagemaker_runs_it(engine_env, image, model_a,
         np.testing.assert_allclose(
             [float(v) for v in answer.text.split()], reference_predict(model_a, matrix), atol=1e-6
         )
+        # The tree walk in C, built in the image's build stage, loads for the server's user without a compiler.
+        walk = subprocess.run(
+            [
+                "docker",
+                "exec",
+                name,
+                "python",
+                "-c",
+                "from serving import native; print(native.ensemble() is not None)",
+            ],
+            env=engine_env,
+            capture_output=True,
+            text=True,
+        )
+        assert walk.stdout.strip() == "True", walk.stderr
         user = subprocess.run(["docker", "exec", name, "id", "-u"], env=engine_env, capture_output=True, text=True)
         assert user.stdout.strip() not in ("", "0"), "the server must not run as root"
         stopped = subprocess.run(
