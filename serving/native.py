@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -83,6 +84,25 @@ def _build(cc: str, include: str, target: Path) -> None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+
+
+def ensemble_arrays(
+    left: list[int],
+    right: list[int],
+    feature: list[int],
+    value: list[float],
+    default_left: list[bool],
+    roots: list[int],
+) -> tuple[bytes, ...]:
+    """The node arrays as `build` (serving/ensemble.c) takes them: int32, int32, int32, float32, uint8, int32."""
+    return (
+        struct.pack(f"{len(left)}i", *left),
+        struct.pack(f"{len(right)}i", *right),
+        struct.pack(f"{len(feature)}i", *feature),
+        struct.pack(f"{len(value)}f", *value),
+        bytes(default_left),
+        struct.pack(f"{len(roots)}i", *roots),
+    )
 
 
 @functools.lru_cache(maxsize=1)

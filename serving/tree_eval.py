@@ -465,14 +465,7 @@ def _walk(
         default_left.extend(tree.default_left)
     try:
         capsule = module.build(
-            struct.pack(f"{len(left)}i", *left),
-            struct.pack(f"{len(right)}i", *right),
-            struct.pack(f"{len(feature)}i", *feature),
-            struct.pack(f"{len(value)}f", *value),
-            bytes(default_left),
-            struct.pack(f"{len(roots)}i", *roots),
-            base_margin,
-            width,
+            *native.ensemble_arrays(left, right, feature, value, default_left, roots), base_margin, width
         )
     except ValueError:  # trees it does not take (a child before its parent): the generated function answers
         return None

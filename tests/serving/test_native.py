@@ -83,17 +83,6 @@ def test_it_can_be_turned_off(cache, monkeypatch):
     assert not cache.exists()
 
 
-def _arrays(left, right, feature, value, default_left, roots):
-    return (
-        struct.pack(f"{len(left)}i", *left),
-        struct.pack(f"{len(right)}i", *right),
-        struct.pack(f"{len(feature)}i", *feature),
-        struct.pack(f"{len(value)}f", *value),
-        bytes(default_left),
-        struct.pack(f"{len(roots)}i", *roots),
-    )
-
-
 def f32(value: float) -> float:
     return struct.unpack("f", struct.pack("f", value))[0]
 
@@ -101,7 +90,9 @@ def f32(value: float) -> float:
 def test_the_walk_by_hand(cache):
     module = native.ensemble()
     # Tree 0: x0 < 0.5 ? leaf 1.0 : leaf -1.0 (missing goes right); tree 1 a single leaf 0.25.
-    arrays = _arrays([1, -1, -1, -1], [2, -1, -1, -1], [0, 0, 0, 0], [0.5, 1.0, -1.0, 0.25], [0, 0, 0, 0], [0, 3])
+    arrays = native.ensemble_arrays(
+        [1, -1, -1, -1], [2, -1, -1, -1], [0, 0, 0, 0], [0.5, 1.0, -1.0, 0.25], [0, 0, 0, 0], [0, 3]
+    )
     capsule = module.build(*arrays, 0.0, 1)
     # Margins 1.25 (left), -0.75 (right: 0.5 is not below 0.5) and -0.75 (missing, right); 1 / (e^-m + 1) in float32.
     above, below = f32(1 / (f32(math.exp(-1.25)) + 1)), f32(1 / (f32(math.exp(0.75)) + 1))
@@ -117,6 +108,8 @@ def test_trees_it_cannot_walk_safely_are_refused(cache):
     module = native.ensemble()
     # A child before its parent (a loop, were it followed): refused, so Python answers.
     with pytest.raises(ValueError):
-        module.build(*_arrays([-1, 0], [-1, 0], [0, 0], [1.0, 0.5], [0, 0], [1]), 0.0, 1)
+        module.build(*native.ensemble_arrays([-1, 0], [-1, 0], [0, 0], [1.0, 0.5], [0, 0], [1]), 0.0, 1)
     with pytest.raises(ValueError):  # a split on a feature the model does not have
-        module.build(*_arrays([1, -1, -1], [2, -1, -1], [3, 0, 0], [0.5, 1.0, 2.0], [0, 0, 0], [0]), 0.0, 1)
+        module.build(
+            *native.ensemble_arrays([1, -1, -1], [2, -1, -1], [3, 0, 0], [0.5, 1.0, 2.0], [0, 0, 0], [0]), 0.0, 1
+        )
